@@ -1,0 +1,462 @@
+/*
+ * scsictl.h — SCSI slot and guest-mount reservation controller.
+ *
+ * The whole public C API. The contract is SPEC.md; this header says how the
+ * C side of it is spelled.
+ *
+ * Model in one paragraph: a controller owns `controllers * luns_per_controller`
+ * slots. scsictl_reserve() gives a caller an id naming a claim on one
+ * (host disk, partition). Mapping the id attaches the disk to the VM and
+ * mounts the partition in the guest; unmapping releases the claim, and the
+ * last claim tears everything down. Disks and partition mounts are shared by
+ * reference count.
+ *
+ * The core never calls out. Mapping and unmapping are *operations* made of
+ * *steps* (add the disk, mount, unmount, eject, remove). A driver starts an
+ * operation, performs each step the core hands out, and reports the result:
+ *
+ *     scsictl_op op;
+ *     int st = scsictl_op_start_map(ctl, &op, &id, &err);
+ *     while (st == SCSICTL_STEP) {
+ *         bool ok = perform(&op.step, msg, sizeof msg);   // no lock held here
+ *         st = scsictl_op_report(ctl, &op, ok, msg, &err);
+ *     }
+ *     if (st == SCSICTL_DONE) use(op.guest_path); else fail(&err);
+ *
+ * While a step is in flight its disk is *busy*: every other operation that
+ * touches that disk fails fast with SCSICTL_E_BUSY; other disks proceed.
+ * scsictl_map() and scsictl_unmap() are that loop over C callbacks (the
+ * blocking driver).
+ *
+ * Thread safety: every function may be called from any thread at any time on
+ * the same controller, except scsictl_free() (no other call may be running or
+ * start afterwards). The controller's lock is never held while a step is in
+ * flight.
+ *
+ * Strings: every `const char *` argument is a NUL-terminated UTF-8 or byte
+ * string; the core copies what it keeps. Pointers inside a scsictl_step stay
+ * valid until the step is reported.
+ */
+#ifndef SCSICTL_H
+#define SCSICTL_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+#define SCSICTL_VERSION "0.1.0"
+
+/* Geometry limits (SPEC §5). */
+#define SCSICTL_MAX_CONTROLLERS 1024u
+#define SCSICTL_MAX_LUNS 16384u
+#define SCSICTL_DEFAULT_LUNS 64u
+#define SCSICTL_MAX_SLOTS (1u << 20)
+
+/* ------------------------------------------------------------------------ */
+/* Errors                                                                    */
+/* ------------------------------------------------------------------------ */
+
+/* Result codes. Functions return SCSICTL_OK (0) or a negative error code;
+ * the operation functions may also return SCSICTL_STEP or SCSICTL_DONE. The
+ * names of the error codes are the Lua error code strings. */
+typedef enum scsictl_code {
+    SCSICTL_STEP = 2,               /* op: perform op->step, then report   */
+    SCSICTL_DONE = 1,               /* op: finished successfully           */
+    SCSICTL_OK = 0,
+    SCSICTL_E_NOT_FOUND = -1,       /* unknown or already released id      */
+    SCSICTL_E_NO_SLOTS = -2,        /* every slot is taken                 */
+    SCSICTL_E_CONFIG_MISMATCH = -3, /* same path/partition, other config   */
+    SCSICTL_E_SLOT_TAKEN = -4,      /* rootfs pin on a used or pinned slot */
+    SCSICTL_E_OUT_OF_RANGE = -5,    /* controller or lun outside geometry  */
+    SCSICTL_E_BUSY = -6,            /* disk has a step in flight / tearing down */
+    SCSICTL_E_BACKEND = -7,         /* a step failed                       */
+    SCSICTL_E_CLOSED = -8,          /* the controller was closed           */
+    SCSICTL_E_INVALID_SNAPSHOT = -9,/* import refused a snapshot           */
+    SCSICTL_E_INVALID_ARGUMENT = -10,/* caller mistake (NULL, bad value)   */
+    SCSICTL_E_NO_MEMORY = -11       /* an allocation failed; nothing changed */
+} scsictl_code;
+
+#define SCSICTL_MESSAGE_MAX 512
+
+/* Error detail. Every function taking `scsictl_error *err` accepts NULL.
+ * On failure `code` is the returned code and `message` a NUL-terminated
+ * sentence with context (operation, host path, controller, lun, partition,
+ * the backend's own message), truncated to fit. Untouched on success. */
+typedef struct scsictl_error {
+    scsictl_code code;
+    char message[SCSICTL_MESSAGE_MAX];
+} scsictl_error;
+
+/* "not_found", "no_slots", ... for error codes; "ok", "step", "done" for the
+ * others; "unknown" otherwise. Static strings. */
+const char *scsictl_code_name(int code);
+
+/* ------------------------------------------------------------------------ */
+/* Ids                                                                       */
+/* ------------------------------------------------------------------------ */
+
+/* A reservation id: a random (version 4) UUID, 16 bytes. */
+typedef struct scsictl_id {
+    uint8_t bytes[16];
+} scsictl_id;
+
+#define SCSICTL_ID_STRLEN 36
+
+/* Writes the canonical lowercase form and a NUL (37 bytes). */
+void scsictl_id_format(const scsictl_id *id, char out[SCSICTL_ID_STRLEN + 1]);
+
+/* Parses the 36-character 8-4-4-4-12 hex form, either case, exactly `len`
+ * bytes. Returns SCSICTL_OK or SCSICTL_E_INVALID_ARGUMENT. */
+int scsictl_id_parse(const char *s, size_t len, scsictl_id *out);
+
+/* ------------------------------------------------------------------------ */
+/* Configuration                                                             */
+/* ------------------------------------------------------------------------ */
+
+typedef enum scsictl_guest {
+    SCSICTL_GUEST_LINUX = 0,
+    SCSICTL_GUEST_WINDOWS = 1
+} scsictl_guest;
+
+typedef enum scsictl_disk_type {
+    SCSICTL_DISK_VIRTUAL_DISK = 0,          /* "VirtualDisk" (default)  */
+    SCSICTL_DISK_PASSTHRU = 1,              /* "PassThru"               */
+    SCSICTL_DISK_EXTENSIBLE_VIRTUAL_DISK = 2 /* "ExtensibleVirtualDisk" */
+} scsictl_disk_type;
+
+/* "VirtualDisk", "PassThru", "ExtensibleVirtualDisk"; NULL if out of range. */
+const char *scsictl_disk_type_name(scsictl_disk_type type);
+
+/* A host disk. Two reservations share a disk when host_path is equal; they
+ * must then agree on every other field (else SCSICTL_E_CONFIG_MISMATCH). */
+typedef struct scsictl_disk_config {
+    const char *host_path;   /* required, non-empty */
+    bool read_only;
+    scsictl_disk_type type;
+    const char *evd_type;    /* NULL when unset; "" is a set, empty value */
+} scsictl_disk_config;
+
+/* A partition mount. Zero-initialised means every SPEC default
+ * (partition 0, no options, filesystem ""). Two reservations share a mount
+ * when disk and partition are equal; every other field must then be equal
+ * (options compared element by element, in order). */
+typedef struct scsictl_mount_config {
+    uint64_t partition;          /* 0 .. INT64_MAX */
+    bool read_only;
+    bool encrypted;
+    bool ensure_filesystem;
+    bool block_dev;
+    bool format_with_refs;       /* Windows: mount with the scratch variant */
+    const char *filesystem;      /* NULL means "" */
+    const char *const *options;  /* n_options strings; may be NULL if 0 */
+    size_t n_options;
+} scsictl_mount_config;
+
+/* Optional custom allocator (tests inject failures through it). All three
+ * are required when given. `realloc_fn` is never called with size 0. */
+typedef struct scsictl_allocator {
+    void *(*malloc_fn)(void *ud, size_t size);
+    void *(*realloc_fn)(void *ud, void *ptr, size_t size);
+    void (*free_fn)(void *ud, void *ptr);
+    void *ud;
+} scsictl_allocator;
+
+typedef struct scsictl_options {
+    uint32_t controllers;          /* 0 .. 1024                           */
+    uint32_t luns_per_controller;  /* 1 .. 16384; 0 means the default 64  */
+    scsictl_guest guest;
+    const scsictl_allocator *allocator; /* NULL: malloc/realloc/free;
+                                           copied, must outlive nothing  */
+} scsictl_options;
+
+/* ------------------------------------------------------------------------ */
+/* Controller                                                                */
+/* ------------------------------------------------------------------------ */
+
+typedef struct scsictl scsictl;
+
+/* Creates a controller. Errors: INVALID_ARGUMENT (geometry outside the
+ * limits, controllers * luns > 2^20, unknown guest, NULL out),
+ * NO_MEMORY. *out is set only on success. */
+int scsictl_new(const scsictl_options *opts, scsictl **out, scsictl_error *err);
+
+/* Frees the controller and everything it holds. Makes no backend call and
+ * touches nothing outside the controller; steps in flight are abandoned
+ * (their scsictl_op must not be reported afterwards). NULL is a no-op. */
+void scsictl_free(scsictl *ctl);
+
+/* Closes the controller: later mutating calls return SCSICTL_E_CLOSED;
+ * introspection keeps working. Idempotent (SCSICTL_OK again).
+ * Errors: BUSY while any step is in flight (nothing changes). */
+int scsictl_close(scsictl *ctl, scsictl_error *err);
+
+/* Reserves a claim on (disk, mount) and writes its new id to *id.
+ * mount may be NULL (all defaults). The disk takes the lowest free unpinned
+ * slot, or the pinned slot whose rootfs pin named this host path, or shares
+ * the disk already holding this host path. All-or-nothing: on error nothing
+ * changed. Errors: INVALID_ARGUMENT (NULL/empty host path, unknown type,
+ * partition > INT64_MAX, NULL option string), CONFIG_MISMATCH, NO_SLOTS,
+ * BUSY (the disk has a step in flight or is being torn down), CLOSED,
+ * NO_MEMORY. */
+int scsictl_reserve(scsictl *ctl, const scsictl_disk_config *disk,
+                    const scsictl_mount_config *mount, scsictl_id *id,
+                    scsictl_error *err);
+
+/* Pins slot (controller, lun) for the controller's lifetime; it is never
+ * given to another disk. When disk is non-NULL, a later reserve of that
+ * host path with an equal disk config uses this slot (a different config
+ * gets CONFIG_MISMATCH). Errors: OUT_OF_RANGE, SLOT_TAKEN (slot used or
+ * pinned, or disk->host_path already pinned or placed at another slot),
+ * INVALID_ARGUMENT, CLOSED, NO_MEMORY. */
+int scsictl_reserve_for_rootfs(scsictl *ctl, uint64_t controller, uint64_t lun,
+                               const scsictl_disk_config *disk,
+                               scsictl_error *err);
+
+/* ------------------------------------------------------------------------ */
+/* Operations and steps (the sans-I/O interface)                             */
+/* ------------------------------------------------------------------------ */
+
+typedef enum scsictl_step_kind {
+    SCSICTL_STEP_ADD_SCSI_DISK = 0,          /* vm                       */
+    SCSICTL_STEP_REMOVE_SCSI_DISK,           /* vm                       */
+    SCSICTL_STEP_LINUX_MOUNT,                /* linux add_mapped_virtual_disk */
+    SCSICTL_STEP_LINUX_UNMOUNT,              /* linux remove_mapped_virtual_disk */
+    SCSICTL_STEP_LINUX_EJECT,                /* linux remove_scsi_device */
+    SCSICTL_STEP_WINDOWS_MOUNT,              /* windows add_mapped_virtual_disk */
+    SCSICTL_STEP_WINDOWS_MOUNT_SCRATCH,      /* windows add_mapped_virtual_disk_for_container_scratch */
+    SCSICTL_STEP_WINDOWS_UNMOUNT,            /* windows remove_mapped_virtual_disk */
+    SCSICTL_STEP_KIND_COUNT
+} scsictl_step_kind;
+
+/* The callback name of a step ("add_scsi_disk", ...); NULL if out of range. */
+const char *scsictl_step_name(scsictl_step_kind kind);
+/* "vm", "linux_guest" or "windows_guest"; NULL if out of range. */
+const char *scsictl_step_backend(scsictl_step_kind kind);
+
+/* One backend call to perform. Which fields matter depends on kind:
+ *   ADD_SCSI_DISK      disk (the attachment), controller, lun
+ *   REMOVE_SCSI_DISK   controller, lun
+ *   LINUX_EJECT        controller, lun (the device)
+ *   LINUX_(UN)MOUNT    disk, mount, controller, lun, guest_path (mount_path)
+ *   WINDOWS_*          disk, mount, lun, guest_path (container_path)
+ * The pointed-to data belongs to the core and stays valid and unchanged
+ * until the step is reported. Linux settings are built from mount:
+ * read_only, encrypted, options, ensure_filesystem, filesystem and
+ * block_dev are the mount config's fields. */
+typedef struct scsictl_step {
+    scsictl_step_kind kind;
+    uint32_t controller;
+    uint32_t lun;
+    const scsictl_disk_config *disk;
+    const scsictl_mount_config *mount;  /* NULL for disk-level steps */
+    const char *guest_path;             /* NULL for disk-level steps */
+} scsictl_step;
+
+#define SCSICTL_GUEST_PATH_MAX 64
+
+/* An operation in progress. Owned by the driver (stack, heap, a Lua
+ * userdata); the core keeps no pointer to it. Public fields are read-only. */
+typedef struct scsictl_op {
+    scsictl_step step;                        /* valid after SCSICTL_STEP */
+    char guest_path[SCSICTL_GUEST_PATH_MAX];  /* map: valid after DONE    */
+    /* private */
+    void *res_;
+    int kind_;
+    int phase_;
+} scsictl_op;
+
+/* Starts mapping reservation *id (SPEC §3). Returns
+ *   SCSICTL_STEP  perform op->step, then call scsictl_op_report();
+ *   SCSICTL_DONE  already mapped: op->guest_path is set, no step needed;
+ *   < 0           NOT_FOUND, BUSY (step in flight on the disk, or the id's
+ *                 release is pending), CLOSED, INVALID_ARGUMENT.
+ * Nothing changes on error. */
+int scsictl_op_start_map(scsictl *ctl, scsictl_op *op, const scsictl_id *id,
+                         scsictl_error *err);
+
+/* Starts releasing reservation *id. Returns STEP, DONE (released with no
+ * backend call needed), or NOT_FOUND, BUSY, CLOSED, INVALID_ARGUMENT.
+ * Once a release has failed, the id stays valid with its release pending. */
+int scsictl_op_start_unmap(scsictl *ctl, scsictl_op *op, const scsictl_id *id,
+                           scsictl_error *err);
+
+/* Reports the result of op->step: ok, or failed with backend_message (may
+ * be NULL). Returns the next SCSICTL_STEP, SCSICTL_DONE, or on failure
+ * SCSICTL_E_BACKEND with err->message naming the step, host path,
+ * controller, lun, partition and backend_message. A failed map leaves what
+ * earlier steps did (retrying continues from there); a failed unmap leaves
+ * the release pending. Every op that returned STEP must be reported
+ * exactly once per step (report failure to abandon it), unless the
+ * controller is freed. Also returns NO_MEMORY if recording a completed
+ * step would need memory that is not there (the step then counts as not
+ * done). */
+int scsictl_op_report(scsictl *ctl, scsictl_op *op, bool ok,
+                      const char *backend_message, scsictl_error *err);
+
+/* ------------------------------------------------------------------------ */
+/* Blocking driver                                                           */
+/* ------------------------------------------------------------------------ */
+
+/* Settings of a Linux mount step (SPEC §4), built by the blocking driver. */
+typedef struct scsictl_linux_settings {
+    const char *mount_path;
+    uint32_t controller;
+    uint32_t lun;
+    uint64_t partition;
+    bool read_only;
+    bool encrypted;
+    const char *const *options;
+    size_t n_options;
+    bool ensure_filesystem;
+    const char *filesystem;
+    bool block_dev;
+} scsictl_linux_settings;
+
+typedef struct scsictl_windows_settings {
+    const char *container_path;
+    uint32_t lun;
+} scsictl_windows_settings;
+
+/* Callbacks for the blocking driver. Each returns 0 on success and non-zero
+ * on failure, optionally writing a NUL-terminated message of at most
+ * msg_size bytes into msg. Called with no lock held, from the thread that
+ * called scsictl_map()/scsictl_unmap(); they may call back into the
+ * controller. Only the callbacks of the controller's guest flavour are
+ * used; a NULL callback that is needed fails its step. */
+typedef struct scsictl_callbacks {
+    void *user;
+    int (*add_scsi_disk)(void *user, const scsictl_disk_config *attachment,
+                         uint32_t controller, uint32_t lun,
+                         char *msg, size_t msg_size);
+    int (*remove_scsi_disk)(void *user, uint32_t controller, uint32_t lun,
+                            char *msg, size_t msg_size);
+    int (*linux_mount)(void *user, const scsictl_linux_settings *s,
+                       char *msg, size_t msg_size);
+    int (*linux_unmount)(void *user, const scsictl_linux_settings *s,
+                         char *msg, size_t msg_size);
+    int (*linux_eject)(void *user, uint32_t controller, uint32_t lun,
+                       char *msg, size_t msg_size);
+    int (*windows_mount)(void *user, const scsictl_windows_settings *s,
+                         char *msg, size_t msg_size);
+    int (*windows_mount_scratch)(void *user, const scsictl_windows_settings *s,
+                                 char *msg, size_t msg_size);
+    int (*windows_unmount)(void *user, const scsictl_windows_settings *s,
+                           char *msg, size_t msg_size);
+} scsictl_callbacks;
+
+/* Fills the settings a step's guest callback receives. */
+void scsictl_step_linux_settings(const scsictl_step *step,
+                                 scsictl_linux_settings *out);
+void scsictl_step_windows_settings(const scsictl_step *step,
+                                   scsictl_windows_settings *out);
+
+/* Maps *id, running every step through cb. On success writes the guest path
+ * (NUL-terminated, truncated to path_size) if path is non-NULL. Errors: as
+ * scsictl_op_start_map() and scsictl_op_report(). */
+int scsictl_map(scsictl *ctl, const scsictl_callbacks *cb, const scsictl_id *id,
+                char *path, size_t path_size, scsictl_error *err);
+
+/* Releases *id, running every step through cb. */
+int scsictl_unmap(scsictl *ctl, const scsictl_callbacks *cb,
+                  const scsictl_id *id, scsictl_error *err);
+
+/* ------------------------------------------------------------------------ */
+/* Introspection (read-only; works after close)                              */
+/* ------------------------------------------------------------------------ */
+
+typedef struct scsictl_stats {
+    uint32_t controllers;
+    uint32_t luns_per_controller;
+    uint32_t slots;          /* controllers * luns_per_controller       */
+    uint32_t used;           /* slots holding a disk or pinned (once)   */
+    uint32_t free;           /* slots - used                            */
+    uint32_t pinned;
+    size_t disks;
+    size_t reservations;     /* includes ids whose release is pending   */
+    scsictl_guest guest;
+    bool closed;
+    bool busy;               /* some step is in flight                  */
+} scsictl_stats;
+
+void scsictl_get_stats(scsictl *ctl, scsictl_stats *out);
+
+typedef enum scsictl_disk_state {
+    SCSICTL_DISK_RESERVED = 0,  /* has a slot, not added to the VM       */
+    SCSICTL_DISK_ATTACHED = 1,  /* added to the VM                       */
+    SCSICTL_DISK_EJECTED = 2    /* Linux guest released it; removal due */
+} scsictl_disk_state;
+
+typedef enum scsictl_mount_state {
+    SCSICTL_MOUNT_RESERVED = 0, /* not mounted in the guest yet */
+    SCSICTL_MOUNT_MOUNTED = 1
+} scsictl_mount_state;
+
+/* "reserved", "attached", "ejected" / "reserved", "mounted". */
+const char *scsictl_disk_state_name(scsictl_disk_state s);
+const char *scsictl_mount_state_name(scsictl_mount_state s);
+
+/* Snapshot of one reservation. Strings point into the same allocation. */
+typedef struct scsictl_reservation_info {
+    scsictl_id id;
+    uint32_t controller;
+    uint32_t lun;
+    uint64_t partition;
+    const char *host_path;
+    bool release_pending;
+} scsictl_reservation_info;
+
+typedef struct scsictl_partition_info {
+    uint64_t partition;
+    scsictl_mount_state state;
+    size_t refs;
+    const char *guest_path;  /* NULL unless mounted */
+} scsictl_partition_info;
+
+typedef struct scsictl_slot_info {
+    uint32_t controller;
+    uint32_t lun;
+    bool pinned;
+    bool busy;                /* a step is in flight on its disk */
+    bool has_disk;
+    const char *host_path;    /* NULL for a bare pinned slot */
+    scsictl_disk_state state; /* valid when has_disk */
+    size_t reservations;      /* claims on the disk */
+    size_t n_partitions;
+    scsictl_partition_info *partitions; /* sorted by partition */
+} scsictl_slot_info;
+
+/* Looks up one reservation. On SCSICTL_OK, *out is one allocation made with
+ * the controller's allocator; release it with scsictl_info_free().
+ * Errors: NOT_FOUND, NO_MEMORY, INVALID_ARGUMENT. */
+int scsictl_get_reservation(scsictl *ctl, const scsictl_id *id,
+                            scsictl_reservation_info **out,
+                            scsictl_error *err);
+
+/* All reservations sorted by controller, lun, partition, id; *n entries in
+ * one allocation (NULL when *n is 0). Free with scsictl_info_free(). */
+int scsictl_list_reservations(scsictl *ctl, scsictl_reservation_info **out,
+                              size_t *n, scsictl_error *err);
+
+/* Every occupied or pinned slot, sorted by slot index; one allocation
+ * (NULL when *n is 0). Free with scsictl_info_free(). */
+int scsictl_list_slots(scsictl *ctl, scsictl_slot_info **out, size_t *n,
+                       scsictl_error *err);
+
+/* Frees what the three functions above returned. NULL is a no-op. */
+void scsictl_info_free(scsictl *ctl, void *info);
+
+/* Writes the guest path of (controller, lun, partition) for the given guest
+ * flavour into out (NUL-terminated). Returns the length, or -1 if it does
+ * not fit. */
+int scsictl_guest_path(scsictl_guest guest, uint32_t controller, uint32_t lun,
+                       uint64_t partition, char *out, size_t size);
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif /* SCSICTL_H */

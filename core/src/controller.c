@@ -1,0 +1,293 @@
+/* controller.c — creating a controller, reserving claims, pinning slots.
+ *
+ * Reserve is all-or-nothing: it checks everything, then allocates
+ * everything it may need (objects and hash-map room), and only then
+ * changes state, so every failure point leaves the controller untouched. */
+#include <string.h>
+
+#include "alloc.h"
+#include "internal.h"
+
+static bool res_eq(const void *item, const void *key)
+{
+    const reservation *r = item;
+    return memcmp(r->id.bytes, key, sizeof r->id.bytes) == 0;
+}
+
+reservation *sc_res_find(scsictl *ctl, const scsictl_id *id)
+{
+    return hmap_find(&ctl->res, sc_id_hash(id), id->bytes, res_eq);
+}
+
+void sc_res_forget(scsictl *ctl, reservation *r)
+{
+    hmap_remove(&ctl->res, r->hash, r);
+    sc_free(&ctl->alloc, r);
+}
+
+int scsictl_new(const scsictl_options *opts, scsictl **out, scsictl_error *err)
+{
+    if (!opts || !out)
+        return sc_fail(err, SCSICTL_E_INVALID_ARGUMENT, "new: options and out are required");
+    uint32_t luns = opts->luns_per_controller ? opts->luns_per_controller : SCSICTL_DEFAULT_LUNS;
+    if (opts->controllers > SCSICTL_MAX_CONTROLLERS)
+        return sc_fail(err, SCSICTL_E_INVALID_ARGUMENT,
+                       "new: controllers must be 0..%u, got %u",
+                       SCSICTL_MAX_CONTROLLERS, opts->controllers);
+    if (luns > SCSICTL_MAX_LUNS)
+        return sc_fail(err, SCSICTL_E_INVALID_ARGUMENT,
+                       "new: luns_per_controller must be 1..%u, got %u",
+                       SCSICTL_MAX_LUNS, luns);
+    if ((uint64_t)opts->controllers * luns > SCSICTL_MAX_SLOTS)
+        return sc_fail(err, SCSICTL_E_INVALID_ARGUMENT,
+                       "new: controllers * luns_per_controller must be at most %u",
+                       SCSICTL_MAX_SLOTS);
+    if (opts->guest != SCSICTL_GUEST_LINUX && opts->guest != SCSICTL_GUEST_WINDOWS)
+        return sc_fail(err, SCSICTL_E_INVALID_ARGUMENT, "new: unknown guest flavour");
+    const scsictl_allocator *a = opts->allocator ? opts->allocator : &sc_default_allocator;
+    if (!a->malloc_fn || !a->realloc_fn || !a->free_fn)
+        return sc_fail(err, SCSICTL_E_INVALID_ARGUMENT, "new: incomplete allocator");
+
+    scsictl *ctl = sc_calloc(a, 1, sizeof *ctl);
+    if (!ctl)
+        return sc_fail(err, SCSICTL_E_NO_MEMORY, "new: out of memory");
+    ctl->alloc = *a;
+    ctl->controllers = opts->controllers;
+    ctl->luns = luns;
+    ctl->nslots = opts->controllers * luns;
+    ctl->guest = opts->guest;
+    ctl->pinned = sc_calloc(a, (ctl->nslots + 63) / 64 + 1, sizeof(uint64_t));
+    if (!ctl->pinned || !slotmap_init(&ctl->taken, ctl->nslots, a) ||
+        pthread_mutex_init(&ctl->lock, NULL) != 0) {
+        slotmap_destroy(&ctl->taken, a);
+        sc_free(a, ctl->pinned);
+        sc_free(a, ctl);
+        return sc_fail(err, SCSICTL_E_NO_MEMORY, "new: out of memory");
+    }
+    *out = ctl;
+    return SCSICTL_OK;
+}
+
+static void free_all_items(scsictl *ctl, hmap *m)
+{
+    for (size_t i = 0; i < m->cap; i++)
+        sc_free(&ctl->alloc, m->e[i].item);
+    hmap_destroy(m, &ctl->alloc);
+}
+
+void scsictl_free(scsictl *ctl)
+{
+    if (!ctl)
+        return;
+    scsictl_allocator a = ctl->alloc;
+    free_all_items(ctl, &ctl->res);
+    free_all_items(ctl, &ctl->mounts);
+    free_all_items(ctl, &ctl->disks);
+    free_all_items(ctl, &ctl->pins);
+    slotmap_destroy(&ctl->taken, &a);
+    sc_free(&a, ctl->pinned);
+    pthread_mutex_destroy(&ctl->lock);
+    sc_free(&a, ctl);
+}
+
+int scsictl_close(scsictl *ctl, scsictl_error *err)
+{
+    if (!ctl)
+        return sc_fail(err, SCSICTL_E_INVALID_ARGUMENT, "close: no controller");
+    int rc = SCSICTL_OK;
+    pthread_mutex_lock(&ctl->lock);
+    if (ctl->inflight && !ctl->closed)
+        rc = sc_fail(err, SCSICTL_E_BUSY,
+                     "close: %zu backend call(s) in flight; finish them first",
+                     ctl->inflight);
+    else
+        ctl->closed = true;
+    pthread_mutex_unlock(&ctl->lock);
+    return rc;
+}
+
+/* Chooses the slot for a new disk: its pin if the path is pinned, else the
+ * lowest free unpinned slot (pinned slots are always taken). */
+static int choose_slot(scsictl *ctl, const scsictl_disk_config *dc, size_t len,
+                       uint64_t hash, uint32_t *slot, scsictl_error *err)
+{
+    pin *p = sc_pin_find(ctl, dc->host_path, len, hash);
+    if (p) {
+        if (!sc_disk_config_equal(&p->cfg, dc))
+            return sc_fail(err, SCSICTL_E_CONFIG_MISMATCH,
+                           "reserve: '%.200s' is pinned at controller %u lun %u "
+                           "with a different disk config",
+                           dc->host_path, p->slot / ctl->luns, p->slot % ctl->luns);
+        *slot = p->slot;
+        return SCSICTL_OK;
+    }
+    int64_t free_slot = slotmap_first_clear(&ctl->taken);
+    if (free_slot < 0)
+        return sc_fail(err, SCSICTL_E_NO_SLOTS,
+                       "reserve: no free slot for '%.200s' (%u slots, all used)",
+                       dc->host_path, ctl->nslots);
+    *slot = (uint32_t)free_slot;
+    return SCSICTL_OK;
+}
+
+static int reserve_locked(scsictl *ctl, const scsictl_disk_config *dc,
+                          const scsictl_mount_config *mc, scsictl_id *id,
+                          scsictl_error *err)
+{
+    static const scsictl_mount_config defaults = { 0 };
+    if (!mc)
+        mc = &defaults;
+    if (ctl->closed)
+        return sc_fail(err, SCSICTL_E_CLOSED, "reserve: controller is closed");
+
+    size_t len = strlen(dc->host_path);
+    uint64_t hash = hash_bytes(dc->host_path, len);
+    disk *d = sc_disk_find(ctl, dc->host_path, len, hash);
+    mount *m = NULL;
+    uint32_t slot = 0;
+    if (d) {
+        if (d->busy || d->tearing_down)
+            return sc_fail(err, SCSICTL_E_BUSY,
+                           "reserve: '%.200s' at controller %u lun %u is %s; retry later",
+                           dc->host_path, d->slot / ctl->luns, d->slot % ctl->luns,
+                           d->busy ? "busy with a backend call"
+                                   : "being torn down by a pending release");
+        if (!sc_disk_config_equal(&d->cfg, dc))
+            return sc_fail(err, SCSICTL_E_CONFIG_MISMATCH,
+                           "reserve: '%.200s' is already in use with a different disk config",
+                           dc->host_path);
+        m = sc_mount_find(ctl, d, mc->partition);
+        if (m && !sc_mount_config_equal(&m->cfg, mc))
+            return sc_fail(err, SCSICTL_E_CONFIG_MISMATCH,
+                           "reserve: partition %llu of '%.200s' is already in use "
+                           "with a different mount config",
+                           (unsigned long long)mc->partition, dc->host_path);
+    } else {
+        int rc = choose_slot(ctl, dc, len, hash, &slot, err);
+        if (rc)
+            return rc;
+    }
+
+    /* Allocate everything first; nothing has changed yet. */
+    disk *new_disk = NULL;
+    mount *new_mount = NULL;
+    reservation *r = sc_malloc(&ctl->alloc, sizeof *r);
+    if (!r)
+        goto nomem;
+    if (!d) {
+        new_disk = sc_disk_create(ctl, dc, len, hash, slot);
+        if (!new_disk || !hmap_reserve(&ctl->disks, ctl->disks.len + 1, &ctl->alloc))
+            goto nomem;
+        d = new_disk;
+    }
+    if (!m) {
+        new_mount = sc_mount_create(ctl, d, mc);
+        if (!new_mount || !hmap_reserve(&ctl->mounts, ctl->mounts.len + 1, &ctl->alloc))
+            goto nomem;
+        m = new_mount;
+    }
+    if (!hmap_reserve(&ctl->res, ctl->res.len + 1, &ctl->alloc))
+        goto nomem;
+
+    /* Commit. */
+    do {
+        sc_id_generate(&r->id);
+    } while (sc_res_find(ctl, &r->id)); /* 2^-122 per pair, but never alias */
+    r->hash = sc_id_hash(&r->id);
+    r->disk = d;
+    r->mount = m;
+    r->partition = mc->partition;
+    r->pending = false;
+    if (new_disk)
+        sc_disk_insert(ctl, new_disk);
+    if (new_mount)
+        sc_mount_insert(ctl, new_mount);
+    d->refs++;
+    m->refs++;
+    hmap_insert(&ctl->res, r->hash, r);
+    *id = r->id;
+    return SCSICTL_OK;
+
+nomem:
+    sc_free(&ctl->alloc, new_mount);
+    sc_free(&ctl->alloc, new_disk);
+    sc_free(&ctl->alloc, r);
+    return sc_fail(err, SCSICTL_E_NO_MEMORY, "reserve: out of memory for '%.200s'",
+                   dc->host_path);
+}
+
+int scsictl_reserve(scsictl *ctl, const scsictl_disk_config *disk_cfg,
+                    const scsictl_mount_config *mount_cfg, scsictl_id *id,
+                    scsictl_error *err)
+{
+    if (!ctl || !id)
+        return sc_fail(err, SCSICTL_E_INVALID_ARGUMENT, "reserve: no controller or id");
+    if (!sc_disk_config_valid(disk_cfg))
+        return sc_fail(err, SCSICTL_E_INVALID_ARGUMENT,
+                       "reserve: disk needs a non-empty host_path and a known type");
+    if (!sc_mount_config_valid(mount_cfg))
+        return sc_fail(err, SCSICTL_E_INVALID_ARGUMENT,
+                       "reserve: mount partition must be 0..2^63-1 and options non-NULL strings");
+    pthread_mutex_lock(&ctl->lock);
+    int rc = reserve_locked(ctl, disk_cfg, mount_cfg, id, err);
+    pthread_mutex_unlock(&ctl->lock);
+    return rc;
+}
+
+static int pin_locked(scsictl *ctl, uint64_t controller, uint64_t lun,
+                      const scsictl_disk_config *dc, scsictl_error *err)
+{
+    if (ctl->closed)
+        return sc_fail(err, SCSICTL_E_CLOSED, "reserve_for_rootfs: controller is closed");
+    if (controller >= ctl->controllers || lun >= ctl->luns)
+        return sc_fail(err, SCSICTL_E_OUT_OF_RANGE,
+                       "reserve_for_rootfs: controller %llu lun %llu is outside "
+                       "%u controllers x %u luns",
+                       (unsigned long long)controller, (unsigned long long)lun,
+                       ctl->controllers, ctl->luns);
+    uint32_t slot = (uint32_t)(controller * ctl->luns + lun);
+    if (slotmap_test(&ctl->taken, slot))
+        return sc_fail(err, SCSICTL_E_SLOT_TAKEN,
+                       "reserve_for_rootfs: controller %llu lun %llu is already %s",
+                       (unsigned long long)controller, (unsigned long long)lun,
+                       sc_slot_pinned(ctl, slot) ? "pinned" : "in use");
+    pin *p = NULL;
+    if (dc) {
+        size_t len = strlen(dc->host_path);
+        uint64_t hash = hash_bytes(dc->host_path, len);
+        const disk *d = sc_disk_find(ctl, dc->host_path, len, hash);
+        const pin *other = sc_pin_find(ctl, dc->host_path, len, hash);
+        if (d || other) {
+            uint32_t at = d ? d->slot : other->slot;
+            return sc_fail(err, SCSICTL_E_SLOT_TAKEN,
+                           "reserve_for_rootfs: '%.200s' is already %s at controller %u lun %u",
+                           dc->host_path, d ? "placed" : "pinned", at / ctl->luns,
+                           at % ctl->luns);
+        }
+        p = sc_pin_create(ctl, dc, len, hash, slot);
+        if (!p || !hmap_reserve(&ctl->pins, ctl->pins.len + 1, &ctl->alloc)) {
+            sc_free(&ctl->alloc, p);
+            return sc_fail(err, SCSICTL_E_NO_MEMORY, "reserve_for_rootfs: out of memory");
+        }
+        hmap_insert(&ctl->pins, p->hash, p);
+    }
+    ctl->pinned[slot >> 6] |= 1ull << (slot & 63);
+    ctl->npinned++;
+    sc_slot_take(ctl, slot);
+    return SCSICTL_OK;
+}
+
+int scsictl_reserve_for_rootfs(scsictl *ctl, uint64_t controller, uint64_t lun,
+                               const scsictl_disk_config *disk_cfg,
+                               scsictl_error *err)
+{
+    if (!ctl)
+        return sc_fail(err, SCSICTL_E_INVALID_ARGUMENT, "reserve_for_rootfs: no controller");
+    if (disk_cfg && !sc_disk_config_valid(disk_cfg))
+        return sc_fail(err, SCSICTL_E_INVALID_ARGUMENT,
+                       "reserve_for_rootfs: disk needs a non-empty host_path and a known type");
+    pthread_mutex_lock(&ctl->lock);
+    int rc = pin_locked(ctl, controller, lun, disk_cfg, err);
+    pthread_mutex_unlock(&ctl->lock);
+    return rc;
+}

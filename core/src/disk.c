@@ -1,0 +1,193 @@
+/* disk.c — disks: configs, the slot they hold, and their state machine.
+ *
+ * Transition table (ops.c drives it; "claims" are reservations):
+ *
+ *   state      event                                   next       step issued
+ *   ---------  --------------------------------------  ---------  ----------------
+ *   (none)     reserve: first claim on the host path   reserved   (lowest free or pinned slot taken)
+ *   reserved   map                                     reserved   ADD_SCSI_DISK, disk busy
+ *   reserved   ADD_SCSI_DISK ok                        attached
+ *   reserved   ADD_SCSI_DISK failed                    reserved   (map fails; retry re-adds)
+ *   reserved   last claim released                     (none)     slot freed, no step (D2, D4)
+ *   attached   last claim released, Linux guest        attached   LINUX_EJECT, tearing down
+ *   attached   LINUX_EJECT ok                          ejected
+ *   attached   LINUX_EJECT failed                      attached   (release pending)
+ *   attached   last claim released, Windows guest      attached   REMOVE_SCSI_DISK, tearing down
+ *   ejected    release continues                       ejected    REMOVE_SCSI_DISK
+ *   attached,
+ *   ejected    REMOVE_SCSI_DISK ok                     reserved   then forgotten: slot freed
+ *   attached,
+ *   ejected    REMOVE_SCSI_DISK failed                 unchanged  (release pending)
+ *
+ * Rules that keep P1-P4: a disk keeps its slot until it is forgotten (D3);
+ * it is ejected or removed only when no partition is mounted (unmounts come
+ * first); while tearing down, reserve of its host path is busy (D5); while a
+ * step is in flight, everything touching it is busy. */
+#include <string.h>
+
+#include "alloc.h"
+#include "internal.h"
+
+bool sc_disk_config_valid(const scsictl_disk_config *c)
+{
+    return c && c->host_path && c->host_path[0] &&
+           (unsigned)c->type <= SCSICTL_DISK_EXTENSIBLE_VIRTUAL_DISK;
+}
+
+static bool str_equal_nullable(const char *a, const char *b)
+{
+    if (!a || !b)
+        return a == b;
+    return strcmp(a, b) == 0;
+}
+
+bool sc_disk_config_equal(const scsictl_disk_config *a, const scsictl_disk_config *b)
+{
+    return a->read_only == b->read_only && a->type == b->type &&
+           strcmp(a->host_path, b->host_path) == 0 &&
+           str_equal_nullable(a->evd_type, b->evd_type);
+}
+
+const char *scsictl_disk_type_name(scsictl_disk_type type)
+{
+    switch (type) {
+    case SCSICTL_DISK_VIRTUAL_DISK: return "VirtualDisk";
+    case SCSICTL_DISK_PASSTHRU: return "PassThru";
+    case SCSICTL_DISK_EXTENSIBLE_VIRTUAL_DISK: return "ExtensibleVirtualDisk";
+    }
+    return NULL;
+}
+
+const char *scsictl_disk_state_name(scsictl_disk_state s)
+{
+    switch (s) {
+    case SCSICTL_DISK_RESERVED: return "reserved";
+    case SCSICTL_DISK_ATTACHED: return "attached";
+    case SCSICTL_DISK_EJECTED: return "ejected";
+    }
+    return "unknown";
+}
+
+/* Allocates `head` bytes followed by copies of c's strings, and fills *out
+ * with c whose strings point at the copies. Shared by disks and pins. */
+void *sc_config_copy(const scsictl_allocator *a, size_t head,
+                     const scsictl_disk_config *c)
+{
+    size_t plen = strlen(c->host_path) + 1;
+    size_t elen = c->evd_type ? strlen(c->evd_type) + 1 : 0;
+    if (plen > SIZE_MAX - head - elen)
+        return NULL;
+    char *block = sc_malloc(a, head + plen + elen);
+    if (!block)
+        return NULL;
+    char *s = block + head;
+    memcpy(s, c->host_path, plen);
+    if (elen)
+        memcpy(s + plen, c->evd_type, elen);
+    return block;
+}
+
+static void config_point(scsictl_disk_config *dst, const scsictl_disk_config *src,
+                         char *strings, size_t path_len)
+{
+    *dst = *src;
+    dst->host_path = strings;
+    dst->evd_type = src->evd_type ? strings + path_len + 1 : NULL;
+}
+
+static bool disk_eq(const void *item, const void *key)
+{
+    const disk *d = item;
+    const scsictl_disk_config *k = key;
+    return strcmp(d->cfg.host_path, k->host_path) == 0;
+}
+
+disk *sc_disk_find(scsictl *ctl, const char *path, size_t len, uint64_t hash)
+{
+    (void)len;
+    scsictl_disk_config key = { .host_path = path };
+    return hmap_find(&ctl->disks, hash, &key, disk_eq);
+}
+
+disk *sc_disk_create(scsictl *ctl, const scsictl_disk_config *c, size_t len,
+                     uint64_t hash, uint32_t slot)
+{
+    disk *d = sc_config_copy(&ctl->alloc, sizeof *d, c);
+    if (!d)
+        return NULL;
+    config_point(&d->cfg, c, d->strings, len);
+    d->path_len = len;
+    d->hash = hash;
+    d->slot = slot;
+    d->state = SCSICTL_DISK_RESERVED;
+    d->busy = false;
+    d->tearing_down = false;
+    d->refs = 0;
+    d->n_mounts = 0;
+    d->mounts = NULL;
+    return d;
+}
+
+void sc_disk_insert(scsictl *ctl, disk *d)
+{
+    hmap_insert(&ctl->disks, d->hash, d);
+    sc_slot_take(ctl, d->slot);
+}
+
+/* Drops a disk whose last claim is gone and that is not in the VM. */
+void sc_disk_forget(scsictl *ctl, disk *d)
+{
+    hmap_remove(&ctl->disks, d->hash, d);
+    sc_slot_release(ctl, d->slot);
+    sc_free(&ctl->alloc, d);
+}
+
+static bool pin_eq(const void *item, const void *key)
+{
+    const pin *p = item;
+    const scsictl_disk_config *k = key;
+    return strcmp(p->cfg.host_path, k->host_path) == 0;
+}
+
+pin *sc_pin_find(scsictl *ctl, const char *path, size_t len, uint64_t hash)
+{
+    (void)len;
+    scsictl_disk_config key = { .host_path = path };
+    return hmap_find(&ctl->pins, hash, &key, pin_eq);
+}
+
+pin *sc_pin_create(scsictl *ctl, const scsictl_disk_config *c, size_t len,
+                   uint64_t hash, uint32_t slot)
+{
+    pin *p = sc_config_copy(&ctl->alloc, sizeof *p, c);
+    if (!p)
+        return NULL;
+    config_point(&p->cfg, c, p->strings, len);
+    p->path_len = len;
+    p->hash = hash;
+    p->slot = slot;
+    return p;
+}
+
+bool sc_slot_pinned(const scsictl *ctl, uint32_t slot)
+{
+    return (ctl->pinned[slot >> 6] >> (slot & 63)) & 1u;
+}
+
+/* A slot is taken when it holds a disk or is pinned; `used` counts each
+ * slot once whichever holds it. */
+void sc_slot_take(scsictl *ctl, uint32_t slot)
+{
+    if (!slotmap_test(&ctl->taken, slot)) {
+        slotmap_set(&ctl->taken, slot);
+        ctl->used++;
+    }
+}
+
+void sc_slot_release(scsictl *ctl, uint32_t slot)
+{
+    if (!sc_slot_pinned(ctl, slot) && slotmap_test(&ctl->taken, slot)) {
+        slotmap_clear(&ctl->taken, slot);
+        ctl->used--;
+    }
+}

@@ -1,0 +1,72 @@
+/* errors.c — code names and error messages. */
+#include <stdio.h>
+#include <string.h>
+
+#include "internal.h"
+
+const char *scsictl_code_name(int code)
+{
+    switch (code) {
+    case SCSICTL_STEP: return "step";
+    case SCSICTL_DONE: return "done";
+    case SCSICTL_OK: return "ok";
+    case SCSICTL_E_NOT_FOUND: return "not_found";
+    case SCSICTL_E_NO_SLOTS: return "no_slots";
+    case SCSICTL_E_CONFIG_MISMATCH: return "config_mismatch";
+    case SCSICTL_E_SLOT_TAKEN: return "slot_taken";
+    case SCSICTL_E_OUT_OF_RANGE: return "out_of_range";
+    case SCSICTL_E_BUSY: return "busy";
+    case SCSICTL_E_BACKEND: return "backend";
+    case SCSICTL_E_CLOSED: return "closed";
+    case SCSICTL_E_INVALID_SNAPSHOT: return "invalid_snapshot";
+    case SCSICTL_E_INVALID_ARGUMENT: return "invalid_argument";
+    case SCSICTL_E_NO_MEMORY: return "no_memory";
+    default: return "unknown";
+    }
+}
+
+int sc_fail(scsictl_error *err, int code, const char *fmt, ...)
+{
+    if (err) {
+        err->code = (scsictl_code)code;
+        va_list ap;
+        va_start(ap, fmt);
+        vsnprintf(err->message, sizeof err->message, fmt, ap);
+        va_end(ap);
+    }
+    return code;
+}
+
+size_t sc_fmt_u64(char *out, uint64_t v)
+{
+    char tmp[20];
+    size_t n = 0;
+    do {
+        tmp[n++] = (char)('0' + v % 10);
+        v /= 10;
+    } while (v);
+    for (size_t i = 0; i < n; i++)
+        out[i] = tmp[n - 1 - i];
+    return n;
+}
+
+int scsictl_guest_path(scsictl_guest guest, uint32_t controller, uint32_t lun,
+                       uint64_t partition, char *out, size_t size)
+{
+    static const char linux_prefix[] = "/run/mounts/scsi/";
+    static const char windows_prefix[] = "C:\\mounts\\scsi\\";
+    const char *prefix = guest == SCSICTL_GUEST_WINDOWS ? windows_prefix : linux_prefix;
+    char buf[SCSICTL_GUEST_PATH_MAX];
+    size_t n = strlen(prefix);
+    memcpy(buf, prefix, n);
+    n += sc_fmt_u64(buf + n, controller);
+    buf[n++] = '_';
+    n += sc_fmt_u64(buf + n, lun);
+    buf[n++] = '_';
+    n += sc_fmt_u64(buf + n, partition);
+    if (!out || n + 1 > size)
+        return -1;
+    memcpy(out, buf, n);
+    out[n] = '\0';
+    return (int)n;
+}

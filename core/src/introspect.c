@@ -1,0 +1,240 @@
+/* introspect.c — read-only views: stats, reservations, slots.
+ *
+ * Listings are copied out under the lock into one allocation each (entries,
+ * then arrays, then strings), so the caller owns a consistent picture that
+ * no other thread can change or free. */
+#include <stdlib.h>
+#include <string.h>
+
+#include "alloc.h"
+#include "internal.h"
+
+void scsictl_get_stats(scsictl *ctl, scsictl_stats *out)
+{
+    if (!ctl || !out)
+        return;
+    pthread_mutex_lock(&ctl->lock);
+    *out = (scsictl_stats){
+        .controllers = ctl->controllers,
+        .luns_per_controller = ctl->luns,
+        .slots = ctl->nslots,
+        .used = ctl->used,
+        .free = ctl->nslots - ctl->used,
+        .pinned = ctl->npinned,
+        .disks = ctl->disks.len,
+        .reservations = ctl->res.len,
+        .guest = ctl->guest,
+        .closed = ctl->closed,
+        .busy = ctl->inflight > 0,
+    };
+    pthread_mutex_unlock(&ctl->lock);
+}
+
+void scsictl_info_free(scsictl *ctl, void *info)
+{
+    if (ctl && info)
+        sc_free(&ctl->alloc, info);
+}
+
+/* A bump allocator over one block: sizes are counted first, then filled. */
+typedef struct arena {
+    char *next;
+} arena;
+
+static const char *arena_str(arena *a, const char *s)
+{
+    size_t n = strlen(s) + 1;
+    char *p = memcpy(a->next, s, n);
+    a->next += n;
+    return p;
+}
+
+static void fill_reservation(const scsictl *ctl, const reservation *r,
+                             scsictl_reservation_info *info, arena *a)
+{
+    *info = (scsictl_reservation_info){
+        .id = r->id,
+        .controller = r->disk->slot / ctl->luns,
+        .lun = r->disk->slot % ctl->luns,
+        .partition = r->partition,
+        .host_path = arena_str(a, r->disk->cfg.host_path),
+        .release_pending = r->pending,
+    };
+}
+
+int scsictl_get_reservation(scsictl *ctl, const scsictl_id *id,
+                            scsictl_reservation_info **out, scsictl_error *err)
+{
+    if (!ctl || !id || !out)
+        return sc_fail(err, SCSICTL_E_INVALID_ARGUMENT, "reservation: missing argument");
+    int rc = SCSICTL_OK;
+    pthread_mutex_lock(&ctl->lock);
+    reservation *r = sc_res_find(ctl, id);
+    if (!r) {
+        rc = sc_fail(err, SCSICTL_E_NOT_FOUND, "reservation: no such id");
+    } else {
+        scsictl_reservation_info *info =
+            sc_malloc(&ctl->alloc, sizeof *info + r->disk->path_len + 1);
+        if (!info) {
+            rc = sc_fail(err, SCSICTL_E_NO_MEMORY, "reservation: out of memory");
+        } else {
+            arena a = { (char *)(info + 1) };
+            fill_reservation(ctl, r, info, &a);
+            *out = info;
+        }
+    }
+    pthread_mutex_unlock(&ctl->lock);
+    return rc;
+}
+
+static int cmp_reservation(const void *pa, const void *pb)
+{
+    const scsictl_reservation_info *a = pa, *b = pb;
+    uint64_t sa = (uint64_t)a->controller << 32 | a->lun;
+    uint64_t sb = (uint64_t)b->controller << 32 | b->lun;
+    if (sa != sb)
+        return sa < sb ? -1 : 1;
+    if (a->partition != b->partition)
+        return a->partition < b->partition ? -1 : 1;
+    return memcmp(a->id.bytes, b->id.bytes, sizeof a->id.bytes);
+}
+
+int scsictl_list_reservations(scsictl *ctl, scsictl_reservation_info **out,
+                              size_t *n, scsictl_error *err)
+{
+    if (!ctl || !out || !n)
+        return sc_fail(err, SCSICTL_E_INVALID_ARGUMENT, "reservations: missing argument");
+    *out = NULL;
+    *n = 0;
+    int rc = SCSICTL_OK;
+    pthread_mutex_lock(&ctl->lock);
+    size_t count = ctl->res.len, bytes = count * sizeof(scsictl_reservation_info);
+    for (size_t i = 0; i < ctl->res.cap; i++) {
+        const reservation *r = ctl->res.e[i].item;
+        if (r)
+            bytes += r->disk->path_len + 1;
+    }
+    if (count) {
+        scsictl_reservation_info *list = sc_malloc(&ctl->alloc, bytes);
+        if (!list) {
+            rc = sc_fail(err, SCSICTL_E_NO_MEMORY, "reservations: out of memory");
+        } else {
+            arena a = { (char *)(list + count) };
+            size_t k = 0;
+            for (size_t i = 0; i < ctl->res.cap; i++)
+                if (ctl->res.e[i].item)
+                    fill_reservation(ctl, ctl->res.e[i].item, &list[k++], &a);
+            qsort(list, count, sizeof *list, cmp_reservation);
+            *out = list;
+            *n = count;
+        }
+    }
+    pthread_mutex_unlock(&ctl->lock);
+    return rc;
+}
+
+static int cmp_slot(const void *pa, const void *pb)
+{
+    const scsictl_slot_info *a = pa, *b = pb;
+    uint64_t sa = (uint64_t)a->controller << 32 | a->lun;
+    uint64_t sb = (uint64_t)b->controller << 32 | b->lun;
+    return sa < sb ? -1 : sa > sb;
+}
+
+static int cmp_partition(const void *pa, const void *pb)
+{
+    const scsictl_partition_info *a = pa, *b = pb;
+    return a->partition < b->partition ? -1 : a->partition > b->partition;
+}
+
+static void fill_disk_slot(const scsictl *ctl, const disk *d, scsictl_slot_info *s,
+                           scsictl_partition_info *parts, arena *a)
+{
+    *s = (scsictl_slot_info){
+        .controller = d->slot / ctl->luns,
+        .lun = d->slot % ctl->luns,
+        .pinned = sc_slot_pinned(ctl, d->slot),
+        .busy = d->busy,
+        .has_disk = true,
+        .host_path = arena_str(a, d->cfg.host_path),
+        .state = (scsictl_disk_state)d->state,
+        .reservations = d->refs,
+        .n_partitions = d->n_mounts,
+        .partitions = d->n_mounts ? parts : NULL,
+    };
+    size_t k = 0;
+    for (const mount *m = d->mounts; m; m = m->next) {
+        bool mounted = m->state == SCSICTL_MOUNT_MOUNTED;
+        parts[k++] = (scsictl_partition_info){
+            .partition = m->cfg.partition,
+            .state = (scsictl_mount_state)m->state,
+            .refs = m->refs,
+            .guest_path = mounted ? arena_str(a, m->guest_path) : NULL,
+        };
+    }
+    qsort(parts, k, sizeof *parts, cmp_partition);
+}
+
+int scsictl_list_slots(scsictl *ctl, scsictl_slot_info **out, size_t *n,
+                       scsictl_error *err)
+{
+    if (!ctl || !out || !n)
+        return sc_fail(err, SCSICTL_E_INVALID_ARGUMENT, "slots: missing argument");
+    *out = NULL;
+    *n = 0;
+    int rc = SCSICTL_OK;
+    pthread_mutex_lock(&ctl->lock);
+    /* Count: a slot per disk, plus pinned slots with no disk. */
+    size_t count = ctl->disks.len, nparts = 0, strings = 0;
+    for (size_t i = 0; i < ctl->disks.cap; i++) {
+        const disk *d = ctl->disks.e[i].item;
+        if (!d)
+            continue;
+        nparts += d->n_mounts;
+        strings += d->path_len + 1 + d->n_mounts * SCSICTL_GUEST_PATH_MAX;
+        if (sc_slot_pinned(ctl, d->slot))
+            count--; /* counted again below with the pins */
+    }
+    count += ctl->npinned;
+    size_t bytes = count * sizeof(scsictl_slot_info) +
+                   nparts * sizeof(scsictl_partition_info) + strings;
+    if (count) {
+        scsictl_slot_info *list = sc_malloc(&ctl->alloc, bytes);
+        if (!list) {
+            rc = sc_fail(err, SCSICTL_E_NO_MEMORY, "slots: out of memory");
+        } else {
+            scsictl_partition_info *parts = (scsictl_partition_info *)(list + count);
+            arena a = { (char *)(parts + nparts) };
+            size_t k = 0;
+            for (size_t i = 0; i < ctl->disks.cap; i++) {
+                const disk *d = ctl->disks.e[i].item;
+                if (!d)
+                    continue;
+                fill_disk_slot(ctl, d, &list[k++], parts, &a);
+                parts += d->n_mounts;
+            }
+            /* Bare pins: pinned slots that hold no disk right now. The disk
+             * entries are sorted first so each pin is a binary search. */
+            qsort(list, k, sizeof *list, cmp_slot);
+            size_t ndisks = k;
+            for (uint32_t w = 0; w < (ctl->nslots + 63) / 64; w++) {
+                for (uint64_t bits = ctl->pinned[w]; bits; bits &= bits - 1) {
+                    uint32_t slot = w * 64 + (uint32_t)__builtin_ctzll(bits);
+                    scsictl_slot_info key = { .controller = slot / ctl->luns,
+                                              .lun = slot % ctl->luns };
+                    if (!bsearch(&key, list, ndisks, sizeof *list, cmp_slot))
+                        list[k++] = (scsictl_slot_info){
+                            .controller = key.controller,
+                            .lun = key.lun,
+                            .pinned = true,
+                        };
+                }
+            }
+            qsort(list, k, sizeof *list, cmp_slot);
+            *out = list;
+            *n = k;
+        }
+    }
+    pthread_mutex_unlock(&ctl->lock);
+    return rc;
+}

@@ -1,0 +1,257 @@
+/* ops.c — map and unmap as sequences of steps (the sans-I/O engine).
+ *
+ * The next step is always derived from the current state, never from where
+ * an earlier attempt stopped, so a retried operation resumes at the step
+ * that failed and never repeats one that succeeded:
+ *
+ *   map:    partition mounted            -> done (guest path)
+ *           disk reserved                -> ADD_SCSI_DISK
+ *           disk attached                -> *_MOUNT
+ *
+ *   unmap:  holds partition claim, other claims     -> drop it (no step)
+ *           holds last claim, partition mounted     -> *_UNMOUNT
+ *           holds last claim, partition reserved    -> forget the partition
+ *           holds disk claim, other claims          -> drop it; done
+ *           last disk claim, attached, Linux        -> LINUX_EJECT
+ *           last disk claim, attached (Windows) or ejected -> REMOVE_SCSI_DISK
+ *           last disk claim, reserved               -> forget the disk; done
+ *
+ * A step marks its disk busy until it is reported. Step effects:
+ * ADD -> attached, *_MOUNT -> mounted, *_UNMOUNT -> reserved,
+ * EJECT -> ejected, REMOVE -> reserved (then forgotten by the unmap rules). */
+#include <string.h>
+
+#include "internal.h"
+
+enum { OP_MAP = 1, OP_UNMAP = 2 };
+
+static const char *const step_names[SCSICTL_STEP_KIND_COUNT] = {
+    [SCSICTL_STEP_ADD_SCSI_DISK] = "add_scsi_disk",
+    [SCSICTL_STEP_REMOVE_SCSI_DISK] = "remove_scsi_disk",
+    [SCSICTL_STEP_LINUX_MOUNT] = "add_mapped_virtual_disk",
+    [SCSICTL_STEP_LINUX_UNMOUNT] = "remove_mapped_virtual_disk",
+    [SCSICTL_STEP_LINUX_EJECT] = "remove_scsi_device",
+    [SCSICTL_STEP_WINDOWS_MOUNT] = "add_mapped_virtual_disk",
+    [SCSICTL_STEP_WINDOWS_MOUNT_SCRATCH] = "add_mapped_virtual_disk_for_container_scratch",
+    [SCSICTL_STEP_WINDOWS_UNMOUNT] = "remove_mapped_virtual_disk",
+};
+
+static const char *const step_backends[SCSICTL_STEP_KIND_COUNT] = {
+    [SCSICTL_STEP_ADD_SCSI_DISK] = "vm",
+    [SCSICTL_STEP_REMOVE_SCSI_DISK] = "vm",
+    [SCSICTL_STEP_LINUX_MOUNT] = "linux_guest",
+    [SCSICTL_STEP_LINUX_UNMOUNT] = "linux_guest",
+    [SCSICTL_STEP_LINUX_EJECT] = "linux_guest",
+    [SCSICTL_STEP_WINDOWS_MOUNT] = "windows_guest",
+    [SCSICTL_STEP_WINDOWS_MOUNT_SCRATCH] = "windows_guest",
+    [SCSICTL_STEP_WINDOWS_UNMOUNT] = "windows_guest",
+};
+
+const char *scsictl_step_name(scsictl_step_kind kind)
+{
+    return (unsigned)kind < SCSICTL_STEP_KIND_COUNT ? step_names[kind] : NULL;
+}
+
+const char *scsictl_step_backend(scsictl_step_kind kind)
+{
+    return (unsigned)kind < SCSICTL_STEP_KIND_COUNT ? step_backends[kind] : NULL;
+}
+
+static const char *op_name(const scsictl_op *op)
+{
+    return op->kind_ == OP_MAP ? "map_to_guest" : "unmap_from_guest";
+}
+
+/* Hands out a step on r's disk: fills op->step and marks the disk busy. */
+static int issue(scsictl *ctl, scsictl_op *op, reservation *r, scsictl_step_kind kind,
+                 const mount *m)
+{
+    disk *d = r->disk;
+    op->step = (scsictl_step){
+        .kind = kind,
+        .controller = d->slot / ctl->luns,
+        .lun = d->slot % ctl->luns,
+        .disk = &d->cfg,
+        .mount = m ? &m->cfg : NULL,
+        .guest_path = m ? m->guest_path : NULL,
+    };
+    d->busy = true;
+    ctl->inflight++;
+    return SCSICTL_STEP;
+}
+
+static scsictl_step_kind mount_step(const scsictl *ctl, const mount *m)
+{
+    if (ctl->guest == SCSICTL_GUEST_LINUX)
+        return SCSICTL_STEP_LINUX_MOUNT;
+    return m->cfg.format_with_refs ? SCSICTL_STEP_WINDOWS_MOUNT_SCRATCH
+                                   : SCSICTL_STEP_WINDOWS_MOUNT;
+}
+
+static int map_next(scsictl *ctl, scsictl_op *op, reservation *r)
+{
+    mount *m = r->mount;
+    if (m->state == SCSICTL_MOUNT_MOUNTED) {
+        memcpy(op->guest_path, m->guest_path, sizeof op->guest_path);
+        return SCSICTL_DONE;
+    }
+    if (r->disk->state == SCSICTL_DISK_RESERVED)
+        return issue(ctl, op, r, SCSICTL_STEP_ADD_SCSI_DISK, NULL);
+    return issue(ctl, op, r, mount_step(ctl, m), m);
+}
+
+static int unmap_next(scsictl *ctl, scsictl_op *op, reservation *r)
+{
+    mount *m = r->mount;
+    if (m) {
+        if (m->refs > 1) {
+            m->refs--;
+        } else if (m->state == SCSICTL_MOUNT_MOUNTED) {
+            return issue(ctl, op, r,
+                         ctl->guest == SCSICTL_GUEST_LINUX ? SCSICTL_STEP_LINUX_UNMOUNT
+                                                           : SCSICTL_STEP_WINDOWS_UNMOUNT,
+                         m);
+        } else {
+            sc_mount_forget(ctl, m);
+        }
+        r->mount = NULL;
+    }
+    disk *d = r->disk;
+    if (d->refs > 1) {
+        d->refs--;
+        sc_res_forget(ctl, r);
+        return SCSICTL_DONE;
+    }
+    if (d->state == SCSICTL_DISK_RESERVED) {
+        sc_disk_forget(ctl, d);
+        sc_res_forget(ctl, r);
+        return SCSICTL_DONE;
+    }
+    d->tearing_down = true;
+    if (d->state == SCSICTL_DISK_ATTACHED && ctl->guest == SCSICTL_GUEST_LINUX)
+        return issue(ctl, op, r, SCSICTL_STEP_LINUX_EJECT, NULL);
+    return issue(ctl, op, r, SCSICTL_STEP_REMOVE_SCSI_DISK, NULL);
+}
+
+static int next(scsictl *ctl, scsictl_op *op)
+{
+    reservation *r = op->res_;
+    return op->kind_ == OP_MAP ? map_next(ctl, op, r) : unmap_next(ctl, op, r);
+}
+
+static int start(scsictl *ctl, scsictl_op *op, const scsictl_id *id, int kind,
+                 scsictl_error *err)
+{
+    if (!op)
+        return sc_fail(err, SCSICTL_E_INVALID_ARGUMENT, "no operation given");
+    memset(op, 0, sizeof *op);
+    op->kind_ = kind;
+    if (!ctl || !id)
+        return sc_fail(err, SCSICTL_E_INVALID_ARGUMENT, "%s: no controller or id", op_name(op));
+    char ids[SCSICTL_ID_STRLEN + 1];
+    int rc;
+    pthread_mutex_lock(&ctl->lock);
+    reservation *r = ctl->closed ? NULL : sc_res_find(ctl, id);
+    if (ctl->closed) {
+        rc = sc_fail(err, SCSICTL_E_CLOSED, "%s: controller is closed", op_name(op));
+    } else if (!r) {
+        scsictl_id_format(id, ids);
+        rc = sc_fail(err, SCSICTL_E_NOT_FOUND, "%s: no reservation %s", op_name(op), ids);
+    } else if (r->disk->busy) {
+        scsictl_id_format(id, ids);
+        rc = sc_fail(err, SCSICTL_E_BUSY,
+                     "%s: reservation %s: '%.200s' at controller %u lun %u is busy "
+                     "with a backend call; retry later",
+                     op_name(op), ids, r->disk->cfg.host_path,
+                     r->disk->slot / ctl->luns, r->disk->slot % ctl->luns);
+    } else if (kind == OP_MAP && r->pending) {
+        scsictl_id_format(id, ids);
+        rc = sc_fail(err, SCSICTL_E_BUSY,
+                     "map_to_guest: reservation %s has a pending release; "
+                     "retry unmap_from_guest to finish it", ids);
+    } else {
+        op->res_ = r;
+        rc = next(ctl, op);
+        if (rc != SCSICTL_STEP)
+            op->res_ = NULL;
+    }
+    pthread_mutex_unlock(&ctl->lock);
+    return rc;
+}
+
+int scsictl_op_start_map(scsictl *ctl, scsictl_op *op, const scsictl_id *id,
+                         scsictl_error *err)
+{
+    return start(ctl, op, id, OP_MAP, err);
+}
+
+int scsictl_op_start_unmap(scsictl *ctl, scsictl_op *op, const scsictl_id *id,
+                           scsictl_error *err)
+{
+    return start(ctl, op, id, OP_UNMAP, err);
+}
+
+static void apply_success(scsictl_step_kind kind, reservation *r)
+{
+    disk *d = r->disk;
+    switch (kind) {
+    case SCSICTL_STEP_ADD_SCSI_DISK:
+        d->state = SCSICTL_DISK_ATTACHED;
+        break;
+    case SCSICTL_STEP_LINUX_EJECT:
+        d->state = SCSICTL_DISK_EJECTED;
+        break;
+    case SCSICTL_STEP_REMOVE_SCSI_DISK:
+        d->state = SCSICTL_DISK_RESERVED; /* out of the VM; unmap forgets it */
+        break;
+    case SCSICTL_STEP_LINUX_MOUNT:
+    case SCSICTL_STEP_WINDOWS_MOUNT:
+    case SCSICTL_STEP_WINDOWS_MOUNT_SCRATCH:
+        r->mount->state = SCSICTL_MOUNT_MOUNTED;
+        break;
+    case SCSICTL_STEP_LINUX_UNMOUNT:
+    case SCSICTL_STEP_WINDOWS_UNMOUNT:
+        r->mount->state = SCSICTL_MOUNT_RESERVED;
+        break;
+    case SCSICTL_STEP_KIND_COUNT:
+        break;
+    }
+}
+
+int scsictl_op_report(scsictl *ctl, scsictl_op *op, bool ok,
+                      const char *backend_message, scsictl_error *err)
+{
+    if (!ctl || !op || !op->res_ || !op->kind_)
+        return sc_fail(err, SCSICTL_E_INVALID_ARGUMENT, "report: no operation in flight");
+    int rc;
+    pthread_mutex_lock(&ctl->lock);
+    reservation *r = op->res_;
+    disk *d = r->disk;
+    d->busy = false;
+    ctl->inflight--;
+    if (ok) {
+        apply_success(op->step.kind, r);
+        rc = next(ctl, op);
+    } else {
+        if (op->kind_ == OP_UNMAP)
+            r->pending = true;
+        const scsictl_step *s = &op->step;
+        if (s->mount)
+            rc = sc_fail(err, SCSICTL_E_BACKEND,
+                         "%s: %s failed for '%.200s' at controller %u lun %u "
+                         "partition %llu: %.200s",
+                         op_name(op), scsictl_step_name(s->kind), d->cfg.host_path,
+                         s->controller, s->lun, (unsigned long long)s->mount->partition,
+                         backend_message ? backend_message : "failed");
+        else
+            rc = sc_fail(err, SCSICTL_E_BACKEND,
+                         "%s: %s failed for '%.200s' at controller %u lun %u: %.200s",
+                         op_name(op), scsictl_step_name(s->kind), d->cfg.host_path,
+                         s->controller, s->lun,
+                         backend_message ? backend_message : "failed");
+    }
+    if (rc != SCSICTL_STEP)
+        op->res_ = NULL; /* the op is over; a stray report is refused */
+    pthread_mutex_unlock(&ctl->lock);
+    return rc;
+}
