@@ -1,0 +1,455 @@
+/* module.c — the Lua module `scsictl`: scsictl.new and controller methods.
+ *
+ * Each method has the same three beats: check arguments (raise on caller
+ * mistakes), call the core, convert the result (values, or nil, msg, code).
+ * Backend tables are kept in the controller's uservalues, never as raw
+ * pointers, and are looked up by callback name at each step (ops.c). */
+#include <string.h>
+
+#include "lscsictl.h"
+
+#define MODULE_VERSION "scsictl " SCSICTL_VERSION
+
+lctl *lscsictl_check(lua_State *L, int arg)
+{
+    return luaL_checkudata(L, arg, LSCSICTL_CONTROLLER);
+}
+
+/* nil, message, code */
+int lscsictl_fail(lua_State *L, const scsictl_error *err)
+{
+    lua_pushnil(L);
+    lua_pushstring(L, err->message);
+    lua_pushstring(L, scsictl_code_name(err->code));
+    return 3;
+}
+
+/* ---- scsictl.new ------------------------------------------------------ */
+
+static const char *const vm_callbacks[] = { "add_scsi_disk", "remove_scsi_disk", NULL };
+static const char *const linux_callbacks[] = { "add_mapped_virtual_disk",
+                                               "remove_mapped_virtual_disk",
+                                               "remove_scsi_device", NULL };
+static const char *const windows_callbacks[] = {
+    "add_mapped_virtual_disk", "add_mapped_virtual_disk_for_container_scratch",
+    "remove_mapped_virtual_disk", NULL
+};
+static const char *const new_keys[] = { "controllers", "luns_per_controller", "vm",
+                                        "linux_guest", "windows_guest", NULL };
+
+static bool callable(lua_State *L, int idx)
+{
+    if (lua_type(L, idx) == LUA_TFUNCTION)
+        return true;
+    if (luaL_getmetafield(L, idx, "__call") == LUA_TNIL)
+        return false;
+    lua_pop(L, 1);
+    return true;
+}
+
+/* Checks that options[field] is an indexable backend with every callback;
+ * leaves it on the stack. */
+static void check_backend(lua_State *L, const char *field, const char *const names[])
+{
+    int t = lua_getfield(L, 1, field);
+    if (t != LUA_TTABLE && t != LUA_TUSERDATA)
+        luaL_argerror(L, 1, lua_pushfstring(L, "%s must be a backend table, got %s", field,
+                                            luaL_typename(L, -1)));
+    int backend = lua_gettop(L);
+    for (size_t i = 0; names[i]; i++) {
+        lua_getfield(L, backend, names[i]);
+        if (!callable(L, -1))
+            luaL_argerror(L, 1, lua_pushfstring(L, "%s.%s must be a function, got %s", field,
+                                                names[i], luaL_typename(L, -1)));
+        lua_pop(L, 1);
+    }
+}
+
+static uint32_t geometry_field(lua_State *L, const char *field, lua_Integer lo,
+                               lua_Integer hi, lua_Integer dflt)
+{
+    int t = lua_getfield(L, 1, field);
+    lua_Integer v = dflt;
+    if (t == LUA_TNIL) {
+        if (dflt < 0)
+            luaL_argerror(L, 1, lua_pushfstring(L, "%s is required", field));
+    } else {
+        int isint = 0;
+        if (t == LUA_TNUMBER)
+            v = lua_tointegerx(L, -1, &isint);
+        if (!isint || v < lo || v > hi)
+            luaL_argerror(L, 1, lua_pushfstring(L, "%s must be an integer %d..%d", field,
+                                                (int)lo, (int)hi));
+    }
+    lua_pop(L, 1);
+    return (uint32_t)v;
+}
+
+static int l_new(lua_State *L)
+{
+    luaL_checktype(L, 1, LUA_TTABLE);
+    lua_settop(L, 1);
+    largs_known_keys(L, 1, new_keys, "options");
+    scsictl_options opts = { 0 };
+    opts.controllers = geometry_field(L, "controllers", 0, SCSICTL_MAX_CONTROLLERS, -1);
+    opts.luns_per_controller = geometry_field(L, "luns_per_controller", 1, SCSICTL_MAX_LUNS,
+                                              SCSICTL_DEFAULT_LUNS);
+    if ((uint64_t)opts.controllers * opts.luns_per_controller > SCSICTL_MAX_SLOTS)
+        luaL_argerror(L, 1, "controllers * luns_per_controller must be at most 1048576");
+    lua_getfield(L, 1, "linux_guest");
+    lua_getfield(L, 1, "windows_guest");
+    bool has_linux = !lua_isnil(L, 2), has_windows = !lua_isnil(L, 3);
+    lua_settop(L, 1);
+    if (has_linux == has_windows)
+        luaL_argerror(L, 1, has_linux ? "give linux_guest or windows_guest, not both"
+                                      : "linux_guest or windows_guest is required");
+    check_backend(L, "vm", vm_callbacks);                                   /* 2 */
+    if (has_linux)
+        check_backend(L, "linux_guest", linux_callbacks);                   /* 3 */
+    else
+        check_backend(L, "windows_guest", windows_callbacks);
+    opts.guest = has_linux ? SCSICTL_GUEST_LINUX : SCSICTL_GUEST_WINDOWS;
+
+    /* The userdata exists, in a harmless empty state, before the core is
+     * made: a memory error in between leaves nothing half-built. */
+    lctl *c = lua_newuserdatauv(L, sizeof *c, UV_COUNT);
+    c->core = NULL;
+    c->guest = opts.guest;
+    luaL_setmetatable(L, LSCSICTL_CONTROLLER);
+    lua_pushvalue(L, 2);
+    lua_setiuservalue(L, -2, UV_VM);
+    lua_pushvalue(L, 3);
+    lua_setiuservalue(L, -2, UV_GUEST);
+    scsictl_error err;
+    int rc = scsictl_new(&opts, &c->core, &err);
+    if (rc == SCSICTL_E_NO_MEMORY)
+        return luaL_error(L, "not enough memory");
+    if (rc != SCSICTL_OK)
+        return luaL_argerror(L, 1, err.message);
+    return 1;
+}
+
+/* ---- mutating methods ------------------------------------------------- */
+
+static int l_reserve(lua_State *L)
+{
+    lctl *c = lscsictl_check(L, 1);
+    largs_disk disk;
+    largs_mount mount;
+    largs_disk_check(L, 2, &disk);
+    largs_mount_check(L, 3, &mount);
+    scsictl_id id;
+    scsictl_error err;
+    if (scsictl_reserve(c->core, &disk.cfg, &mount.cfg, &id, &err) != SCSICTL_OK)
+        return lscsictl_fail(L, &err);
+    char s[SCSICTL_ID_STRLEN + 1];
+    scsictl_id_format(&id, s);
+    lua_pushlstring(L, s, SCSICTL_ID_STRLEN);
+    return 1;
+}
+
+static int l_reserve_for_rootfs(lua_State *L)
+{
+    lctl *c = lscsictl_check(L, 1);
+    uint64_t controller = largs_uint_check(L, 2, "controller");
+    uint64_t lun = largs_uint_check(L, 3, "lun");
+    largs_disk disk;
+    bool with_disk = !lua_isnoneornil(L, 4);
+    if (with_disk)
+        largs_disk_check(L, 4, &disk);
+    scsictl_error err;
+    if (scsictl_reserve_for_rootfs(c->core, controller, lun, with_disk ? &disk.cfg : NULL,
+                                   &err) != SCSICTL_OK)
+        return lscsictl_fail(L, &err);
+    lua_pushboolean(L, 1);
+    return 1;
+}
+
+static int l_close(lua_State *L)
+{
+    lctl *c = lscsictl_check(L, 1);
+    scsictl_error err;
+    if (scsictl_close(c->core, &err) != SCSICTL_OK)
+        return lscsictl_fail(L, &err);
+    lua_pushboolean(L, 1);
+    return 1;
+}
+
+/* __close: like close(), but never raises; a controller with a callback in
+ * flight stays open (the callback's operation still needs it). */
+static int l_toclose(lua_State *L)
+{
+    lctl *c = lscsictl_check(L, 1);
+    if (c->core)
+        scsictl_close(c->core, NULL);
+    return 0;
+}
+
+/* __gc: frees the core. Makes no backend call. An operation suspended in a
+ * coroutine keeps its controller alive, so none can be in flight here. */
+static int l_gc(lua_State *L)
+{
+    lctl *c = lscsictl_check(L, 1);
+    scsictl_free(c->core);
+    c->core = NULL;
+    return 0;
+}
+
+/* ---- introspection ---------------------------------------------------- */
+
+static void set_int(lua_State *L, const char *k, lua_Integer v)
+{
+    lua_pushinteger(L, v);
+    lua_setfield(L, -2, k);
+}
+
+static void set_bool(lua_State *L, const char *k, bool v)
+{
+    lua_pushboolean(L, v);
+    lua_setfield(L, -2, k);
+}
+
+static void set_str(lua_State *L, const char *k, const char *v)
+{
+    if (v) {
+        lua_pushstring(L, v);
+        lua_setfield(L, -2, k);
+    }
+}
+
+static void push_reservation(lua_State *L, const scsictl_reservation_info *r)
+{
+    char id[SCSICTL_ID_STRLEN + 1];
+    scsictl_id_format(&r->id, id);
+    lua_createtable(L, 0, 5);
+    set_str(L, "id", id);
+    set_int(L, "controller", r->controller);
+    set_int(L, "lun", r->lun);
+    set_int(L, "partition", (lua_Integer)r->partition);
+    set_str(L, "host_path", r->host_path);
+}
+
+/* Runs after a listing call: raises on out-of-memory (the only failure). */
+static void check_listing(lua_State *L, int rc, const scsictl_error *err)
+{
+    if (rc == SCSICTL_E_NO_MEMORY)
+        luaL_error(L, "not enough memory");
+    if (rc != SCSICTL_OK)
+        luaL_error(L, "%s", err->message);
+}
+
+/* Listings are copied out of the core into one block; the block is held by
+ * a to-be-closed userdata so a memory error while building Lua tables
+ * cannot leak it. */
+typedef struct lblock {
+    scsictl *core;
+    void *info;
+} lblock;
+
+static int block_free(lua_State *L)
+{
+    lblock *b = lua_touserdata(L, 1);
+    scsictl_info_free(b->core, b->info);
+    b->info = NULL;
+    return 0;
+}
+
+static lblock *push_block(lua_State *L, scsictl *core)
+{
+    lblock *b = lua_newuserdatauv(L, sizeof *b, 0);
+    b->core = core;
+    b->info = NULL;
+    if (luaL_newmetatable(L, "scsictl.listing")) {
+        lua_pushcfunction(L, block_free);
+        lua_setfield(L, -2, "__close");
+        lua_pushcfunction(L, block_free);
+        lua_setfield(L, -2, "__gc");
+    }
+    lua_setmetatable(L, -2);
+    lua_toclose(L, -1);
+    return b;
+}
+
+static int l_reservation(lua_State *L)
+{
+    lctl *c = lscsictl_check(L, 1);
+    scsictl_id id;
+    largs_id_check(L, 2, &id);
+    lua_settop(L, 2);
+    lblock *b = push_block(L, c->core);
+    scsictl_reservation_info *info = NULL;
+    scsictl_error err;
+    int rc = scsictl_get_reservation(c->core, &id, &info, &err);
+    b->info = info;
+    if (rc == SCSICTL_E_NOT_FOUND) {
+        lua_pushnil(L);
+        return 1;
+    }
+    check_listing(L, rc, &err);
+    push_reservation(L, info);
+    return 1;
+}
+
+static int l_reservations(lua_State *L)
+{
+    lctl *c = lscsictl_check(L, 1);
+    lua_settop(L, 1);
+    lblock *b = push_block(L, c->core);
+    scsictl_reservation_info *list = NULL;
+    size_t n = 0;
+    scsictl_error err;
+    int rc = scsictl_list_reservations(c->core, &list, &n, &err);
+    b->info = list;
+    check_listing(L, rc, &err);
+    lua_createtable(L, (int)n, 0);
+    for (size_t i = 0; i < n; i++) {
+        push_reservation(L, &list[i]);
+        lua_rawseti(L, -2, (lua_Integer)i + 1);
+    }
+    return 1;
+}
+
+static int l_slots(lua_State *L)
+{
+    lctl *c = lscsictl_check(L, 1);
+    lua_settop(L, 1);
+    lblock *b = push_block(L, c->core);
+    scsictl_slot_info *list = NULL;
+    size_t n = 0;
+    scsictl_error err;
+    int rc = scsictl_list_slots(c->core, &list, &n, &err);
+    b->info = list;
+    check_listing(L, rc, &err);
+    lua_createtable(L, (int)n, 0);
+    for (size_t i = 0; i < n; i++) {
+        const scsictl_slot_info *s = &list[i];
+        lua_createtable(L, 0, 8);
+        set_int(L, "controller", s->controller);
+        set_int(L, "lun", s->lun);
+        set_bool(L, "pinned", s->pinned);
+        set_bool(L, "busy", s->busy);
+        if (s->has_disk) {
+            set_str(L, "host_path", s->host_path);
+            set_str(L, "state", scsictl_disk_state_name(s->state));
+        }
+        set_int(L, "reservations", (lua_Integer)s->reservations);
+        lua_createtable(L, (int)s->n_partitions, 0);
+        for (size_t j = 0; j < s->n_partitions; j++) {
+            const scsictl_partition_info *p = &s->partitions[j];
+            lua_createtable(L, 0, 4);
+            set_int(L, "partition", (lua_Integer)p->partition);
+            set_str(L, "state", scsictl_mount_state_name(p->state));
+            set_int(L, "refs", (lua_Integer)p->refs);
+            set_str(L, "guest_path", p->guest_path);
+            lua_rawseti(L, -2, (lua_Integer)j + 1);
+        }
+        lua_setfield(L, -2, "partitions");
+        lua_rawseti(L, -2, (lua_Integer)i + 1);
+    }
+    return 1;
+}
+
+static int l_stats(lua_State *L)
+{
+    lctl *c = lscsictl_check(L, 1);
+    scsictl_stats st;
+    scsictl_get_stats(c->core, &st);
+    lua_createtable(L, 0, 8);
+    set_int(L, "controllers", st.controllers);
+    set_int(L, "luns_per_controller", st.luns_per_controller);
+    set_int(L, "slots", st.slots);
+    set_int(L, "used", st.used);
+    set_int(L, "free", st.free);
+    set_int(L, "pinned", st.pinned);
+    set_int(L, "disks", (lua_Integer)st.disks);
+    set_int(L, "reservations", (lua_Integer)st.reservations);
+    return 1;
+}
+
+static int l_tostring(lua_State *L)
+{
+    lctl *c = lscsictl_check(L, 1);
+    scsictl_stats st;
+    scsictl_get_stats(c->core, &st);
+    lua_pushfstring(L, "scsictl.controller (%s guest, %d controllers x %d luns): "
+                       "%d of %d slots used, %d pinned, %d disks, %d reservations%s",
+                    st.guest == SCSICTL_GUEST_LINUX ? "linux" : "windows",
+                    (int)st.controllers, (int)st.luns_per_controller, (int)st.used,
+                    (int)st.slots, (int)st.pinned, (int)st.disks, (int)st.reservations,
+                    st.closed ? ", closed" : "");
+    return 1;
+}
+
+/* ---- module ----------------------------------------------------------- */
+
+static const luaL_Reg controller_methods[] = {
+    { "reserve", l_reserve },
+    { "map_to_guest", lscsictl_map },
+    { "unmap_from_guest", lscsictl_unmap },
+    { "reserve_for_rootfs", l_reserve_for_rootfs },
+    { "reservation", l_reservation },
+    { "reservations", l_reservations },
+    { "slots", l_slots },
+    { "stats", l_stats },
+    { "close", l_close },
+    { NULL, NULL },
+};
+
+static const luaL_Reg controller_meta[] = {
+    { "__gc", l_gc },
+    { "__close", l_toclose },
+    { "__tostring", l_tostring },
+    { NULL, NULL },
+};
+
+static void push_defaults(lua_State *L)
+{
+    lua_createtable(L, 0, 3);
+    set_int(L, "luns_per_controller", SCSICTL_DEFAULT_LUNS);
+    lua_createtable(L, 0, 2);
+    set_bool(L, "read_only", false);
+    set_str(L, "type", "VirtualDisk");
+    lua_setfield(L, -2, "disk");
+    lua_createtable(L, 0, 8);
+    set_int(L, "partition", 0);
+    set_bool(L, "read_only", false);
+    set_bool(L, "encrypted", false);
+    lua_newtable(L);
+    lua_setfield(L, -2, "options");
+    set_bool(L, "ensure_filesystem", false);
+    set_str(L, "filesystem", "");
+    set_bool(L, "block_dev", false);
+    set_bool(L, "format_with_refs", false);
+    lua_setfield(L, -2, "mount");
+}
+
+static void push_limits(lua_State *L)
+{
+    lua_createtable(L, 0, 3);
+    set_int(L, "controllers", SCSICTL_MAX_CONTROLLERS);
+    set_int(L, "luns_per_controller", SCSICTL_MAX_LUNS);
+    set_int(L, "slots", SCSICTL_MAX_SLOTS);
+}
+
+__attribute__((visibility("default"))) int luaopen_scsictl(lua_State *L);
+
+int luaopen_scsictl(lua_State *L)
+{
+    luaL_newmetatable(L, LSCSICTL_CONTROLLER);
+    luaL_setfuncs(L, controller_meta, 0);
+    luaL_newlib(L, controller_methods);
+    lua_setfield(L, -2, "__index");
+    lua_pop(L, 1);
+    lscsictl_op_register(L);
+
+    lua_createtable(L, 0, 5);
+    lua_pushcfunction(L, l_new);
+    lua_setfield(L, -2, "new");
+    lua_pushliteral(L, MODULE_VERSION);
+    lua_setfield(L, -2, "_VERSION");
+    push_defaults(L);
+    lua_setfield(L, -2, "defaults");
+    push_limits(L);
+    lua_setfield(L, -2, "limits");
+    return 1;
+}

@@ -1,0 +1,239 @@
+/* ops.c — map_to_guest / unmap_from_guest: core steps as Lua callbacks.
+ *
+ * An operation lives in an "op" userdata, never on the C stack:
+ *
+ *   stack: [1] controller  [2] id  [3] op (to-be-closed)  [4..] callback results
+ *
+ * drive() asks the core for the next step, calls the backend callback with
+ * lua_pcallk and, when the callback returns without yielding, calls the
+ * continuation finish_step() itself; after a yield, Lua calls it on resume.
+ * The op slot is to-be-closed and the op has __gc: if the coroutine is
+ * closed or collected while a callback is suspended (or a memory error hits
+ * between steps), the step in flight is reported as failed, so the disk is
+ * never left busy. */
+#include <string.h>
+
+#include "lscsictl.h"
+
+enum { OP_MAP = 1, OP_UNMAP = 2 };
+enum { IDX_CTL = 1, IDX_OP = 3, IDX_RESULTS = 4 };
+
+typedef struct lop {
+    scsictl_op op;
+    lctl *ctl;     /* kept alive by the op's uservalue */
+    int kind;
+    bool active;   /* a step is in flight */
+} lop;
+
+/* Reports an in-flight step as failed. Shared by __gc and __close. */
+static int op_abandon(lua_State *L)
+{
+    lop *o = luaL_checkudata(L, 1, LSCSICTL_OP);
+    if (o->active) {
+        o->active = false;
+        if (o->ctl->core)
+            scsictl_op_report(o->ctl->core, &o->op, false,
+                              "the operation was abandoned while a callback was in flight",
+                              NULL);
+    }
+    return 0;
+}
+
+void lscsictl_op_register(lua_State *L)
+{
+    luaL_newmetatable(L, LSCSICTL_OP);
+    lua_pushcfunction(L, op_abandon);
+    lua_setfield(L, -2, "__gc");
+    lua_pushcfunction(L, op_abandon);
+    lua_setfield(L, -2, "__close");
+    lua_pop(L, 1);
+}
+
+static void push_bool_field(lua_State *L, const char *k, bool v)
+{
+    lua_pushboolean(L, v);
+    lua_setfield(L, -2, k);
+}
+
+static void push_int_field(lua_State *L, const char *k, lua_Integer v)
+{
+    lua_pushinteger(L, v);
+    lua_setfield(L, -2, k);
+}
+
+/* Pushes the callback's arguments as SPEC §4 lists them; returns how many. */
+static int push_args(lua_State *L, const scsictl_step *s)
+{
+    switch (s->kind) {
+    case SCSICTL_STEP_ADD_SCSI_DISK:
+        lua_createtable(L, 0, 4);
+        lua_pushstring(L, s->disk->host_path);
+        lua_setfield(L, -2, "path");
+        lua_pushstring(L, scsictl_disk_type_name(s->disk->type));
+        lua_setfield(L, -2, "type");
+        push_bool_field(L, "read_only", s->disk->read_only);
+        if (s->disk->evd_type) {
+            lua_pushstring(L, s->disk->evd_type);
+            lua_setfield(L, -2, "evd_type");
+        }
+        lua_pushinteger(L, s->controller);
+        lua_pushinteger(L, s->lun);
+        return 3;
+    case SCSICTL_STEP_REMOVE_SCSI_DISK:
+        lua_pushinteger(L, s->controller);
+        lua_pushinteger(L, s->lun);
+        return 2;
+    case SCSICTL_STEP_LINUX_EJECT:
+        lua_createtable(L, 0, 2);
+        push_int_field(L, "controller", s->controller);
+        push_int_field(L, "lun", s->lun);
+        return 1;
+    case SCSICTL_STEP_LINUX_MOUNT:
+    case SCSICTL_STEP_LINUX_UNMOUNT: {
+        const scsictl_mount_config *m = s->mount;
+        lua_createtable(L, 0, 10);
+        lua_pushstring(L, s->guest_path);
+        lua_setfield(L, -2, "mount_path");
+        push_int_field(L, "controller", s->controller);
+        push_int_field(L, "lun", s->lun);
+        push_int_field(L, "partition", (lua_Integer)m->partition);
+        push_bool_field(L, "read_only", m->read_only);
+        push_bool_field(L, "encrypted", m->encrypted);
+        lua_createtable(L, (int)m->n_options, 0);
+        for (size_t i = 0; i < m->n_options; i++) {
+            lua_pushstring(L, m->options[i]);
+            lua_rawseti(L, -2, (lua_Integer)i + 1);
+        }
+        lua_setfield(L, -2, "options");
+        push_bool_field(L, "ensure_filesystem", m->ensure_filesystem);
+        lua_pushstring(L, m->filesystem ? m->filesystem : "");
+        lua_setfield(L, -2, "filesystem");
+        push_bool_field(L, "block_dev", m->block_dev);
+        return 1;
+    }
+    case SCSICTL_STEP_WINDOWS_MOUNT:
+    case SCSICTL_STEP_WINDOWS_MOUNT_SCRATCH:
+    case SCSICTL_STEP_WINDOWS_UNMOUNT:
+        lua_createtable(L, 0, 2);
+        lua_pushstring(L, s->guest_path);
+        lua_setfield(L, -2, "container_path");
+        push_int_field(L, "lun", s->lun);
+        return 1;
+    case SCSICTL_STEP_KIND_COUNT:
+        break;
+    }
+    return 0;
+}
+
+/* A short description of a Lua value used as a failure message. Calls no
+ * metamethod, so it cannot raise or yield. */
+static const char *value_message(lua_State *L, int idx, const char *fallback)
+{
+    switch (lua_type(L, idx)) {
+    case LUA_TSTRING:
+    case LUA_TNUMBER:
+        return lua_tostring(L, idx);
+    case LUA_TNONE:
+    case LUA_TNIL:
+        return fallback;
+    default:
+        return lua_pushfstring(L, "%s (error object is a %s value)", fallback,
+                               luaL_typename(L, idx));
+    }
+}
+
+/* Applies SPEC §4's failure convention to a finished callback. Returns the
+ * failure message, or NULL on success. */
+static const char *callback_failure(lua_State *L, int status)
+{
+    if (status != LUA_OK && status != LUA_YIELD)
+        return value_message(L, -1, "raised an error");
+    int n = lua_gettop(L) - IDX_RESULTS + 1;
+    if (n >= 1 && lua_type(L, IDX_RESULTS) == LUA_TBOOLEAN && !lua_toboolean(L, IDX_RESULTS))
+        return value_message(L, IDX_RESULTS + 1, "returned false");
+    if (n >= 2 && lua_isnil(L, IDX_RESULTS) && !lua_isnil(L, IDX_RESULTS + 1))
+        return value_message(L, IDX_RESULTS + 1, "returned nil and a message");
+    return NULL;
+}
+
+static int drive(lua_State *L, lop *o, int st, const scsictl_error *err);
+
+static int finish_step(lua_State *L, int status, lua_KContext ctx)
+{
+    (void)ctx;
+    lop *o = lua_touserdata(L, IDX_OP);
+    const char *msg = callback_failure(L, status);
+    scsictl_error err = { SCSICTL_E_BACKEND, "the operation was abandoned" };
+    int st = SCSICTL_E_BACKEND;
+    if (o->active) {
+        o->active = false;
+        st = scsictl_op_report(o->ctl->core, &o->op, msg == NULL, msg, &err);
+    }
+    lua_settop(L, IDX_OP);
+    return drive(L, o, st, &err);
+}
+
+static int drive(lua_State *L, lop *o, int st, const scsictl_error *err)
+{
+    if (st == SCSICTL_STEP) {
+        const scsictl_step *s = &o->op.step;
+        o->active = true;
+        lua_getiuservalue(L, IDX_CTL, s->kind == SCSICTL_STEP_ADD_SCSI_DISK ||
+                                              s->kind == SCSICTL_STEP_REMOVE_SCSI_DISK
+                                          ? UV_VM
+                                          : UV_GUEST);
+        int backend = lua_gettop(L);
+        const char *name = scsictl_step_name(s->kind);
+        lua_getfield(L, backend, name); /* looked up at each call */
+        lua_pushvalue(L, backend);
+        lua_remove(L, backend);
+        int nargs = 1 + push_args(L, s);
+        if (lua_type(L, -nargs - 1) != LUA_TFUNCTION && !luaL_getmetafield(L, -nargs - 1, "__call")) {
+            lua_settop(L, IDX_OP);
+            lua_pushfstring(L, "callback %s:%s is missing or not callable",
+                            scsictl_step_backend(s->kind), name);
+            return finish_step(L, LUA_ERRRUN, 0);
+        } else if (lua_type(L, -nargs - 1) != LUA_TFUNCTION) {
+            lua_pop(L, 1); /* the __call field pushed by luaL_getmetafield */
+        }
+        return finish_step(L, lua_pcallk(L, nargs, LUA_MULTRET, 0, 0, finish_step), 0);
+    }
+    if (st == SCSICTL_DONE) {
+        if (o->kind == OP_MAP)
+            lua_pushstring(L, o->op.guest_path);
+        else
+            lua_pushboolean(L, 1);
+        return 1;
+    }
+    return lscsictl_fail(L, err);
+}
+
+static int start(lua_State *L, int kind)
+{
+    lctl *c = lscsictl_check(L, 1);
+    scsictl_id id;
+    largs_id_check(L, 2, &id);
+    lua_settop(L, 2);
+    lop *o = lua_newuserdatauv(L, sizeof *o, 1);
+    memset(o, 0, sizeof *o);
+    o->ctl = c;
+    o->kind = kind;
+    luaL_setmetatable(L, LSCSICTL_OP);
+    lua_pushvalue(L, IDX_CTL);
+    lua_setiuservalue(L, IDX_OP, 1);
+    lua_toclose(L, IDX_OP);
+    scsictl_error err;
+    int st = kind == OP_MAP ? scsictl_op_start_map(c->core, &o->op, &id, &err)
+                            : scsictl_op_start_unmap(c->core, &o->op, &id, &err);
+    return drive(L, o, st, &err);
+}
+
+int lscsictl_map(lua_State *L)
+{
+    return start(L, OP_MAP);
+}
+
+int lscsictl_unmap(lua_State *L)
+{
+    return start(L, OP_UNMAP);
+}
