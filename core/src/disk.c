@@ -68,8 +68,8 @@ const char *scsictl_disk_state_name(scsictl_disk_state s)
     return "unknown";
 }
 
-/* Allocates `head` bytes followed by copies of c's strings, and fills *out
- * with c whose strings point at the copies. Shared by disks and pins. */
+/* Allocates `head` bytes followed by copies of c's host_path and evd_type.
+ * Shared by disks and pins (head = the struct's size). */
 void *sc_config_copy(const scsictl_allocator *a, size_t head,
                      const scsictl_disk_config *c)
 {
@@ -115,7 +115,7 @@ disk *sc_disk_create(scsictl *ctl, const scsictl_disk_config *c, size_t len,
     disk *d = sc_config_copy(&ctl->alloc, sizeof *d, c);
     if (!d)
         return NULL;
-    config_point(&d->cfg, c, d->strings, len);
+    config_point(&d->cfg, c, (char *)(d + 1), len);
     d->path_len = len;
     d->hash = hash;
     d->slot = slot;
@@ -162,7 +162,7 @@ pin *sc_pin_create(scsictl *ctl, const scsictl_disk_config *c, size_t len,
     pin *p = sc_config_copy(&ctl->alloc, sizeof *p, c);
     if (!p)
         return NULL;
-    config_point(&p->cfg, c, p->strings, len);
+    config_point(&p->cfg, c, (char *)(p + 1), len);
     p->path_len = len;
     p->hash = hash;
     p->slot = slot;

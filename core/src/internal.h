@@ -31,7 +31,7 @@ typedef struct disk {
     size_t refs;        /* claims (reservations) on this disk */
     size_t n_mounts;
     mount *mounts;      /* intrusive list of this disk's partition mounts */
-    char strings[];
+    /* followed in the same allocation by host_path and evd_type */
 } disk;
 
 struct mount {
@@ -42,7 +42,7 @@ struct mount {
     size_t refs;        /* claims on this partition */
     uint8_t state;      /* scsictl_mount_state */
     char guest_path[SCSICTL_GUEST_PATH_MAX];
-    _Alignas(void *) char data[];
+    /* followed in the same allocation by the options array and strings */
 };
 
 typedef struct reservation {
@@ -59,7 +59,7 @@ typedef struct pin {
     size_t path_len;
     uint64_t hash;
     uint32_t slot;
-    char strings[];
+    /* followed in the same allocation by host_path and evd_type */
 } pin;
 
 struct scsictl {

@@ -113,8 +113,8 @@ mount *sc_mount_create(scsictl *ctl, disk *d, const scsictl_mount_config *c)
         return NULL;
     memset(m, 0, sizeof *m);
     m->cfg = *c;
-    const char **opts = (const char **)(void *)m->data;
-    char *s = m->data + c->n_options * sizeof(char *);
+    const char **opts = (const char **)(void *)(m + 1); /* mount is pointer-aligned */
+    char *s = (char *)(opts + c->n_options);
     for (size_t i = 0; i < c->n_options; i++) {
         size_t n = strlen(c->options[i]) + 1;
         memcpy(s, c->options[i], n);

@@ -79,7 +79,7 @@ static bool to_uint(lua_State *L, int idx, uint64_t *out)
 
 uint64_t largs_uint_check(lua_State *L, int arg, const char *what)
 {
-    uint64_t v;
+    uint64_t v = 0;
     if (!to_uint(L, arg, &v))
         luaL_argerror(L, arg, lua_pushfstring(L, "%s must be a non-negative integer, got %s",
                                               what, lua_type(L, arg) == LUA_TNUMBER

@@ -1,0 +1,48 @@
+# Front door. Everything real happens in CMake; see README.md.
+#   make test      install missing Debian packages, build, run every test
+#   make demo      install, build, run examples/quickstart.lua
+#   make repl      a Lua 5.4 prompt with the module and a simulated VM loaded
+#   make sanitize  the same tests built with AddressSanitizer + UBSan
+#   make tsan      the C thread test under ThreadSanitizer
+#   make bench     benchmarks (see bench/)
+BUILD ?= build
+JOBS ?= $(shell nproc 2>/dev/null || echo 2)
+LUA_ENV = LUA_PATH='$(CURDIR)/lua/?.lua;$(CURDIR)/lua/?/init.lua;;' LUA_CPATH='$(CURDIR)/$(BUILD)/lua/?.so;;'
+
+.PHONY: all deps build test demo repl sanitize tsan bench clean
+
+all: build
+
+deps:
+	@sh scripts/deps.sh
+
+$(BUILD)/CMakeCache.txt:
+	cmake -S . -B $(BUILD) -DCMAKE_BUILD_TYPE=RelWithDebInfo
+
+build: deps $(BUILD)/CMakeCache.txt
+	cmake --build $(BUILD) -j $(JOBS)
+
+test: build
+	ctest --test-dir $(BUILD) --output-on-failure -j $(JOBS)
+
+demo: build
+	$(LUA_ENV) lua5.4 examples/quickstart.lua
+
+repl: build
+	$(LUA_ENV) lua5.4 -i examples/repl.lua
+
+sanitize: deps
+	cmake -S . -B build-asan -DCMAKE_BUILD_TYPE=Debug -DSCSICTL_SANITIZE=ON
+	cmake --build build-asan -j $(JOBS)
+	ctest --test-dir build-asan --output-on-failure -j $(JOBS) -LE no-sanitize
+
+tsan: deps
+	cmake -S . -B build-tsan -DCMAKE_BUILD_TYPE=Debug -DSCSICTL_TSAN=ON -DSCSICTL_BUILD_LUA=OFF
+	cmake --build build-tsan -j $(JOBS)
+	ctest --test-dir build-tsan --output-on-failure -R threads
+
+bench: build
+	cmake --build $(BUILD) --target bench-run
+
+clean:
+	rm -rf $(BUILD) build-asan build-tsan
