@@ -50,6 +50,13 @@ extern "C" {
 
 #define SCSICTL_VERSION "0.1.0"
 
+/* Public functions are exported; everything else in the library is hidden. */
+#if defined(__GNUC__)
+#define SCSICTL_API __attribute__((visibility("default")))
+#else
+#define SCSICTL_API
+#endif
+
 /* Geometry limits (SPEC §5). */
 #define SCSICTL_MAX_CONTROLLERS 1024u
 #define SCSICTL_MAX_LUNS 16384u
@@ -93,7 +100,7 @@ typedef struct scsictl_error {
 
 /* "not_found", "no_slots", ... for error codes; "ok", "step", "done" for the
  * others; "unknown" otherwise. Static strings. */
-const char *scsictl_code_name(int code);
+SCSICTL_API const char *scsictl_code_name(int code);
 
 /* ------------------------------------------------------------------------ */
 /* Ids                                                                       */
@@ -107,11 +114,11 @@ typedef struct scsictl_id {
 #define SCSICTL_ID_STRLEN 36
 
 /* Writes the canonical lowercase form and a NUL (37 bytes). */
-void scsictl_id_format(const scsictl_id *id, char out[SCSICTL_ID_STRLEN + 1]);
+SCSICTL_API void scsictl_id_format(const scsictl_id *id, char out[SCSICTL_ID_STRLEN + 1]);
 
 /* Parses the 36-character 8-4-4-4-12 hex form, either case, exactly `len`
  * bytes. Returns SCSICTL_OK or SCSICTL_E_INVALID_ARGUMENT. */
-int scsictl_id_parse(const char *s, size_t len, scsictl_id *out);
+SCSICTL_API int scsictl_id_parse(const char *s, size_t len, scsictl_id *out);
 
 /* ------------------------------------------------------------------------ */
 /* Configuration                                                             */
@@ -129,7 +136,7 @@ typedef enum scsictl_disk_type {
 } scsictl_disk_type;
 
 /* "VirtualDisk", "PassThru", "ExtensibleVirtualDisk"; NULL if out of range. */
-const char *scsictl_disk_type_name(scsictl_disk_type type);
+SCSICTL_API const char *scsictl_disk_type_name(scsictl_disk_type type);
 
 /* A host disk. Two reservations share a disk when host_path is equal; they
  * must then agree on every other field (else SCSICTL_E_CONFIG_MISMATCH). */
@@ -182,17 +189,17 @@ typedef struct scsictl scsictl;
 /* Creates a controller. Errors: INVALID_ARGUMENT (geometry outside the
  * limits, controllers * luns > 2^20, unknown guest, NULL out),
  * NO_MEMORY. *out is set only on success. */
-int scsictl_new(const scsictl_options *opts, scsictl **out, scsictl_error *err);
+SCSICTL_API int scsictl_new(const scsictl_options *opts, scsictl **out, scsictl_error *err);
 
 /* Frees the controller and everything it holds. Makes no backend call and
  * touches nothing outside the controller; steps in flight are abandoned
  * (their scsictl_op must not be reported afterwards). NULL is a no-op. */
-void scsictl_free(scsictl *ctl);
+SCSICTL_API void scsictl_free(scsictl *ctl);
 
 /* Closes the controller: later mutating calls return SCSICTL_E_CLOSED;
  * introspection keeps working. Idempotent (SCSICTL_OK again).
  * Errors: BUSY while any step is in flight (nothing changes). */
-int scsictl_close(scsictl *ctl, scsictl_error *err);
+SCSICTL_API int scsictl_close(scsictl *ctl, scsictl_error *err);
 
 /* Reserves a claim on (disk, mount) and writes its new id to *id.
  * mount may be NULL (all defaults). The disk takes the lowest free unpinned
@@ -202,7 +209,7 @@ int scsictl_close(scsictl *ctl, scsictl_error *err);
  * partition > INT64_MAX, NULL option string), CONFIG_MISMATCH, NO_SLOTS,
  * BUSY (the disk has a step in flight or is being torn down), CLOSED,
  * NO_MEMORY. */
-int scsictl_reserve(scsictl *ctl, const scsictl_disk_config *disk,
+SCSICTL_API int scsictl_reserve(scsictl *ctl, const scsictl_disk_config *disk,
                     const scsictl_mount_config *mount, scsictl_id *id,
                     scsictl_error *err);
 
@@ -212,7 +219,7 @@ int scsictl_reserve(scsictl *ctl, const scsictl_disk_config *disk,
  * gets CONFIG_MISMATCH). Errors: OUT_OF_RANGE, SLOT_TAKEN (slot used or
  * pinned, or disk->host_path already pinned or placed at another slot),
  * INVALID_ARGUMENT, CLOSED, NO_MEMORY. */
-int scsictl_reserve_for_rootfs(scsictl *ctl, uint64_t controller, uint64_t lun,
+SCSICTL_API int scsictl_reserve_for_rootfs(scsictl *ctl, uint64_t controller, uint64_t lun,
                                const scsictl_disk_config *disk,
                                scsictl_error *err);
 
@@ -233,9 +240,9 @@ typedef enum scsictl_step_kind {
 } scsictl_step_kind;
 
 /* The callback name of a step ("add_scsi_disk", ...); NULL if out of range. */
-const char *scsictl_step_name(scsictl_step_kind kind);
+SCSICTL_API const char *scsictl_step_name(scsictl_step_kind kind);
 /* "vm", "linux_guest" or "windows_guest"; NULL if out of range. */
-const char *scsictl_step_backend(scsictl_step_kind kind);
+SCSICTL_API const char *scsictl_step_backend(scsictl_step_kind kind);
 
 /* One backend call to perform. Which fields matter depends on kind:
  *   ADD_SCSI_DISK      disk (the attachment), controller, lun
@@ -275,13 +282,13 @@ typedef struct scsictl_op {
  *   < 0           NOT_FOUND, BUSY (step in flight on the disk, or the id's
  *                 release is pending), CLOSED, INVALID_ARGUMENT.
  * Nothing changes on error. */
-int scsictl_op_start_map(scsictl *ctl, scsictl_op *op, const scsictl_id *id,
+SCSICTL_API int scsictl_op_start_map(scsictl *ctl, scsictl_op *op, const scsictl_id *id,
                          scsictl_error *err);
 
 /* Starts releasing reservation *id. Returns STEP, DONE (released with no
  * backend call needed), or NOT_FOUND, BUSY, CLOSED, INVALID_ARGUMENT.
  * Once a release has failed, the id stays valid with its release pending. */
-int scsictl_op_start_unmap(scsictl *ctl, scsictl_op *op, const scsictl_id *id,
+SCSICTL_API int scsictl_op_start_unmap(scsictl *ctl, scsictl_op *op, const scsictl_id *id,
                            scsictl_error *err);
 
 /* Reports the result of op->step: ok, or failed with backend_message (may
@@ -294,7 +301,7 @@ int scsictl_op_start_unmap(scsictl *ctl, scsictl_op *op, const scsictl_id *id,
  * controller is freed. Also returns NO_MEMORY if recording a completed
  * step would need memory that is not there (the step then counts as not
  * done). */
-int scsictl_op_report(scsictl *ctl, scsictl_op *op, bool ok,
+SCSICTL_API int scsictl_op_report(scsictl *ctl, scsictl_op *op, bool ok,
                       const char *backend_message, scsictl_error *err);
 
 /* ------------------------------------------------------------------------ */
@@ -349,19 +356,19 @@ typedef struct scsictl_callbacks {
 } scsictl_callbacks;
 
 /* Fills the settings a step's guest callback receives. */
-void scsictl_step_linux_settings(const scsictl_step *step,
+SCSICTL_API void scsictl_step_linux_settings(const scsictl_step *step,
                                  scsictl_linux_settings *out);
-void scsictl_step_windows_settings(const scsictl_step *step,
+SCSICTL_API void scsictl_step_windows_settings(const scsictl_step *step,
                                    scsictl_windows_settings *out);
 
 /* Maps *id, running every step through cb. On success writes the guest path
  * (NUL-terminated, truncated to path_size) if path is non-NULL. Errors: as
  * scsictl_op_start_map() and scsictl_op_report(). */
-int scsictl_map(scsictl *ctl, const scsictl_callbacks *cb, const scsictl_id *id,
+SCSICTL_API int scsictl_map(scsictl *ctl, const scsictl_callbacks *cb, const scsictl_id *id,
                 char *path, size_t path_size, scsictl_error *err);
 
 /* Releases *id, running every step through cb. */
-int scsictl_unmap(scsictl *ctl, const scsictl_callbacks *cb,
+SCSICTL_API int scsictl_unmap(scsictl *ctl, const scsictl_callbacks *cb,
                   const scsictl_id *id, scsictl_error *err);
 
 /* ------------------------------------------------------------------------ */
@@ -382,7 +389,7 @@ typedef struct scsictl_stats {
     bool busy;               /* some step is in flight                  */
 } scsictl_stats;
 
-void scsictl_get_stats(scsictl *ctl, scsictl_stats *out);
+SCSICTL_API void scsictl_get_stats(scsictl *ctl, scsictl_stats *out);
 
 typedef enum scsictl_disk_state {
     SCSICTL_DISK_RESERVED = 0,  /* has a slot, not added to the VM       */
@@ -396,8 +403,8 @@ typedef enum scsictl_mount_state {
 } scsictl_mount_state;
 
 /* "reserved", "attached", "ejected" / "reserved", "mounted". */
-const char *scsictl_disk_state_name(scsictl_disk_state s);
-const char *scsictl_mount_state_name(scsictl_mount_state s);
+SCSICTL_API const char *scsictl_disk_state_name(scsictl_disk_state s);
+SCSICTL_API const char *scsictl_mount_state_name(scsictl_mount_state s);
 
 /* Snapshot of one reservation. Strings point into the same allocation. */
 typedef struct scsictl_reservation_info {
@@ -432,27 +439,27 @@ typedef struct scsictl_slot_info {
 /* Looks up one reservation. On SCSICTL_OK, *out is one allocation made with
  * the controller's allocator; release it with scsictl_info_free().
  * Errors: NOT_FOUND, NO_MEMORY, INVALID_ARGUMENT. */
-int scsictl_get_reservation(scsictl *ctl, const scsictl_id *id,
+SCSICTL_API int scsictl_get_reservation(scsictl *ctl, const scsictl_id *id,
                             scsictl_reservation_info **out,
                             scsictl_error *err);
 
 /* All reservations sorted by controller, lun, partition, id; *n entries in
  * one allocation (NULL when *n is 0). Free with scsictl_info_free(). */
-int scsictl_list_reservations(scsictl *ctl, scsictl_reservation_info **out,
+SCSICTL_API int scsictl_list_reservations(scsictl *ctl, scsictl_reservation_info **out,
                               size_t *n, scsictl_error *err);
 
 /* Every occupied or pinned slot, sorted by slot index; one allocation
  * (NULL when *n is 0). Free with scsictl_info_free(). */
-int scsictl_list_slots(scsictl *ctl, scsictl_slot_info **out, size_t *n,
+SCSICTL_API int scsictl_list_slots(scsictl *ctl, scsictl_slot_info **out, size_t *n,
                        scsictl_error *err);
 
 /* Frees what the three functions above returned. NULL is a no-op. */
-void scsictl_info_free(scsictl *ctl, void *info);
+SCSICTL_API void scsictl_info_free(scsictl *ctl, void *info);
 
 /* Writes the guest path of (controller, lun, partition) for the given guest
  * flavour into out (NUL-terminated). Returns the length, or -1 if it does
  * not fit. */
-int scsictl_guest_path(scsictl_guest guest, uint32_t controller, uint32_t lun,
+SCSICTL_API int scsictl_guest_path(scsictl_guest guest, uint32_t controller, uint32_t lun,
                        uint64_t partition, char *out, size_t size);
 
 #ifdef __cplusplus
