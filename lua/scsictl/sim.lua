@@ -289,6 +289,7 @@ function sim.new(opts)
     strict = opts.strict ~= false,
     log = {},
     _seq = 0,
+    _flights = 0,
     _slots = {},       -- slot index -> disk record
     _by_path = {},     -- host path -> disk record
     _mounts = {},      -- guest path -> mount record
@@ -438,9 +439,10 @@ function M:_call(op, e, act)
   local n = self._latency[op]
   if n and coroutine.isyieldable() then
     local co = coroutine.running()
+    self._flights = self._flights + 1
     self._inflight[co] = { op = op, controller = e.controller, lun = e.lun,
                            host_path = e.host_path, path = e.path,
-                           since = self._seq }
+                           since = self._flights }
     for _ = 1, n do coroutine.yield() end
     self._inflight[co] = nil
   end
@@ -476,7 +478,11 @@ function M:_in_geometry(c, l)
   end
 end
 
-function M:_slot(c, l) return self._slots[c * self.luns_per_controller + l] end
+-- The disk at (c, l), nil when empty or outside the geometry.
+function M:_slot(c, l)
+  if c >= self.controllers or l >= self.luns_per_controller then return nil end
+  return self._slots[c * self.luns_per_controller + l]
+end
 
 local function mounts_on(self, rec)
   local paths = {}
@@ -629,6 +635,9 @@ function M:_add_mapped(op, settings, scratch)
     e.controller, e.lun = pick(settings, "controller"), pick(settings, "lun")
     e.partition, e.read_only = pick(settings, "partition"),
       pick(settings, "read_only")
+    local rec = is_uint(e.controller) and is_uint(e.lun)
+      and self:_slot(e.controller, e.lun)
+    e.host_path = rec and rec.host_path or nil
     return self:_call(op, e, function()
       if scratch then
         return "protocol: a Linux guest has no " .. op
@@ -638,15 +647,21 @@ function M:_add_mapped(op, settings, scratch)
       local c, l = settings.controller, settings.lun
       bad = self:_in_geometry(c, l)
       if bad then return "mount: " .. bad end
-      local rec = self:_slot(c, l)
-      if not rec then
+      local disk = self:_slot(c, l)
+      if not disk then
         return ("mount: no disk is attached at %s"):format(slot_name(c, l))
       end
-      return self:_mount(e, rec, settings.partition, settings.mount_path,
+      return self:_mount(e, disk, settings.partition, settings.mount_path,
                          settings.read_only == true, false)
     end)
   end
   e.path, e.lun = pick(settings, "container_path"), pick(settings, "lun")
+  if type(e.path) == "string" and is_uint(e.lun) then
+    local rec, p = self:_windows_device(e.path, e.lun)
+    if rec then
+      e.controller, e.host_path, e.partition = rec.controller, rec.host_path, p
+    end
+  end
   return self:_call(op, e, function()
     local bad = check_shape(self.strict, settings, WINDOWS_SETTINGS, "settings")
     if bad then return bad end
@@ -857,7 +872,9 @@ function M:render(ctl)
   end
 
   local out = {}
-  local function add(fmt, ...) out[#out + 1] = fmt:format(...) end
+  local function add(fmt, ...)
+    out[#out + 1] = (fmt:format(...):gsub("%s+$", ""))
+  end
   local nattached = 0
   for _ in pairs(self._slots) do nattached = nattached + 1 end
   local nm = 0
@@ -871,11 +888,11 @@ function M:render(ctl)
   local shown_c = math.min(self.controllers, MAX_SHOWN)
   local hdr = { ("%14s"):format("lun") }
   for l = 0, shown_l - 1 do hdr[#hdr + 1] = ("%-4d"):format(l) end
-  add("%s", table.concat(hdr, " "):gsub("%s+$", ""))
+  add("%s", table.concat(hdr, " "))
   for c = 0, shown_c - 1 do
     local row = { ("controller %-3d"):format(c) }
     for l = 0, shown_l - 1 do row[#row + 1] = ("%-4s"):format(cell(c * L + l)) end
-    add("%s", table.concat(row, " "):gsub("%s+$", ""))
+    add("%s", table.concat(row, " "))
   end
   if shown_l < L or shown_c < self.controllers then
     local hidden = 0
@@ -910,12 +927,19 @@ function M:render(ctl)
   for i in pairs(self._slots) do idx[#idx + 1], seen[i] = i, true end
   for i in pairs(cv) do if not seen[i] then idx[#idx + 1] = i end end
   table.sort(idx)
+  local width = 16
+  for _, i in ipairs(idx) do
+    local path = self._slots[i] and self._slots[i].host_path
+      or (cv[i] and cv[i].host_path) or ""
+    width = math.max(width, #path)
+  end
+  local pathfmt = "%-" .. width .. "s"
   if #idx > 0 then add("disks:") end
   for _, i in ipairs(idx) do
     local rec, c = self._slots[i], cv[i]
     local parts = { ("  %-6s"):format(("%d:%d"):format(i // L, i % L)) }
     local path = rec and rec.host_path or (c and c.host_path)
-    parts[#parts + 1] = path and ("%-28s"):format(path) or "(pinned, empty)"
+    parts[#parts + 1] = pathfmt:format(path or "(pinned, empty)")
     if rec then
       parts[#parts + 1] = rec.ejected and "ejected" or "attached"
       if rec.read_only then parts[#parts + 1] = "ro" end
