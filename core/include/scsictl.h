@@ -84,7 +84,8 @@ typedef enum scsictl_code {
     SCSICTL_E_CLOSED = -8,          /* the controller was closed           */
     SCSICTL_E_INVALID_SNAPSHOT = -9,/* import refused a snapshot           */
     SCSICTL_E_INVALID_ARGUMENT = -10,/* caller mistake (NULL, bad value)   */
-    SCSICTL_E_NO_MEMORY = -11       /* an allocation failed; nothing changed */
+    SCSICTL_E_NO_MEMORY = -11,      /* an allocation failed; nothing changed */
+    SCSICTL_E_IO = -12              /* the state file could not be read or written */
 } scsictl_code;
 
 #define SCSICTL_MESSAGE_MAX 512
@@ -298,9 +299,8 @@ SCSICTL_API int scsictl_op_start_unmap(scsictl *ctl, scsictl_op *op, const scsic
  * earlier steps did (retrying continues from there); a failed unmap leaves
  * the release pending. Every op that returned STEP must be reported
  * exactly once per step (report failure to abandon it), unless the
- * controller is freed. Also returns NO_MEMORY if recording a completed
- * step would need memory that is not there (the step then counts as not
- * done). */
+ * controller is freed. With a state file, also IO when the new state
+ * could not be written (see scsictl_set_state_file). */
 SCSICTL_API int scsictl_op_report(scsictl *ctl, scsictl_op *op, bool ok,
                       const char *backend_message, scsictl_error *err);
 
@@ -461,6 +461,55 @@ SCSICTL_API void scsictl_info_free(scsictl *ctl, void *info);
  * not fit. */
 SCSICTL_API int scsictl_guest_path(scsictl_guest guest, uint32_t controller, uint32_t lun,
                        uint64_t partition, char *out, size_t size);
+
+/* ------------------------------------------------------------------------ */
+/* Snapshots and the durable state file (SPEC §8)                            */
+/* ------------------------------------------------------------------------ */
+
+/* The snapshot format version written by scsictl_save() and the only one
+ * scsictl_import() accepts. The format is documented in README.md. */
+#define SCSICTL_SNAPSHOT_VERSION 1
+
+/* Serialises the whole state: geometry, guest flavour, closed flag, pins
+ * (with their disk configs), disks, partition mounts and reservations.
+ * Makes no backend call. *out is one allocation (NUL-terminated, *len bytes
+ * without the NUL) freed with scsictl_info_free(). Errors: BUSY while any
+ * step is in flight, NO_MEMORY, INVALID_ARGUMENT. */
+SCSICTL_API int scsictl_save(scsictl *ctl, char **out, size_t *len, scsictl_error *err);
+
+/* Builds a controller in exactly the saved state (its steps are then driven
+ * like any other's). allocator may be NULL. Errors: INVALID_SNAPSHOT
+ * (truncated, corrupted, another version, or inconsistent: nothing is
+ * built), NO_MEMORY, INVALID_ARGUMENT. *out is set only on success. */
+SCSICTL_API int scsictl_import(const char *snapshot, size_t len,
+                               const scsictl_allocator *allocator, scsictl **out,
+                               scsictl_error *err);
+
+/* The guest flavour a snapshot was taken from, without importing it.
+ * Errors: INVALID_SNAPSHOT when the header cannot be read. */
+SCSICTL_API int scsictl_snapshot_guest(const char *snapshot, size_t len,
+                                       scsictl_guest *guest, scsictl_error *err);
+
+/* Makes `path` the controller's durable state file: the snapshot is written
+ * now and again after every completed step and every reservation change,
+ * atomically (temporary file, fsync, rename, fsync of the directory),
+ * before the call that made the change returns. If a write fails, that call
+ * returns IO: reserve and reserve_for_rootfs are then undone; a completed
+ * step is kept in memory and written by the next successful write.
+ * Errors: IO (the first write failed; no state file is set), NO_MEMORY,
+ * BUSY, INVALID_ARGUMENT. */
+SCSICTL_API int scsictl_set_state_file(scsictl *ctl, const char *path, scsictl_error *err);
+
+/* Reads a state file, imports it and keeps writing to it. Errors: IO (the
+ * file cannot be read), INVALID_SNAPSHOT, NO_MEMORY, INVALID_ARGUMENT. */
+SCSICTL_API int scsictl_open(const char *path, const scsictl_allocator *allocator,
+                             scsictl **out, scsictl_error *err);
+
+/* Reads a whole file into one allocation made with `allocator` (NULL: malloc),
+ * NUL-terminated. Free it with the same allocator's free (or free()).
+ * Errors: IO, NO_MEMORY. */
+SCSICTL_API int scsictl_read_file(const char *path, const scsictl_allocator *allocator,
+                                  char **out, size_t *len, scsictl_error *err);
 
 #ifdef __cplusplus
 }

@@ -86,6 +86,7 @@ void scsictl_free(scsictl *ctl)
     free_all_items(ctl, &ctl->pins);
     slotmap_destroy(&ctl->taken, &a);
     sc_free(&a, ctl->pinned);
+    sc_free(&a, ctl->state_path);
     pthread_mutex_destroy(&ctl->lock);
     sc_free(&a, ctl);
 }
@@ -96,12 +97,15 @@ int scsictl_close(scsictl *ctl, scsictl_error *err)
         return sc_fail(err, SCSICTL_E_INVALID_ARGUMENT, "close: no controller");
     int rc = SCSICTL_OK;
     pthread_mutex_lock(&ctl->lock);
-    if (ctl->inflight && !ctl->closed)
+    if (ctl->inflight && !ctl->closed) {
         rc = sc_fail(err, SCSICTL_E_BUSY,
                      "close: %zu backend call(s) in flight; finish them first",
                      ctl->inflight);
-    else
+    } else if (!ctl->closed) {
         ctl->closed = true;
+        ctl->dirty = true;
+        rc = sc_persist_locked(ctl, err);
+    }
     pthread_mutex_unlock(&ctl->lock);
     return rc;
 }
@@ -128,6 +132,18 @@ static int choose_slot(scsictl *ctl, const scsictl_disk_config *dc, size_t len,
                        dc->host_path, ctl->nslots);
     *slot = (uint32_t)free_slot;
     return SCSICTL_OK;
+}
+
+/* Undoes a reservation that was just made (nothing was mapped). */
+static void unreserve(scsictl *ctl, reservation *r)
+{
+    mount *m = r->mount;
+    disk *d = r->disk;
+    if (--m->refs == 0)
+        sc_mount_forget(ctl, m);
+    if (--d->refs == 0)
+        sc_disk_forget(ctl, d);
+    sc_res_forget(ctl, r);
 }
 
 static int reserve_locked(scsictl *ctl, const scsictl_disk_config *dc,
@@ -205,6 +221,12 @@ static int reserve_locked(scsictl *ctl, const scsictl_disk_config *dc,
     d->refs++;
     m->refs++;
     hmap_insert(&ctl->res, r->hash, r);
+    ctl->dirty = true;
+    int rc = sc_persist_locked(ctl, err);
+    if (rc != SCSICTL_OK) {
+        unreserve(ctl, r); /* the change was not recorded: undo it (P5) */
+        return rc;
+    }
     *id = r->id;
     return SCSICTL_OK;
 
@@ -274,7 +296,18 @@ static int pin_locked(scsictl *ctl, uint64_t controller, uint64_t lun,
     ctl->pinned[slot >> 6] |= 1ull << (slot & 63);
     ctl->npinned++;
     sc_slot_take(ctl, slot);
-    return SCSICTL_OK;
+    ctl->dirty = true;
+    int rc = sc_persist_locked(ctl, err);
+    if (rc != SCSICTL_OK) { /* not recorded: undo the pin */
+        if (p) {
+            hmap_remove(&ctl->pins, p->hash, p);
+            sc_free(&ctl->alloc, p);
+        }
+        ctl->pinned[slot >> 6] &= ~(1ull << (slot & 63));
+        ctl->npinned--;
+        sc_slot_release(ctl, slot);
+    }
+    return rc;
 }
 
 int scsictl_reserve_for_rootfs(scsictl *ctl, uint64_t controller, uint64_t lun,

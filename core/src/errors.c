@@ -21,6 +21,7 @@ const char *scsictl_code_name(int code)
     case SCSICTL_E_INVALID_SNAPSHOT: return "invalid_snapshot";
     case SCSICTL_E_INVALID_ARGUMENT: return "invalid_argument";
     case SCSICTL_E_NO_MEMORY: return "no_memory";
+    case SCSICTL_E_IO: return "io";
     default: return "unknown";
     }
 }

@@ -74,6 +74,8 @@ struct scsictl {
     slotmap taken;
     uint64_t *pinned;   /* flat bitmap, one bit per slot */
     hmap disks, mounts, res, pins;
+    char *state_path;   /* durable state file, or NULL */
+    bool dirty;         /* state changed since the state file was written */
 };
 
 /* errors.c */
@@ -113,6 +115,10 @@ uint64_t sc_mount_hash(const disk *d, uint64_t partition);
 /* controller.c */
 reservation *sc_res_find(scsictl *ctl, const scsictl_id *id);
 void sc_res_forget(scsictl *ctl, reservation *r);
+
+/* snapshot.c, persist.c — the caller holds the lock */
+int sc_snapshot_write(scsictl *ctl, char **out, size_t *len, scsictl_error *err);
+int sc_persist_locked(scsictl *ctl, scsictl_error *err);
 
 /* Formatting helpers (errors.c) */
 size_t sc_fmt_u64(char *out, uint64_t v);

@@ -103,6 +103,7 @@ static int map_next(scsictl *ctl, scsictl_op *op, reservation *r)
 static int unmap_next(scsictl *ctl, scsictl_op *op, reservation *r)
 {
     mount *m = r->mount;
+    ctl->dirty = true; /* every path below changes state or issues a step */
     if (m) {
         if (m->refs > 1) {
             m->refs--;
@@ -139,6 +140,25 @@ static int next(scsictl *ctl, scsictl_op *op)
     return op->kind_ == OP_MAP ? map_next(ctl, op, r) : unmap_next(ctl, op, r);
 }
 
+/* Writes the state file after the changes of a call. If that fails, a step
+ * just issued is taken back (the disk is not busy) and the call returns the
+ * write error; the changes stay in memory and are written next time. A
+ * backend error is returned as it is: it matters more to the caller. */
+static int persist_or_cancel(scsictl *ctl, scsictl_op *op, int rc, scsictl_error *err)
+{
+    scsictl_error perr;
+    int prc = sc_persist_locked(ctl, &perr);
+    if (prc == SCSICTL_OK || rc == SCSICTL_E_BACKEND)
+        return rc;
+    if (rc == SCSICTL_STEP) {
+        ((reservation *)op->res_)->disk->busy = false;
+        ctl->inflight--;
+    }
+    if (err)
+        *err = perr;
+    return prc;
+}
+
 static int start(scsictl *ctl, scsictl_op *op, const scsictl_id *id, int kind,
                  scsictl_error *err)
 {
@@ -171,7 +191,7 @@ static int start(scsictl *ctl, scsictl_op *op, const scsictl_id *id, int kind,
                      "retry unmap_from_guest to finish it", ids);
     } else {
         op->res_ = r;
-        rc = next(ctl, op);
+        rc = persist_or_cancel(ctl, op, next(ctl, op), err);
         if (rc != SCSICTL_STEP)
             op->res_ = NULL;
     }
@@ -191,9 +211,10 @@ int scsictl_op_start_unmap(scsictl *ctl, scsictl_op *op, const scsictl_id *id,
     return start(ctl, op, id, OP_UNMAP, err);
 }
 
-static void apply_success(scsictl_step_kind kind, reservation *r)
+static void apply_success(scsictl *ctl, scsictl_step_kind kind, reservation *r)
 {
     disk *d = r->disk;
+    ctl->dirty = true;
     switch (kind) {
     case SCSICTL_STEP_ADD_SCSI_DISK:
         d->state = SCSICTL_DISK_ATTACHED;
@@ -230,11 +251,13 @@ int scsictl_op_report(scsictl *ctl, scsictl_op *op, bool ok,
     d->busy = false;
     ctl->inflight--;
     if (ok) {
-        apply_success(op->step.kind, r);
+        apply_success(ctl, op->step.kind, r);
         rc = next(ctl, op);
     } else {
-        if (op->kind_ == OP_UNMAP)
+        if (op->kind_ == OP_UNMAP) {
             r->pending = true;
+            ctl->dirty = true;
+        }
         const scsictl_step *s = &op->step;
         if (s->mount)
             rc = sc_fail(err, SCSICTL_E_BACKEND,
@@ -250,6 +273,7 @@ int scsictl_op_report(scsictl *ctl, scsictl_op *op, bool ok,
                          s->controller, s->lun,
                          backend_message ? backend_message : "failed");
     }
+    rc = persist_or_cancel(ctl, op, rc, err);
     if (rc != SCSICTL_STEP)
         op->res_ = NULL; /* the op is over; a stray report is refused */
     pthread_mutex_unlock(&ctl->lock);

@@ -35,7 +35,8 @@ static const char *const windows_callbacks[] = {
     "remove_mapped_virtual_disk", NULL
 };
 static const char *const new_keys[] = { "controllers", "luns_per_controller", "vm",
-                                        "linux_guest", "windows_guest", NULL };
+                                        "linux_guest", "windows_guest", "state_file", NULL };
+static const char *const backend_keys[] = { "vm", "linux_guest", "windows_guest", NULL };
 
 static bool callable(lua_State *L, int idx)
 {
@@ -47,22 +48,59 @@ static bool callable(lua_State *L, int idx)
     return true;
 }
 
-/* Checks that options[field] is an indexable backend with every callback;
+/* Checks that tbl[field] is an indexable backend with every callback;
  * leaves it on the stack. */
-static void check_backend(lua_State *L, const char *field, const char *const names[])
+static void check_backend(lua_State *L, int arg, int tbl, const char *field,
+                          const char *const names[])
 {
-    int t = lua_getfield(L, 1, field);
+    int t = lua_getfield(L, tbl, field);
     if (t != LUA_TTABLE && t != LUA_TUSERDATA)
-        luaL_argerror(L, 1, lua_pushfstring(L, "%s must be a backend table, got %s", field,
-                                            luaL_typename(L, -1)));
+        luaL_argerror(L, arg, lua_pushfstring(L, "%s must be a backend table, got %s", field,
+                                              luaL_typename(L, -1)));
     int backend = lua_gettop(L);
     for (size_t i = 0; names[i]; i++) {
         lua_getfield(L, backend, names[i]);
         if (!callable(L, -1))
-            luaL_argerror(L, 1, lua_pushfstring(L, "%s.%s must be a function, got %s", field,
-                                                names[i], luaL_typename(L, -1)));
+            luaL_argerror(L, arg, lua_pushfstring(L, "%s.%s must be a function, got %s",
+                                                  field, names[i], luaL_typename(L, -1)));
         lua_pop(L, 1);
     }
+}
+
+/* The guest flavour the table at tbl names (exactly one of the two). */
+static scsictl_guest which_guest(lua_State *L, int arg, int tbl)
+{
+    lua_getfield(L, tbl, "linux_guest");
+    lua_getfield(L, tbl, "windows_guest");
+    bool has_linux = !lua_isnil(L, -2), has_windows = !lua_isnil(L, -1);
+    lua_pop(L, 2);
+    if (has_linux == has_windows)
+        luaL_argerror(L, arg, has_linux ? "give linux_guest or windows_guest, not both"
+                                        : "linux_guest or windows_guest is required");
+    return has_linux ? SCSICTL_GUEST_LINUX : SCSICTL_GUEST_WINDOWS;
+}
+
+/* Checks the backends in the table at tbl for a controller of `guest` and
+ * pushes a controller userdata holding them, with no core yet (a memory
+ * error before the core exists leaves nothing half-built). */
+static lctl *push_controller(lua_State *L, int arg, int tbl, scsictl_guest guest)
+{
+    check_backend(L, arg, tbl, "vm", vm_callbacks);
+    if (guest == SCSICTL_GUEST_LINUX)
+        check_backend(L, arg, tbl, "linux_guest", linux_callbacks);
+    else
+        check_backend(L, arg, tbl, "windows_guest", windows_callbacks);
+    lctl *c = lua_newuserdatauv(L, sizeof *c, UV_COUNT);
+    c->core = NULL;
+    c->guest = guest;
+    luaL_setmetatable(L, LSCSICTL_CONTROLLER);
+    lua_pushvalue(L, -3);
+    lua_setiuservalue(L, -2, UV_VM);
+    lua_pushvalue(L, -2);
+    lua_setiuservalue(L, -2, UV_GUEST);
+    lua_replace(L, -3);
+    lua_pop(L, 1);
+    return c;
 }
 
 static uint32_t geometry_field(lua_State *L, const char *field, lua_Integer lo,
@@ -85,6 +123,25 @@ static uint32_t geometry_field(lua_State *L, const char *field, lua_Integer lo,
     return (uint32_t)v;
 }
 
+/* Optional string argument field without NUL bytes. */
+static const char *path_field(lua_State *L, int arg, int tbl, const char *field)
+{
+    int t = lua_getfield(L, tbl, field);
+    const char *s = NULL;
+    if (t == LUA_TSTRING) {
+        size_t len;
+        s = lua_tolstring(L, -1, &len);
+        if (len == 0 || strlen(s) != len)
+            luaL_argerror(L, arg, lua_pushfstring(L, "%s must be a non-empty string "
+                                                     "without NUL bytes", field));
+    } else if (t != LUA_TNIL) {
+        luaL_argerror(L, arg, lua_pushfstring(L, "%s must be a string, got %s", field,
+                                              luaL_typename(L, -1)));
+    }
+    lua_pop(L, 1); /* still referenced by the table */
+    return s;
+}
+
 static int l_new(lua_State *L)
 {
     luaL_checktype(L, 1, LUA_TTABLE);
@@ -96,37 +153,67 @@ static int l_new(lua_State *L)
                                               SCSICTL_DEFAULT_LUNS);
     if ((uint64_t)opts.controllers * opts.luns_per_controller > SCSICTL_MAX_SLOTS)
         luaL_argerror(L, 1, "controllers * luns_per_controller must be at most 1048576");
-    lua_getfield(L, 1, "linux_guest");
-    lua_getfield(L, 1, "windows_guest");
-    bool has_linux = !lua_isnil(L, 2), has_windows = !lua_isnil(L, 3);
-    lua_settop(L, 1);
-    if (has_linux == has_windows)
-        luaL_argerror(L, 1, has_linux ? "give linux_guest or windows_guest, not both"
-                                      : "linux_guest or windows_guest is required");
-    check_backend(L, "vm", vm_callbacks);                                   /* 2 */
-    if (has_linux)
-        check_backend(L, "linux_guest", linux_callbacks);                   /* 3 */
-    else
-        check_backend(L, "windows_guest", windows_callbacks);
-    opts.guest = has_linux ? SCSICTL_GUEST_LINUX : SCSICTL_GUEST_WINDOWS;
-
-    /* The userdata exists, in a harmless empty state, before the core is
-     * made: a memory error in between leaves nothing half-built. */
-    lctl *c = lua_newuserdatauv(L, sizeof *c, UV_COUNT);
-    c->core = NULL;
-    c->guest = opts.guest;
-    luaL_setmetatable(L, LSCSICTL_CONTROLLER);
-    lua_pushvalue(L, 2);
-    lua_setiuservalue(L, -2, UV_VM);
-    lua_pushvalue(L, 3);
-    lua_setiuservalue(L, -2, UV_GUEST);
+    opts.guest = which_guest(L, 1, 1);
+    const char *state_file = path_field(L, 1, 1, "state_file");
+    lctl *c = push_controller(L, 1, 1, opts.guest);
     scsictl_error err;
     int rc = scsictl_new(&opts, &c->core, &err);
     if (rc == SCSICTL_E_NO_MEMORY)
         return luaL_error(L, "not enough memory");
     if (rc != SCSICTL_OK)
         return luaL_argerror(L, 1, err.message);
+    if (state_file && scsictl_set_state_file(c->core, state_file, &err) != SCSICTL_OK)
+        return lscsictl_fail(L, &err); /* the controller is collected */
     return 1;
+}
+
+/* scsictl.import(snapshot, backends) and scsictl.open(path, backends) */
+static int import_or_open(lua_State *L, bool from_file)
+{
+    size_t len;
+    const char *s = luaL_checklstring(L, 1, &len);
+    luaL_checktype(L, 2, LUA_TTABLE);
+    lua_settop(L, 2);
+    largs_known_keys(L, 2, backend_keys, "backends");
+    if (from_file && (len == 0 || strlen(s) != len))
+        luaL_argerror(L, 1, "path must be a non-empty string without NUL bytes");
+    scsictl_error err;
+    scsictl *core = NULL;
+    int rc = from_file ? scsictl_open(s, NULL, &core, &err)
+                       : scsictl_import(s, len, NULL, &core, &err);
+    if (rc != SCSICTL_OK)
+        return lscsictl_fail(L, &err);
+    scsictl_stats st;
+    scsictl_get_stats(core, &st);
+    scsictl_guest given = SCSICTL_GUEST_LINUX;
+    bool ok = false;
+    /* A userdata to own the core while the backends are checked (which may
+     * raise): its __gc frees it. */
+    lctl *holder = lua_newuserdatauv(L, sizeof *holder, 0);
+    holder->core = core;
+    luaL_setmetatable(L, LSCSICTL_CONTROLLER);
+    given = which_guest(L, 2, 2);
+    ok = given == st.guest;
+    if (!ok)
+        luaL_argerror(L, 2, lua_pushfstring(L, "the snapshot is of a %s-guest controller: "
+                                               "give %s",
+                                            st.guest == SCSICTL_GUEST_LINUX ? "Linux" : "Windows",
+                                            st.guest == SCSICTL_GUEST_LINUX ? "linux_guest"
+                                                                            : "windows_guest"));
+    lctl *c = push_controller(L, 2, 2, st.guest);
+    c->core = holder->core;
+    holder->core = NULL;
+    return 1;
+}
+
+static int l_import(lua_State *L)
+{
+    return import_or_open(L, false);
+}
+
+static int l_open(lua_State *L)
+{
+    return import_or_open(L, true);
 }
 
 /* ---- mutating methods ------------------------------------------------- */
@@ -270,6 +357,21 @@ static lblock *push_block(lua_State *L, scsictl *core)
     return b;
 }
 
+static int l_save(lua_State *L)
+{
+    lctl *c = lscsictl_check(L, 1);
+    char *snap;
+    size_t len;
+    scsictl_error err;
+    if (scsictl_save(c->core, &snap, &len, &err) != SCSICTL_OK)
+        return lscsictl_fail(L, &err);
+    lua_settop(L, 1);
+    lblock *b = push_block(L, c->core);
+    b->info = snap;
+    lua_pushlstring(L, snap, len);
+    return 1;
+}
+
 static int l_reservation(lua_State *L)
 {
     lctl *c = lscsictl_check(L, 1);
@@ -392,6 +494,7 @@ static const luaL_Reg controller_methods[] = {
     { "slots", l_slots },
     { "stats", l_stats },
     { "close", l_close },
+    { "save", l_save },
     { NULL, NULL },
 };
 
@@ -445,6 +548,10 @@ int luaopen_scsictl(lua_State *L)
     lua_createtable(L, 0, 5);
     lua_pushcfunction(L, l_new);
     lua_setfield(L, -2, "new");
+    lua_pushcfunction(L, l_import);
+    lua_setfield(L, -2, "import");
+    lua_pushcfunction(L, l_open);
+    lua_setfield(L, -2, "open");
     lua_pushliteral(L, MODULE_VERSION);
     lua_setfield(L, -2, "_VERSION");
     push_defaults(L);

@@ -1,0 +1,859 @@
+/* snapshot.c — save the whole state as text, and import it strictly.
+ *
+ * Format (version 1), one record per line, fields separated by one space,
+ * records in this order, each group sorted:
+ *
+ *   scsictl-snapshot 1
+ *   geometry <controllers> <luns> <linux|windows> <open|closed>
+ *   pin <c> <l>                                        bare rootfs pin
+ *   pin <c> <l> <ro> <type> <evd> <path>               pin with a disk config
+ *   disk <c> <l> <state> <teardown> <ro> <type> <evd> <path>
+ *   part <c> <l> <partition> <state> <refs> <ro> <encrypted> <ensure_fs>
+ *        <block_dev> <format_with_refs> <filesystem> <n> <option>*n
+ *   res <id> <c> <l> <partition> <holds_partition> <pending>
+ *   end <records> <checksum>
+ *
+ * Numbers are decimal with no sign or leading zero; flags are 0 or 1;
+ * states and types are their names. Strings are "-" for absent, else "="
+ * followed by the bytes, with every byte outside [A-Za-z0-9/._:@+,~-]
+ * written as %XX. The checksum is FNV-1a 64 (16 lowercase hex digits) of
+ * every byte before the "end" line, so truncation and bit flips are caught.
+ *
+ * Import checks the text and the consistency of what it describes (one disk
+ * per slot, slots inside the geometry, references that resolve, reference
+ * counts that match the claims, states that P1-P9 allow) and builds nothing
+ * unless all of it holds. */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "alloc.h"
+#include "internal.h"
+
+/* ---- output ------------------------------------------------------------ */
+
+typedef struct outbuf {
+    const scsictl_allocator *a;
+    char *p;
+    size_t len, cap;
+    bool failed;
+} outbuf;
+
+static void out_bytes(outbuf *o, const char *s, size_t n)
+{
+    if (o->failed)
+        return;
+    if (n + 1 > o->cap - o->len) {
+        size_t cap = o->cap ? o->cap : 256;
+        while (n + 1 > cap - o->len) {
+            if (cap > SIZE_MAX / 2) {
+                o->failed = true;
+                return;
+            }
+            cap *= 2;
+        }
+        char *p = o->p ? o->a->realloc_fn(o->a->ud, o->p, cap) : sc_malloc(o->a, cap);
+        if (!p) {
+            o->failed = true;
+            return;
+        }
+        o->p = p;
+        o->cap = cap;
+    }
+    memcpy(o->p + o->len, s, n);
+    o->len += n;
+    o->p[o->len] = '\0';
+}
+
+static void out_str(outbuf *o, const char *s)
+{
+    out_bytes(o, s, strlen(s));
+}
+
+static void out_u64(outbuf *o, uint64_t v)
+{
+    char buf[24];
+    out_bytes(o, " ", 1);
+    out_bytes(o, buf, sc_fmt_u64(buf, v));
+}
+
+static void out_word(outbuf *o, const char *w)
+{
+    out_bytes(o, " ", 1);
+    out_str(o, w);
+}
+
+static bool safe_byte(unsigned char c)
+{
+    return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
+           (c != 0 && strchr("/._:@+,~-", c) != NULL);
+}
+
+static void out_text(outbuf *o, const char *s)
+{
+    static const char hex[] = "0123456789ABCDEF";
+    out_bytes(o, " ", 1);
+    if (!s) {
+        out_bytes(o, "-", 1);
+        return;
+    }
+    out_bytes(o, "=", 1);
+    for (const unsigned char *p = (const unsigned char *)s; *p; p++) {
+        if (safe_byte(*p)) {
+            out_bytes(o, (const char *)p, 1);
+        } else {
+            char esc[3] = { '%', hex[*p >> 4], hex[*p & 15] };
+            out_bytes(o, esc, 3);
+        }
+    }
+}
+
+static void out_slot(outbuf *o, const scsictl *ctl, uint32_t slot)
+{
+    out_u64(o, slot / ctl->luns);
+    out_u64(o, slot % ctl->luns);
+}
+
+static void out_disk_config(outbuf *o, const scsictl_disk_config *c)
+{
+    out_u64(o, c->read_only);
+    out_word(o, scsictl_disk_type_name(c->type));
+    out_text(o, c->evd_type);
+    out_text(o, c->host_path);
+}
+
+static uint64_t fnv1a(const char *p, size_t n)
+{
+    uint64_t h = 0xcbf29ce484222325ull;
+    for (size_t i = 0; i < n; i++) {
+        h ^= (unsigned char)p[i];
+        h *= 0x100000001b3ull;
+    }
+    return h;
+}
+
+static int cmp_disk_ptr(const void *a, const void *b)
+{
+    const disk *x = *(const disk *const *)a, *y = *(const disk *const *)b;
+    return x->slot < y->slot ? -1 : x->slot > y->slot;
+}
+
+static int cmp_mount_ptr(const void *a, const void *b)
+{
+    const mount *x = *(const mount *const *)a, *y = *(const mount *const *)b;
+    if (x->disk->slot != y->disk->slot)
+        return x->disk->slot < y->disk->slot ? -1 : 1;
+    return x->cfg.partition < y->cfg.partition ? -1 : x->cfg.partition > y->cfg.partition;
+}
+
+static int cmp_res_ptr(const void *a, const void *b)
+{
+    const reservation *x = *(const reservation *const *)a;
+    const reservation *y = *(const reservation *const *)b;
+    if (x->disk->slot != y->disk->slot)
+        return x->disk->slot < y->disk->slot ? -1 : 1;
+    if (x->partition != y->partition)
+        return x->partition < y->partition ? -1 : 1;
+    return memcmp(x->id.bytes, y->id.bytes, sizeof x->id.bytes);
+}
+
+/* Copies the items of m into a fresh sorted array (NULL when empty). */
+static void **sorted_items(scsictl *ctl, const hmap *m, int (*cmp)(const void *, const void *),
+                           bool *nomem)
+{
+    if (m->len == 0)
+        return NULL;
+    void **v = sc_calloc(&ctl->alloc, m->len, sizeof *v);
+    if (!v) {
+        *nomem = true;
+        return NULL;
+    }
+    size_t k = 0;
+    for (size_t i = 0; i < m->cap; i++)
+        if (m->e[i].item)
+            v[k++] = m->e[i].item;
+    qsort(v, k, sizeof *v, cmp);
+    return v;
+}
+
+static int cmp_pin_ptr(const void *a, const void *b)
+{
+    const pin *x = *(const pin *const *)a, *y = *(const pin *const *)b;
+    return x->slot < y->slot ? -1 : x->slot > y->slot;
+}
+
+/* Serialises the state; the caller holds the lock. */
+int sc_snapshot_write(scsictl *ctl, char **out, size_t *len, scsictl_error *err)
+{
+    bool nomem = false;
+    void **disks = sorted_items(ctl, &ctl->disks, cmp_disk_ptr, &nomem);
+    void **mounts = sorted_items(ctl, &ctl->mounts, cmp_mount_ptr, &nomem);
+    void **res = sorted_items(ctl, &ctl->res, cmp_res_ptr, &nomem);
+    void **pins = sorted_items(ctl, &ctl->pins, cmp_pin_ptr, &nomem);
+    outbuf o = { .a = &ctl->alloc };
+    size_t records = 2;
+
+    out_str(&o, "scsictl-snapshot 1\ngeometry");
+    out_u64(&o, ctl->controllers);
+    out_u64(&o, ctl->luns);
+    out_word(&o, ctl->guest == SCSICTL_GUEST_LINUX ? "linux" : "windows");
+    out_word(&o, ctl->closed ? "closed" : "open");
+    out_str(&o, "\n");
+    /* Pins in slot order; configs come from the pins map (sorted too). */
+    size_t pi = 0;
+    for (uint32_t w = 0; !nomem && w < (ctl->nslots + 63) / 64; w++) {
+        for (uint64_t bits = ctl->pinned[w]; bits; bits &= bits - 1) {
+            uint32_t slot = w * 64 + (uint32_t)__builtin_ctzll(bits);
+            out_str(&o, "pin");
+            out_slot(&o, ctl, slot);
+            if (pi < ctl->pins.len && ((pin *)pins[pi])->slot == slot)
+                out_disk_config(&o, &((pin *)pins[pi++])->cfg);
+            out_str(&o, "\n");
+            records++;
+        }
+    }
+    for (size_t i = 0; !nomem && i < ctl->disks.len; i++) {
+        const disk *d = disks[i];
+        out_str(&o, "disk");
+        out_slot(&o, ctl, d->slot);
+        out_word(&o, scsictl_disk_state_name((scsictl_disk_state)d->state));
+        out_u64(&o, d->tearing_down);
+        out_disk_config(&o, &d->cfg);
+        out_str(&o, "\n");
+        records++;
+    }
+    for (size_t i = 0; !nomem && i < ctl->mounts.len; i++) {
+        const mount *m = mounts[i];
+        const scsictl_mount_config *c = &m->cfg;
+        out_str(&o, "part");
+        out_slot(&o, ctl, m->disk->slot);
+        out_u64(&o, c->partition);
+        out_word(&o, scsictl_mount_state_name((scsictl_mount_state)m->state));
+        out_u64(&o, m->refs);
+        out_u64(&o, c->read_only);
+        out_u64(&o, c->encrypted);
+        out_u64(&o, c->ensure_filesystem);
+        out_u64(&o, c->block_dev);
+        out_u64(&o, c->format_with_refs);
+        out_text(&o, c->filesystem);
+        out_u64(&o, c->n_options);
+        for (size_t k = 0; k < c->n_options; k++)
+            out_text(&o, c->options[k]);
+        out_str(&o, "\n");
+        records++;
+    }
+    for (size_t i = 0; !nomem && i < ctl->res.len; i++) {
+        const reservation *r = res[i];
+        char id[SCSICTL_ID_STRLEN + 1];
+        scsictl_id_format(&r->id, id);
+        out_str(&o, "res");
+        out_word(&o, id);
+        out_slot(&o, ctl, r->disk->slot);
+        out_u64(&o, r->partition);
+        out_u64(&o, r->mount != NULL);
+        out_u64(&o, r->pending);
+        out_str(&o, "\n");
+        records++;
+    }
+    sc_free(&ctl->alloc, disks);
+    sc_free(&ctl->alloc, mounts);
+    sc_free(&ctl->alloc, res);
+    sc_free(&ctl->alloc, pins);
+    if (!nomem && !o.failed) {
+        char tail[64];
+        uint64_t sum = fnv1a(o.p, o.len);
+        snprintf(tail, sizeof tail, "end %zu %016llx\n", records + 1, (unsigned long long)sum);
+        out_str(&o, tail);
+    }
+    if (nomem || o.failed) {
+        sc_free(&ctl->alloc, o.p);
+        return sc_fail(err, SCSICTL_E_NO_MEMORY, "save: out of memory");
+    }
+    *out = o.p;
+    *len = o.len;
+    return SCSICTL_OK;
+}
+
+int scsictl_save(scsictl *ctl, char **out, size_t *len, scsictl_error *err)
+{
+    if (!ctl || !out || !len)
+        return sc_fail(err, SCSICTL_E_INVALID_ARGUMENT, "save: missing argument");
+    int rc;
+    pthread_mutex_lock(&ctl->lock);
+    if (ctl->inflight)
+        rc = sc_fail(err, SCSICTL_E_BUSY,
+                     "save: %zu backend call(s) in flight; save when they are done",
+                     ctl->inflight);
+    else
+        rc = sc_snapshot_write(ctl, out, len, err);
+    pthread_mutex_unlock(&ctl->lock);
+    return rc;
+}
+
+/* ---- input ------------------------------------------------------------- */
+
+#define TEXT_MAX ((size_t)1 << 30)
+
+typedef struct parser {
+    const char *p, *end;  /* the current line: [p, end) */
+    const char *next;     /* start of the following line */
+    size_t lineno;
+    char *scratch;        /* decoded strings of this line, freed per line */
+    size_t scratch_len, scratch_cap;
+    const scsictl_allocator *a;
+    scsictl_error *err;
+    bool nomem;
+} parser;
+
+static int bad(parser *ps, const char *what)
+{
+    if (ps->lineno == 0)
+        return sc_fail(ps->err, SCSICTL_E_INVALID_SNAPSHOT, "import: invalid snapshot: %s", what);
+    return sc_fail(ps->err, SCSICTL_E_INVALID_SNAPSHOT, "import: invalid snapshot: %s (line %zu)",
+                   what, ps->lineno);
+}
+
+/* Next space-separated token of the line, or false at the end of line. */
+static bool token(parser *ps, const char **t, size_t *n)
+{
+    if (ps->p >= ps->end)
+        return false;
+    const char *s = ps->p;
+    const char *e = memchr(s, ' ', (size_t)(ps->end - s));
+    if (!e)
+        e = ps->end;
+    *t = s;
+    *n = (size_t)(e - s);
+    ps->p = e < ps->end ? e + 1 : e;
+    return *n > 0 && !(e < ps->end && e + 1 == ps->end); /* no empty or trailing */
+}
+
+static bool tok_is(parser *ps, const char *word)
+{
+    const char *t;
+    size_t n;
+    return token(ps, &t, &n) && n == strlen(word) && memcmp(t, word, n) == 0;
+}
+
+static bool tok_u64(parser *ps, uint64_t max, uint64_t *v)
+{
+    const char *t;
+    size_t n;
+    if (!token(ps, &t, &n) || n > 20 || (n > 1 && t[0] == '0'))
+        return false;
+    uint64_t x = 0;
+    for (size_t i = 0; i < n; i++) {
+        if (t[i] < '0' || t[i] > '9')
+            return false;
+        unsigned d = (unsigned)(t[i] - '0');
+        if (x > (UINT64_MAX - d) / 10)
+            return false;
+        x = x * 10 + d;
+    }
+    if (x > max)
+        return false;
+    *v = x;
+    return true;
+}
+
+static bool tok_flag(parser *ps, bool *v)
+{
+    uint64_t x;
+    if (!tok_u64(ps, 1, &x))
+        return false;
+    *v = x == 1;
+    return true;
+}
+
+static int hexv(char c)
+{
+    if (c >= '0' && c <= '9') return c - '0';
+    if (c >= 'A' && c <= 'F') return c - 'A' + 10;
+    return -1;
+}
+
+/* Decodes a string token into the line's scratch space. *s is NULL for "-".
+ * Returns an offset into scratch (strings move when scratch grows), or
+ * SIZE_MAX on error; *absent says "-". */
+static size_t tok_text(parser *ps, bool *absent)
+{
+    const char *t;
+    size_t n;
+    if (!token(ps, &t, &n))
+        return SIZE_MAX;
+    *absent = n == 1 && t[0] == '-';
+    if (*absent)
+        return 0;
+    if (t[0] != '=' || n - 1 > TEXT_MAX)
+        return SIZE_MAX;
+    size_t need = ps->scratch_len + n; /* decoded length <= n - 1, plus NUL */
+    if (need > ps->scratch_cap) {
+        size_t cap = need * 2;
+        char *p = ps->scratch ? ps->a->realloc_fn(ps->a->ud, ps->scratch, cap)
+                              : sc_malloc(ps->a, cap);
+        if (!p) {
+            ps->nomem = true;
+            return SIZE_MAX;
+        }
+        ps->scratch = p;
+        ps->scratch_cap = cap;
+    }
+    size_t start = ps->scratch_len;
+    char *o = ps->scratch + start;
+    for (size_t i = 1; i < n; i++) {
+        unsigned char c = (unsigned char)t[i];
+        if (c == '%') {
+            if (i + 2 >= n)
+                return SIZE_MAX;
+            int hi = hexv(t[i + 1]), lo = hexv(t[i + 2]);
+            int v = hi << 4 | lo;
+            if (hi < 0 || lo < 0 || v == 0 || safe_byte((unsigned char)v))
+                return SIZE_MAX; /* one spelling per string: safe bytes stay literal */
+            *o++ = (char)v;
+            i += 2;
+        } else if (safe_byte(c)) {
+            *o++ = (char)c;
+        } else {
+            return SIZE_MAX;
+        }
+    }
+    *o++ = '\0';
+    ps->scratch_len = (size_t)(o - ps->scratch);
+    return start;
+}
+
+static bool tok_slot(parser *ps, const scsictl *ctl, uint32_t *slot)
+{
+    uint64_t c, l;
+    if (!tok_u64(ps, UINT32_MAX, &c) || !tok_u64(ps, UINT32_MAX, &l) ||
+        c >= ctl->controllers || l >= ctl->luns)
+        return false;
+    *slot = (uint32_t)(c * ctl->luns + l);
+    return true;
+}
+
+static bool tok_disk_type(parser *ps, scsictl_disk_type *type)
+{
+    const char *t;
+    size_t n;
+    if (!token(ps, &t, &n))
+        return false;
+    for (int k = SCSICTL_DISK_VIRTUAL_DISK; k <= SCSICTL_DISK_EXTENSIBLE_VIRTUAL_DISK; k++) {
+        const char *name = scsictl_disk_type_name((scsictl_disk_type)k);
+        if (n == strlen(name) && memcmp(t, name, n) == 0) {
+            *type = (scsictl_disk_type)k;
+            return true;
+        }
+    }
+    return false;
+}
+
+/* Parses "<ro> <type> <evd> <path>" into c (strings in scratch). */
+static bool tok_disk_config(parser *ps, scsictl_disk_config *c)
+{
+    bool absent_evd, absent_path;
+    *c = (scsictl_disk_config){ 0 };
+    if (!tok_flag(ps, &c->read_only) || !tok_disk_type(ps, &c->type))
+        return false;
+    size_t evd = tok_text(ps, &absent_evd);
+    size_t path = evd == SIZE_MAX ? SIZE_MAX : tok_text(ps, &absent_path);
+    if (path == SIZE_MAX || absent_path)
+        return false;
+    c->evd_type = absent_evd ? NULL : ps->scratch + evd;
+    c->host_path = ps->scratch + path;
+    return c->host_path[0] != '\0';
+}
+
+/* Moves to the next line; false at the end of the text. */
+static bool next_line(parser *ps, const char *text_end)
+{
+    if (ps->next >= text_end)
+        return false;
+    ps->p = ps->next;
+    const char *nl = memchr(ps->p, '\n', (size_t)(text_end - ps->p));
+    if (!nl)
+        return false; /* every line ends with a newline: this one is cut */
+    ps->end = nl;
+    ps->next = nl + 1;
+    ps->lineno++;
+    ps->scratch_len = 0;
+    return true;
+}
+
+static bool line_is(parser *ps, const char *kind)
+{
+    size_t n = strlen(kind);
+    return (size_t)(ps->end - ps->p) > n && memcmp(ps->p, kind, n) == 0 && ps->p[n] == ' ';
+}
+
+static int parse_header(parser *ps, const char *text_end, scsictl_options *opts, bool *closed)
+{
+    if (!next_line(ps, text_end) || !tok_is(ps, "scsictl-snapshot"))
+        return bad(ps, "not a scsictl snapshot");
+    uint64_t version;
+    if (!tok_u64(ps, UINT64_MAX, &version) || ps->p != ps->end)
+        return bad(ps, "bad header");
+    if (version != SCSICTL_SNAPSHOT_VERSION)
+        return sc_fail(ps->err, SCSICTL_E_INVALID_SNAPSHOT,
+                       "import: invalid snapshot: format version %llu, this build reads %d",
+                       (unsigned long long)version, SCSICTL_SNAPSHOT_VERSION);
+    uint64_t c, l;
+    const char *t;
+    size_t n;
+    if (!next_line(ps, text_end) || !tok_is(ps, "geometry") ||
+        !tok_u64(ps, SCSICTL_MAX_CONTROLLERS, &c) || !tok_u64(ps, SCSICTL_MAX_LUNS, &l) ||
+        l == 0 || c * l > SCSICTL_MAX_SLOTS || !token(ps, &t, &n))
+        return bad(ps, "bad geometry");
+    if (n == 5 && memcmp(t, "linux", 5) == 0)
+        opts->guest = SCSICTL_GUEST_LINUX;
+    else if (n == 7 && memcmp(t, "windows", 7) == 0)
+        opts->guest = SCSICTL_GUEST_WINDOWS;
+    else
+        return bad(ps, "unknown guest flavour");
+    if (!token(ps, &t, &n) || ps->p != ps->end)
+        return bad(ps, "bad geometry");
+    if (n == 4 && memcmp(t, "open", 4) == 0)
+        *closed = false;
+    else if (n == 6 && memcmp(t, "closed", 6) == 0)
+        *closed = true;
+    else
+        return bad(ps, "bad open/closed flag");
+    opts->controllers = (uint32_t)c;
+    opts->luns_per_controller = (uint32_t)l;
+    return SCSICTL_OK;
+}
+
+/* Each record parser returns OK, or the error (INVALID_SNAPSHOT/NO_MEMORY). */
+
+static int nomem_or_bad(parser *ps, const char *what)
+{
+    if (ps->nomem)
+        return sc_fail(ps->err, SCSICTL_E_NO_MEMORY, "import: out of memory");
+    return bad(ps, what);
+}
+
+static int parse_pin(parser *ps, scsictl *ctl)
+{
+    uint32_t slot;
+    if (!tok_is(ps, "pin") || !tok_slot(ps, ctl, &slot))
+        return bad(ps, "bad pin");
+    if (sc_slot_pinned(ctl, slot))
+        return bad(ps, "slot pinned twice");
+    scsictl_disk_config c;
+    bool with_disk = ps->p < ps->end;
+    if (with_disk && (!tok_disk_config(ps, &c) || ps->p != ps->end))
+        return nomem_or_bad(ps, "bad pin disk config");
+    /* reserve_for_rootfs checks the rest: slot free, path not placed. */
+    int rc = scsictl_reserve_for_rootfs(ctl, slot / ctl->luns, slot % ctl->luns,
+                                        with_disk ? &c : NULL, NULL);
+    if (rc == SCSICTL_E_NO_MEMORY)
+        return sc_fail(ps->err, SCSICTL_E_NO_MEMORY, "import: out of memory");
+    return rc == SCSICTL_OK ? SCSICTL_OK : bad(ps, "pin conflicts with an earlier record");
+}
+
+static int parse_disk(parser *ps, scsictl *ctl, disk **by_slot)
+{
+    uint32_t slot;
+    const char *t;
+    size_t n;
+    bool teardown;
+    scsictl_disk_config c;
+    if (!tok_is(ps, "disk") || !tok_slot(ps, ctl, &slot) || !token(ps, &t, &n) ||
+        !tok_flag(ps, &teardown) || !tok_disk_config(ps, &c) || ps->p != ps->end)
+        return nomem_or_bad(ps, "bad disk");
+    int state = -1;
+    for (int k = SCSICTL_DISK_RESERVED; k <= SCSICTL_DISK_EJECTED; k++) {
+        const char *name = scsictl_disk_state_name((scsictl_disk_state)k);
+        if (n == strlen(name) && memcmp(t, name, n) == 0)
+            state = k;
+    }
+    if (state < 0)
+        return bad(ps, "unknown disk state");
+    /* A disk is torn down only once it was added; ejected means Linux and
+     * tearing down (the eject is the first teardown step). */
+    if ((teardown && state == SCSICTL_DISK_RESERVED) ||
+        (state == SCSICTL_DISK_EJECTED && (!teardown || ctl->guest != SCSICTL_GUEST_LINUX)))
+        return bad(ps, "disk state and teardown flag disagree");
+    size_t len = strlen(c.host_path);
+    uint64_t hash = hash_bytes(c.host_path, len);
+    if (sc_disk_find(ctl, c.host_path, len, hash))
+        return bad(ps, "host path held by two disks");
+    pin *p = sc_pin_find(ctl, c.host_path, len, hash);
+    if (p ? (p->slot != slot || !sc_disk_config_equal(&p->cfg, &c))
+          : slotmap_test(&ctl->taken, slot))
+        return bad(ps, "two disks in one slot, or a disk outside its pinned slot");
+    disk *d = sc_disk_create(ctl, &c, len, hash, slot);
+    if (!d || !hmap_reserve(&ctl->disks, ctl->disks.len + 1, &ctl->alloc)) {
+        sc_free(&ctl->alloc, d);
+        ps->nomem = true;
+        return nomem_or_bad(ps, "");
+    }
+    d->state = (uint8_t)state;
+    d->tearing_down = teardown;
+    sc_disk_insert(ctl, d);
+    by_slot[slot] = d;
+    return SCSICTL_OK;
+}
+
+static int parse_part(parser *ps, scsictl *ctl, disk **by_slot)
+{
+    uint32_t slot;
+    uint64_t partition, refs, nopt;
+    const char *t;
+    size_t n;
+    scsictl_mount_config c = { 0 };
+    if (!tok_is(ps, "part") || !tok_slot(ps, ctl, &slot) ||
+        !tok_u64(ps, (uint64_t)INT64_MAX, &partition) || !token(ps, &t, &n) ||
+        !tok_u64(ps, SIZE_MAX / 2, &refs) || !tok_flag(ps, &c.read_only) ||
+        !tok_flag(ps, &c.encrypted) || !tok_flag(ps, &c.ensure_filesystem) ||
+        !tok_flag(ps, &c.block_dev) || !tok_flag(ps, &c.format_with_refs))
+        return bad(ps, "bad partition");
+    bool absent;
+    size_t fs = tok_text(ps, &absent);
+    if (fs == SIZE_MAX || absent || !tok_u64(ps, (uint64_t)(ps->end - ps->p), &nopt))
+        return nomem_or_bad(ps, "bad partition");
+    size_t *offs = nopt ? sc_calloc(ps->a, (size_t)nopt, sizeof *offs) : NULL;
+    const char **opts = nopt ? sc_calloc(ps->a, (size_t)nopt, sizeof *opts) : NULL;
+    int rc = SCSICTL_OK;
+    if (nopt && (!offs || !opts)) {
+        ps->nomem = true;
+        rc = nomem_or_bad(ps, "");
+    }
+    for (uint64_t k = 0; rc == SCSICTL_OK && k < nopt; k++) {
+        offs[k] = tok_text(ps, &absent);
+        if (offs[k] == SIZE_MAX || absent)
+            rc = nomem_or_bad(ps, "bad partition option");
+    }
+    if (rc == SCSICTL_OK && ps->p != ps->end)
+        rc = bad(ps, "trailing data after partition options");
+    int state = -1;
+    if (n == 8 && memcmp(t, "reserved", 8) == 0)
+        state = SCSICTL_MOUNT_RESERVED;
+    else if (n == 7 && memcmp(t, "mounted", 7) == 0)
+        state = SCSICTL_MOUNT_MOUNTED;
+    disk *d = by_slot[slot];
+    if (rc == SCSICTL_OK) {
+        if (state < 0)
+            rc = bad(ps, "unknown partition state");
+        else if (!d)
+            rc = bad(ps, "partition of a slot with no disk");
+        else if (refs == 0)
+            rc = bad(ps, "partition with no claims");
+        else if (d->tearing_down)
+            rc = bad(ps, "partition of a disk being torn down");
+        else if (state == SCSICTL_MOUNT_MOUNTED && d->state != SCSICTL_DISK_ATTACHED)
+            rc = bad(ps, "partition mounted on a disk that is not attached");
+        else if (sc_mount_find(ctl, d, partition))
+            rc = bad(ps, "partition listed twice");
+    }
+    if (rc == SCSICTL_OK) {
+        for (uint64_t k = 0; k < nopt; k++)
+            opts[k] = ps->scratch + offs[k];
+        c.partition = partition;
+        c.filesystem = ps->scratch + fs;
+        c.options = opts;
+        c.n_options = (size_t)nopt;
+        mount *m = sc_mount_create(ctl, d, &c);
+        if (!m || !hmap_reserve(&ctl->mounts, ctl->mounts.len + 1, &ctl->alloc)) {
+            sc_free(&ctl->alloc, m);
+            ps->nomem = true;
+            rc = nomem_or_bad(ps, "");
+        } else {
+            m->state = (uint8_t)state;
+            m->refs = (size_t)refs; /* checked against the claims at the end */
+            sc_mount_insert(ctl, m);
+        }
+    }
+    sc_free(ps->a, offs);
+    sc_free(ps->a, (void *)opts);
+    return rc;
+}
+
+static int parse_res(parser *ps, scsictl *ctl, disk **by_slot)
+{
+    const char *t;
+    size_t n;
+    scsictl_id id;
+    uint32_t slot;
+    uint64_t partition;
+    bool holds, pending;
+    if (!tok_is(ps, "res") || !token(ps, &t, &n) ||
+        scsictl_id_parse(t, n, &id) != SCSICTL_OK || !tok_slot(ps, ctl, &slot) ||
+        !tok_u64(ps, (uint64_t)INT64_MAX, &partition) || !tok_flag(ps, &holds) ||
+        !tok_flag(ps, &pending) || ps->p != ps->end)
+        return bad(ps, "bad reservation");
+    char canon[SCSICTL_ID_STRLEN + 1];
+    scsictl_id_format(&id, canon);
+    if (memcmp(canon, t, SCSICTL_ID_STRLEN) != 0)
+        return bad(ps, "reservation id not in canonical lowercase form");
+    disk *d = by_slot[slot];
+    if (!d)
+        return bad(ps, "reservation points at an empty slot");
+    if (sc_res_find(ctl, &id))
+        return bad(ps, "reservation id listed twice");
+    mount *m = holds ? sc_mount_find(ctl, d, partition) : NULL;
+    if (holds && !m)
+        return bad(ps, "reservation holds a partition that is not listed");
+    if (!holds && !pending)
+        return bad(ps, "reservation without its partition claim must have a pending release");
+    reservation *r = sc_malloc(&ctl->alloc, sizeof *r);
+    if (!r || !hmap_reserve(&ctl->res, ctl->res.len + 1, &ctl->alloc)) {
+        sc_free(&ctl->alloc, r);
+        ps->nomem = true;
+        return nomem_or_bad(ps, "");
+    }
+    *r = (reservation){ .id = id, .hash = sc_id_hash(&id), .disk = d, .mount = m,
+                        .partition = partition, .pending = pending };
+    hmap_insert(&ctl->res, r->hash, r);
+    d->refs++;
+    return SCSICTL_OK;
+}
+
+/* Claims must match the recorded counts, and a disk being torn down must
+ * have exactly the one claim whose release is pending. */
+static int check_counts(parser *ps, scsictl *ctl)
+{
+    hmap *mounts = &ctl->mounts;
+    size_t *held = sc_calloc(ps->a, mounts->cap ? mounts->cap : 1, sizeof *held);
+    if (!held)
+        return sc_fail(ps->err, SCSICTL_E_NO_MEMORY, "import: out of memory");
+    int rc = SCSICTL_OK;
+    for (size_t i = 0; i < ctl->res.cap; i++) {
+        const reservation *r = ctl->res.e[i].item;
+        if (!r || !r->mount)
+            continue;
+        for (size_t j = (size_t)r->mount->hash & (mounts->cap - 1);;
+             j = (j + 1) & (mounts->cap - 1))
+            if (mounts->e[j].item == r->mount) {
+                held[j]++;
+                break;
+            }
+    }
+    for (size_t j = 0; j < mounts->cap && rc == SCSICTL_OK; j++) {
+        const mount *m = mounts->e[j].item;
+        if (m && m->refs != held[j])
+            rc = sc_fail(ps->err, SCSICTL_E_INVALID_SNAPSHOT,
+                         "import: invalid snapshot: partition %llu at controller %u lun %u "
+                         "has refs %zu but %zu claims",
+                         (unsigned long long)m->cfg.partition, m->disk->slot / ctl->luns,
+                         m->disk->slot % ctl->luns, m->refs, held[j]);
+    }
+    sc_free(ps->a, held);
+    for (size_t i = 0; i < ctl->disks.cap && rc == SCSICTL_OK; i++) {
+        const disk *d = ctl->disks.e[i].item;
+        if (d && d->refs == 0)
+            rc = sc_fail(ps->err, SCSICTL_E_INVALID_SNAPSHOT,
+                         "import: invalid snapshot: disk '%.200s' has no claims", d->cfg.host_path);
+        else if (d && d->tearing_down && d->refs != 1)
+            rc = sc_fail(ps->err, SCSICTL_E_INVALID_SNAPSHOT,
+                         "import: invalid snapshot: disk '%.200s' is torn down but has %zu claims",
+                         d->cfg.host_path, d->refs);
+    }
+    return rc;
+}
+
+static int import_body(parser *ps, const char *text_end, scsictl *ctl)
+{
+    /* slot -> disk for the part and res records (one array per import). */
+    disk **by_slot = sc_calloc(ps->a, ctl->nslots ? ctl->nslots : 1, sizeof *by_slot);
+    if (!by_slot)
+        return sc_fail(ps->err, SCSICTL_E_NO_MEMORY, "import: out of memory");
+    static const char *const order[] = { "pin", "disk", "part", "res" };
+    int stage = 0, rc = SCSICTL_OK;
+    size_t records = 2;
+    for (;;) {
+        if (!next_line(ps, text_end)) {
+            rc = bad(ps, "truncated (no end record)");
+            break;
+        }
+        if (line_is(ps, "end"))
+            break;
+        while (stage < 4 && !line_is(ps, order[stage]))
+            stage++;
+        if (stage == 4) {
+            rc = bad(ps, "unknown or out-of-order record");
+            break;
+        }
+        records++;
+        switch (stage) {
+        case 0: rc = parse_pin(ps, ctl); break;
+        case 1: rc = parse_disk(ps, ctl, by_slot); break;
+        case 2: rc = parse_part(ps, ctl, by_slot); break;
+        default: rc = parse_res(ps, ctl, by_slot); break;
+        }
+        if (rc != SCSICTL_OK)
+            break;
+    }
+    sc_free(ps->a, by_slot);
+    if (rc != SCSICTL_OK)
+        return rc;
+    /* end <records> <checksum>: the checksum was verified before parsing. */
+    uint64_t count;
+    const char *t;
+    size_t n;
+    if (!tok_is(ps, "end") || !tok_u64(ps, UINT64_MAX, &count) || !token(ps, &t, &n) ||
+        n != 16 || ps->p != ps->end || ps->next != text_end)
+        return bad(ps, "bad end record");
+    if (count != records + 1)
+        return bad(ps, "record count does not match");
+    return check_counts(ps, ctl);
+}
+
+int scsictl_snapshot_guest(const char *snapshot, size_t len, scsictl_guest *guest,
+                           scsictl_error *err)
+{
+    if (!snapshot || !guest)
+        return sc_fail(err, SCSICTL_E_INVALID_ARGUMENT, "import: missing argument");
+    parser ps = { .next = snapshot, .err = err, .a = &sc_default_allocator };
+    scsictl_options opts = { 0 };
+    bool closed;
+    int rc = parse_header(&ps, snapshot + len, &opts, &closed);
+    if (rc == SCSICTL_OK)
+        *guest = opts.guest;
+    return rc;
+}
+
+int scsictl_import(const char *snapshot, size_t len, const scsictl_allocator *allocator,
+                   scsictl **out, scsictl_error *err)
+{
+    if (!snapshot || !out)
+        return sc_fail(err, SCSICTL_E_INVALID_ARGUMENT, "import: missing argument");
+    const scsictl_allocator *a = allocator ? allocator : &sc_default_allocator;
+    parser ps = { .next = snapshot, .err = err, .a = a };
+    if (memchr(snapshot, '\0', len))
+        return bad(&ps, "NUL byte in snapshot");
+    /* The checksum covers everything before the last line: check it first,
+     * so a corrupted snapshot is refused whatever the damage looks like. */
+    const char *last = len ? snapshot + len - 1 : snapshot;
+    if (len < 2 || *last != '\n')
+        return bad(&ps, "truncated (no final newline)");
+    const char *start_of_last = last;
+    while (start_of_last > snapshot && start_of_last[-1] != '\n')
+        start_of_last--;
+    size_t body = (size_t)(start_of_last - snapshot);
+    size_t last_len = (size_t)(last - start_of_last);
+    char want[17];
+    snprintf(want, sizeof want, "%016llx", (unsigned long long)fnv1a(snapshot, body));
+    if (last_len < 16 || memcmp(last - 16, want, 16) != 0 ||
+        memcmp(start_of_last, "end ", 4) != 0)
+        return bad(&ps, "checksum mismatch or missing end record (corrupted or truncated)");
+
+    scsictl_options opts = { .allocator = a };
+    bool closed;
+    int rc = parse_header(&ps, snapshot + len, &opts, &closed);
+    if (rc != SCSICTL_OK)
+        return rc;
+    scsictl *ctl;
+    rc = scsictl_new(&opts, &ctl, err);
+    if (rc != SCSICTL_OK)
+        return rc == SCSICTL_E_NO_MEMORY ? rc : bad(&ps, "bad geometry");
+    rc = import_body(&ps, snapshot + len, ctl);
+    sc_free(a, ps.scratch);
+    if (rc != SCSICTL_OK) {
+        scsictl_free(ctl);
+        return rc;
+    }
+    ctl->closed = closed;
+    *out = ctl;
+    return SCSICTL_OK;
+}

@@ -1,0 +1,223 @@
+-- The reference design's own controller tests, ported (issue 3, "Tests and
+-- packaging"), for both guest flavours where they apply.
+local H = require("helper")
+
+local A = { host_path = "/img/a.vhdx" }
+local B = { host_path = "/img/b.vhdx" }
+
+local function where(ctl, id)
+  local r = ctl:reservation(id)
+  return { r.controller, r.lun }
+end
+
+for _, guest in ipairs(H.GUESTS) do
+  describe("scenario (" .. guest .. " guest)", function()
+    local ctl, R
+    before_each(function()
+      ctl, R = H.new_ctl{ guest = guest, controllers = 4 }
+    end)
+
+    -- Reserve -------------------------------------------------------------
+
+    it("reserve success", function()
+      local id = ctl:reserve(A, { partition = 1 })
+      assert.is_true(H.is_uuid(id))
+      assert.same({ id = id, controller = 0, lun = 0, partition = 1, host_path = "/img/a.vhdx" }, ctl:reservation(id))
+      assert.same({}, R.log)
+    end)
+
+    it("same disk, same partition gives distinct ids", function()
+      local id1 = H.value(ctl:reserve(A, { partition = 1 }))
+      local id2 = H.value(ctl:reserve(A, { partition = 1 }))
+      assert.are_not.equal(id1, id2)
+      assert.same(where(ctl, id1), where(ctl, id2))
+      assert.equal(2, H.partition(ctl, 0, 0, 1).refs)
+    end)
+
+    it("same disk, different partition", function()
+      local id1 = H.value(ctl:reserve(A, { partition = 1 }))
+      local id2 = H.value(ctl:reserve(A, { partition = 2 }))
+      assert.are_not.equal(id1, id2)
+      assert.same(where(ctl, id1), where(ctl, id2))
+      assert.equal(1, H.partition(ctl, 0, 0, 1).refs)
+      assert.equal(1, H.partition(ctl, 0, 0, 2).refs)
+      assert.equal(1, ctl:stats().disks)
+    end)
+
+    it("same path, different disk config fails", function()
+      H.value(ctl:reserve(A))
+      local before = H.state(ctl)
+      H.fails("config_mismatch", ctl:reserve{ host_path = "/img/a.vhdx", read_only = true })
+      assert.same(before, H.state(ctl))
+    end)
+
+    it("different disks", function()
+      local id1 = H.value(ctl:reserve(A))
+      local id2 = H.value(ctl:reserve(B))
+      assert.same({ 0, 0 }, where(ctl, id1))
+      assert.same({ 0, 1 }, where(ctl, id2))
+      assert.equal(2, ctl:stats().disks)
+    end)
+
+    it("zero controllers has no slots", function()
+      local c0 = H.new_ctl{ guest = guest, controllers = 0 }
+      H.fails("no_slots", c0:reserve(A))
+      assert.equal(0, c0:stats().reservations)
+    end)
+
+    it("filling every slot, then one more fails", function()
+      local full = H.new_ctl{ guest = guest, controllers = 4 }
+      for i = 1, 4 * 64 do
+        local id = H.value(full:reserve{ host_path = "/img/fill-" .. i })
+        local r = full:reservation(id)
+        assert.equal((i - 1) // 64, r.controller)
+        assert.equal((i - 1) % 64, r.lun)
+      end
+      assert.equal(0, full:stats().free)
+      H.fails("no_slots", full:reserve(A))
+      assert.equal(256, full:stats().disks)
+    end)
+
+    -- Map -----------------------------------------------------------------
+
+    it("map success", function()
+      local id = H.value(ctl:reserve(A))
+      assert.equal(H.guest_path(guest, 0, 0, 0), ctl:map_to_guest(id))
+      assert.same({ "add_scsi_disk", "add_mapped_virtual_disk" }, R:names())
+    end)
+
+    it("map unknown id", function()
+      H.fails("not_found", ctl:map_to_guest(H.UNKNOWN_ID))
+      assert.same({}, R.log)
+    end)
+
+    it("map attach error", function()
+      local id = H.value(ctl:reserve(A))
+      R:fail("add_scsi_disk", "raise", "attach error")
+      H.contains(H.fails("backend", ctl:map_to_guest(id)), "attach error")
+      assert.same({ "add_scsi_disk" }, R:names())
+    end)
+
+    it("map mount error", function()
+      local id = H.value(ctl:reserve(A))
+      R:fail("add_mapped_virtual_disk", "raise", "mount error")
+      H.contains(H.fails("backend", ctl:map_to_guest(id)), "mount error")
+      assert.same({ "add_scsi_disk", "add_mapped_virtual_disk" }, R:names())
+    end)
+
+    it("idempotent map", function()
+      local id = H.value(ctl:reserve(A))
+      local p1 = H.value(ctl:map_to_guest(id))
+      local p2 = H.value(ctl:map_to_guest(id))
+      assert.equal(p1, p2)
+      assert.same({ "add_scsi_disk", "add_mapped_virtual_disk" }, R:names())
+    end)
+
+    -- Unmap ---------------------------------------------------------------
+
+    it("unmap success", function()
+      local id = H.value(ctl:reserve(A))
+      H.value(ctl:map_to_guest(id))
+      R:clear()
+      assert.is_true(ctl:unmap_from_guest(id))
+      assert.same(H.teardown_names(guest), R:names())
+    end)
+
+    it("unmap unknown id", function()
+      H.fails("not_found", ctl:unmap_from_guest(H.UNKNOWN_ID))
+      assert.same({}, R.log)
+    end)
+
+    it("slot freed after full unmap", function()
+      local id = H.value(ctl:reserve(A))
+      H.value(ctl:map_to_guest(id))
+      H.value(ctl:unmap_from_guest(id))
+      assert.equal(0, ctl:stats().used)
+      assert.same({}, ctl:slots())
+    end)
+
+    it("unmap unmount error", function()
+      local id = H.value(ctl:reserve(A))
+      H.value(ctl:map_to_guest(id))
+      R:clear()
+      R:fail("remove_mapped_virtual_disk", "raise", "unmount error")
+      H.contains(H.fails("backend", ctl:unmap_from_guest(id)), "unmount error")
+      assert.same({ "remove_mapped_virtual_disk" }, R:names())
+      assert.equal(1, ctl:stats().used)
+    end)
+
+    it("unmap detach error", function()
+      local id = H.value(ctl:reserve(A))
+      H.value(ctl:map_to_guest(id))
+      R:clear()
+      R:fail("remove_scsi_disk", "raise", "detach error")
+      H.contains(H.fails("backend", ctl:unmap_from_guest(id)), "detach error")
+      assert.same(H.teardown_names(guest), R:names())
+      assert.equal(1, ctl:stats().used)
+    end)
+
+    it("unmap two reservations on one disk", function()
+      local id1 = H.value(ctl:reserve(A))
+      local id2 = H.value(ctl:reserve(A))
+      H.value(ctl:map_to_guest(id1))
+      H.value(ctl:map_to_guest(id2))
+      R:clear()
+      assert.is_true(ctl:unmap_from_guest(id1))
+      assert.same({}, R.log)
+      assert.equal(1, ctl:stats().used)
+      assert.is_true(ctl:unmap_from_guest(id2))
+      assert.same(H.teardown_names(guest), R:names())
+      assert.equal(0, ctl:stats().used)
+    end)
+
+    -- Combined --------------------------------------------------------------
+
+    it("reserve after unmap reuses the slot", function()
+      local id1 = H.value(ctl:reserve(A))
+      H.value(ctl:map_to_guest(id1))
+      H.value(ctl:unmap_from_guest(id1))
+      local id2 = H.value(ctl:reserve(B))
+      assert.same({ 0, 0 }, where(ctl, id2))
+      assert.equal(H.guest_path(guest, 0, 0, 0), ctl:map_to_guest(id2))
+    end)
+
+    it("unmap after a failed map cleans up", function()
+      local id = H.value(ctl:reserve(A))
+      R:fail("add_mapped_virtual_disk", "raise")
+      H.fails("backend", ctl:map_to_guest(id))
+      assert.is_true(ctl:unmap_from_guest(id))
+      assert.same({}, ctl:slots())
+      assert.same({ controllers = 4, luns_per_controller = 64, slots = 256, used = 0, free = 256, pinned = 0,
+                    disks = 0, reservations = 0 }, ctl:stats())
+      H.check_no_leak(R, guest)
+    end)
+
+    it("unmap retried after a detach failure succeeds", function()
+      local id = H.value(ctl:reserve(A))
+      H.value(ctl:map_to_guest(id))
+      R:fail("remove_scsi_disk", "raise")
+      H.fails("backend", ctl:unmap_from_guest(id))
+      R:clear()
+      assert.is_true(ctl:unmap_from_guest(id))
+      assert.same({ "remove_scsi_disk" }, R:names())
+      assert.equal(0, ctl:stats().used)
+      assert.is_nil(ctl:reservation(id))
+      H.check_no_leak(R, guest)
+    end)
+  end)
+end
+
+describe("scenario: Windows guest", function()
+  it("maps and unmaps with the Windows callbacks and paths, and never ejects", function()
+    local ctl, R = H.new_ctl{ guest = "windows", controllers = 4 }
+    local id = H.value(ctl:reserve(A, { partition = 2 }))
+    assert.equal("C:\\mounts\\scsi\\0_0_2", ctl:map_to_guest(id))
+    assert.is_true(ctl:unmap_from_guest(id))
+    assert.same({ "add_scsi_disk", "add_mapped_virtual_disk", "remove_mapped_virtual_disk", "remove_scsi_disk" },
+      R:names())
+    assert.equal(0, R:count("remove_scsi_device"))
+    for _, e in ipairs(R.log) do
+      assert.is_not.equal("linux_guest", e.backend)
+    end
+  end)
+end)
