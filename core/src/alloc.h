@@ -29,4 +29,19 @@ static inline void sc_free(const scsictl_allocator *a, void *p)
         a->free_fn(a->ud, p);
 }
 
+/* Object blocks (disks, mounts, reservations) go through a small per-
+ * controller cache of freed blocks, so a steady reserve/map/unmap cycle
+ * reuses memory instead of calling the allocator. Each block carries its
+ * capacity in a header. */
+#define SC_CACHE_SLOTS 16
+
+typedef struct sc_cache {
+    void *blocks[SC_CACHE_SLOTS]; /* header pointers */
+    unsigned n;
+} sc_cache;
+
+void *sc_obj_alloc(const scsictl_allocator *a, sc_cache *c, size_t n);
+void sc_obj_free(const scsictl_allocator *a, sc_cache *c, void *p);
+void sc_cache_drain(const scsictl_allocator *a, sc_cache *c);
+
 #endif

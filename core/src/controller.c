@@ -22,7 +22,7 @@ reservation *sc_res_find(scsictl *ctl, const scsictl_id *id)
 void sc_res_forget(scsictl *ctl, reservation *r)
 {
     hmap_remove(&ctl->res, r->hash, r);
-    sc_free(&ctl->alloc, r);
+    sc_obj_del(ctl, r);
 }
 
 int scsictl_new(const scsictl_options *opts, scsictl **out, scsictl_error *err)
@@ -56,6 +56,7 @@ int scsictl_new(const scsictl_options *opts, scsictl **out, scsictl_error *err)
     ctl->luns = luns;
     ctl->nslots = opts->controllers * luns;
     ctl->guest = opts->guest;
+    ctl->ids.used = 4; /* keyed on first use */
     ctl->pinned = sc_calloc(a, (ctl->nslots + 63) / 64 + 1, sizeof(uint64_t));
     if (!ctl->pinned || !slotmap_init(&ctl->taken, ctl->nslots, a) ||
         pthread_mutex_init(&ctl->lock, NULL) != 0) {
@@ -70,8 +71,10 @@ int scsictl_new(const scsictl_options *opts, scsictl **out, scsictl_error *err)
 
 static void free_all_items(scsictl *ctl, hmap *m)
 {
-    for (size_t i = 0; i < m->cap; i++)
-        sc_free(&ctl->alloc, m->e[i].item);
+    for (size_t i = 0; i < m->cap; i++) {
+        sc_obj_del(ctl, m->e[i].item);
+        sc_cache_drain(&ctl->alloc, &ctl->cache);
+    }
     hmap_destroy(m, &ctl->alloc);
 }
 
@@ -187,7 +190,7 @@ static int reserve_locked(scsictl *ctl, const scsictl_disk_config *dc,
     /* Allocate everything first; nothing has changed yet. */
     disk *new_disk = NULL;
     mount *new_mount = NULL;
-    reservation *r = sc_malloc(&ctl->alloc, sizeof *r);
+    reservation *r = sc_obj_new(ctl, sizeof *r);
     if (!r)
         goto nomem;
     if (!d) {
@@ -207,7 +210,7 @@ static int reserve_locked(scsictl *ctl, const scsictl_disk_config *dc,
 
     /* Commit. */
     do {
-        sc_id_generate(&r->id);
+        sc_id_generate(&ctl->ids, &r->id);
     } while (sc_res_find(ctl, &r->id)); /* 2^-122 per pair, but never alias */
     r->hash = sc_id_hash(&r->id);
     r->disk = d;
@@ -231,9 +234,9 @@ static int reserve_locked(scsictl *ctl, const scsictl_disk_config *dc,
     return SCSICTL_OK;
 
 nomem:
-    sc_free(&ctl->alloc, new_mount);
-    sc_free(&ctl->alloc, new_disk);
-    sc_free(&ctl->alloc, r);
+    sc_obj_del(ctl, new_mount);
+    sc_obj_del(ctl, new_disk);
+    sc_obj_del(ctl, r);
     return sc_fail(err, SCSICTL_E_NO_MEMORY, "reserve: out of memory for '%.200s'",
                    dc->host_path);
 }
@@ -288,7 +291,7 @@ static int pin_locked(scsictl *ctl, uint64_t controller, uint64_t lun,
         }
         p = sc_pin_create(ctl, dc, len, hash, slot);
         if (!p || !hmap_reserve(&ctl->pins, ctl->pins.len + 1, &ctl->alloc)) {
-            sc_free(&ctl->alloc, p);
+            sc_obj_del(ctl, p);
             return sc_fail(err, SCSICTL_E_NO_MEMORY, "reserve_for_rootfs: out of memory");
         }
         hmap_insert(&ctl->pins, p->hash, p);
@@ -301,7 +304,7 @@ static int pin_locked(scsictl *ctl, uint64_t controller, uint64_t lun,
     if (rc != SCSICTL_OK) { /* not recorded: undo the pin */
         if (p) {
             hmap_remove(&ctl->pins, p->hash, p);
-            sc_free(&ctl->alloc, p);
+            sc_obj_del(ctl, p);
         }
         ctl->pinned[slot >> 6] &= ~(1ull << (slot & 63));
         ctl->npinned--;

@@ -70,14 +70,13 @@ const char *scsictl_disk_state_name(scsictl_disk_state s)
 
 /* Allocates `head` bytes followed by copies of c's host_path and evd_type.
  * Shared by disks and pins (head = the struct's size). */
-void *sc_config_copy(const scsictl_allocator *a, size_t head,
-                     const scsictl_disk_config *c)
+void *sc_config_copy(scsictl *ctl, size_t head, const scsictl_disk_config *c)
 {
     size_t plen = strlen(c->host_path) + 1;
     size_t elen = c->evd_type ? strlen(c->evd_type) + 1 : 0;
     if (plen > SIZE_MAX - head - elen)
         return NULL;
-    char *block = sc_malloc(a, head + plen + elen);
+    char *block = sc_obj_new(ctl, head + plen + elen);
     if (!block)
         return NULL;
     char *s = block + head;
@@ -112,7 +111,7 @@ disk *sc_disk_find(scsictl *ctl, const char *path, size_t len, uint64_t hash)
 disk *sc_disk_create(scsictl *ctl, const scsictl_disk_config *c, size_t len,
                      uint64_t hash, uint32_t slot)
 {
-    disk *d = sc_config_copy(&ctl->alloc, sizeof *d, c);
+    disk *d = sc_config_copy(ctl, sizeof *d, c);
     if (!d)
         return NULL;
     config_point(&d->cfg, c, (char *)(d + 1), len);
@@ -139,7 +138,7 @@ void sc_disk_forget(scsictl *ctl, disk *d)
 {
     hmap_remove(&ctl->disks, d->hash, d);
     sc_slot_release(ctl, d->slot);
-    sc_free(&ctl->alloc, d);
+    sc_obj_del(ctl, d);
 }
 
 static bool pin_eq(const void *item, const void *key)
@@ -159,7 +158,7 @@ pin *sc_pin_find(scsictl *ctl, const char *path, size_t len, uint64_t hash)
 pin *sc_pin_create(scsictl *ctl, const scsictl_disk_config *c, size_t len,
                    uint64_t hash, uint32_t slot)
 {
-    pin *p = sc_config_copy(&ctl->alloc, sizeof *p, c);
+    pin *p = sc_config_copy(ctl, sizeof *p, c);
     if (!p)
         return NULL;
     config_point(&p->cfg, c, (char *)(p + 1), len);

@@ -37,8 +37,10 @@ static bool perform(const scsictl_callbacks *cb, const scsictl_step *s, char *ms
 {
     scsictl_linux_settings ls;
     scsictl_windows_settings ws;
-    scsictl_step_linux_settings(s, &ls);
-    scsictl_step_windows_settings(s, &ws);
+    if (s->kind == SCSICTL_STEP_LINUX_MOUNT || s->kind == SCSICTL_STEP_LINUX_UNMOUNT)
+        scsictl_step_linux_settings(s, &ls);
+    else
+        scsictl_step_windows_settings(s, &ws);
     int rc = -1;
     switch (s->kind) {
     case SCSICTL_STEP_ADD_SCSI_DISK:

@@ -57,14 +57,19 @@ int scsictl_guest_path(scsictl_guest guest, uint32_t controller, uint32_t lun,
     static const char linux_prefix[] = "/run/mounts/scsi/";
     static const char windows_prefix[] = "C:\\mounts\\scsi\\";
     const char *prefix = guest == SCSICTL_GUEST_WINDOWS ? windows_prefix : linux_prefix;
+    size_t plen = guest == SCSICTL_GUEST_WINDOWS ? sizeof windows_prefix - 1
+                                                 : sizeof linux_prefix - 1;
+    /* prefix + 10 + 1 + 10 + 1 + 20 digits + NUL always fits in 64 */
     char buf[SCSICTL_GUEST_PATH_MAX];
-    size_t n = strlen(prefix);
-    memcpy(buf, prefix, n);
-    n += sc_fmt_u64(buf + n, controller);
-    buf[n++] = '_';
-    n += sc_fmt_u64(buf + n, lun);
-    buf[n++] = '_';
-    n += sc_fmt_u64(buf + n, partition);
+    char *p = buf;
+    memcpy(p, prefix, plen);
+    p += plen;
+    p += sc_fmt_u64(p, controller);
+    *p++ = '_';
+    p += sc_fmt_u64(p, lun);
+    *p++ = '_';
+    p += sc_fmt_u64(p, partition);
+    size_t n = (size_t)(p - buf);
     if (!out || n + 1 > size)
         return -1;
     memcpy(out, buf, n);

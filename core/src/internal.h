@@ -14,11 +14,20 @@
 #include <pthread.h>
 #include <stdarg.h>
 
+#include "alloc.h"
 #include "bitmap.h"
 #include "hmap.h"
 #include "scsictl.h"
 
 typedef struct mount mount;
+
+/* Id generator state (ids.c): a ChaCha20 keystream keyed from libuuid. */
+typedef struct sc_idgen {
+    uint32_t key[8];
+    uint64_t counter;
+    uint8_t block[64];
+    unsigned used; /* ids taken from block (4 = empty) */
+} sc_idgen;
 
 typedef struct disk {
     scsictl_disk_config cfg; /* strings live in `strings` below */
@@ -74,6 +83,8 @@ struct scsictl {
     slotmap taken;
     uint64_t *pinned;   /* flat bitmap, one bit per slot */
     hmap disks, mounts, res, pins;
+    sc_idgen ids;
+    sc_cache cache;     /* freed object blocks for reuse */
     char *state_path;   /* durable state file, or NULL */
     bool dirty;         /* state changed since the state file was written */
 };
@@ -83,7 +94,8 @@ int sc_fail(scsictl_error *err, int code, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
 
 /* ids.c */
-void sc_id_generate(scsictl_id *id);
+void sc_id_generate(sc_idgen *g, scsictl_id *id);
+void sc_chacha_block(const uint32_t key[8], uint64_t counter, int rounds, uint8_t out[64]);
 uint64_t sc_id_hash(const scsictl_id *id);
 
 /* disk.c — disk configs and the disk state machine */
@@ -97,8 +109,7 @@ void sc_disk_forget(scsictl *ctl, disk *d);
 pin *sc_pin_find(scsictl *ctl, const char *path, size_t len, uint64_t hash);
 pin *sc_pin_create(scsictl *ctl, const scsictl_disk_config *c, size_t len,
                    uint64_t hash, uint32_t slot);
-void *sc_config_copy(const scsictl_allocator *a, size_t head,
-                     const scsictl_disk_config *c);
+void *sc_config_copy(scsictl *ctl, size_t head, const scsictl_disk_config *c);
 bool sc_slot_pinned(const scsictl *ctl, uint32_t slot);
 void sc_slot_take(scsictl *ctl, uint32_t slot);
 void sc_slot_release(scsictl *ctl, uint32_t slot);
@@ -119,6 +130,17 @@ void sc_res_forget(scsictl *ctl, reservation *r);
 /* snapshot.c, persist.c — the caller holds the lock */
 int sc_snapshot_write(scsictl *ctl, char **out, size_t *len, scsictl_error *err);
 int sc_persist_locked(scsictl *ctl, scsictl_error *err);
+
+/* Disks, mounts, reservations and pins: blocks through the object cache. */
+static inline void *sc_obj_new(scsictl *ctl, size_t n)
+{
+    return sc_obj_alloc(&ctl->alloc, &ctl->cache, n);
+}
+
+static inline void sc_obj_del(scsictl *ctl, void *p)
+{
+    sc_obj_free(&ctl->alloc, &ctl->cache, p);
+}
 
 /* Formatting helpers (errors.c) */
 size_t sc_fmt_u64(char *out, uint64_t v);

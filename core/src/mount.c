@@ -108,7 +108,7 @@ mount *sc_mount_create(scsictl *ctl, disk *d, const scsictl_mount_config *c)
     }
     if (strings > SIZE_MAX / 2 - bytes)
         return NULL;
-    mount *m = sc_malloc(&ctl->alloc, bytes + strings);
+    mount *m = sc_obj_new(ctl, bytes + strings);
     if (!m)
         return NULL;
     memset(m, 0, sizeof *m);
@@ -156,5 +156,5 @@ void sc_mount_forget(scsictl *ctl, mount *m)
     if (m->next)
         m->next->prev = m->prev;
     d->n_mounts--;
-    sc_free(&ctl->alloc, m);
+    sc_obj_del(ctl, m);
 }

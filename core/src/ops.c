@@ -146,6 +146,8 @@ static int next(scsictl *ctl, scsictl_op *op)
  * backend error is returned as it is: it matters more to the caller. */
 static int persist_or_cancel(scsictl *ctl, scsictl_op *op, int rc, scsictl_error *err)
 {
+    if (!ctl->state_path)
+        return rc;
     scsictl_error perr;
     int prc = sc_persist_locked(ctl, &perr);
     if (prc == SCSICTL_OK || rc == SCSICTL_E_BACKEND)

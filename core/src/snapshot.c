@@ -584,7 +584,7 @@ static int parse_disk(parser *ps, scsictl *ctl, disk **by_slot)
         return bad(ps, "two disks in one slot, or a disk outside its pinned slot");
     disk *d = sc_disk_create(ctl, &c, len, hash, slot);
     if (!d || !hmap_reserve(&ctl->disks, ctl->disks.len + 1, &ctl->alloc)) {
-        sc_free(&ctl->alloc, d);
+        sc_obj_del(ctl, d);
         ps->nomem = true;
         return nomem_or_bad(ps, "");
     }
@@ -655,7 +655,7 @@ static int parse_part(parser *ps, scsictl *ctl, disk **by_slot)
         c.n_options = (size_t)nopt;
         mount *m = sc_mount_create(ctl, d, &c);
         if (!m || !hmap_reserve(&ctl->mounts, ctl->mounts.len + 1, &ctl->alloc)) {
-            sc_free(&ctl->alloc, m);
+            sc_obj_del(ctl, m);
             ps->nomem = true;
             rc = nomem_or_bad(ps, "");
         } else {
@@ -696,9 +696,9 @@ static int parse_res(parser *ps, scsictl *ctl, disk **by_slot)
         return bad(ps, "reservation holds a partition that is not listed");
     if (!holds && !pending)
         return bad(ps, "reservation without its partition claim must have a pending release");
-    reservation *r = sc_malloc(&ctl->alloc, sizeof *r);
+    reservation *r = sc_obj_new(ctl, sizeof *r);
     if (!r || !hmap_reserve(&ctl->res, ctl->res.len + 1, &ctl->alloc)) {
-        sc_free(&ctl->alloc, r);
+        sc_obj_del(ctl, r);
         ps->nomem = true;
         return nomem_or_bad(ps, "");
     }
