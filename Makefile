@@ -5,11 +5,14 @@
 #   make sanitize  the same tests built with AddressSanitizer + UBSan
 #   make tsan      the C thread test under ThreadSanitizer
 #   make bench     benchmarks (see bench/)
+#   make fuzz      libFuzzer on the core's operations and on snapshot import
+#                  (clang; FUZZ_SECONDS each, default 600)
 BUILD ?= build
 JOBS ?= $(shell nproc 2>/dev/null || echo 2)
 LUA_ENV = LUA_PATH='$(CURDIR)/lua/?.lua;$(CURDIR)/lua/?/init.lua;;' LUA_CPATH='$(CURDIR)/$(BUILD)/lua/?.so;;'
 
-.PHONY: all deps build test demo repl sanitize tsan bench clean
+.PHONY: all deps build test demo repl sanitize tsan bench fuzz clean
+FUZZ_SECONDS ?= 600
 
 all: build
 
@@ -44,5 +47,16 @@ tsan: deps
 bench: build
 	cmake --build $(BUILD) --target bench-run
 
+fuzz:
+	@sh scripts/deps.sh clang libclang-rt-14-dev
+	cmake -S . -B build-fuzz -DCMAKE_C_COMPILER=clang -DCMAKE_BUILD_TYPE=Debug \
+	  -DSCSICTL_FUZZ=ON -DSCSICTL_BUILD_LUA=OFF -DSCSICTL_BUILD_BENCH=OFF
+	cmake --build build-fuzz -j $(JOBS) --target fuzz_ops fuzz_import
+	mkdir -p build-fuzz/work-ops build-fuzz/work-import
+	build-fuzz/core/fuzz/fuzz_ops -max_total_time=$(FUZZ_SECONDS) -max_len=512 \
+	  -print_final_stats=1 build-fuzz/work-ops core/fuzz/corpus_ops
+	build-fuzz/core/fuzz/fuzz_import -max_total_time=$(FUZZ_SECONDS) \
+	  -print_final_stats=1 build-fuzz/work-import core/fuzz/corpus_import
+
 clean:
-	rm -rf $(BUILD) build-asan build-tsan
+	rm -rf $(BUILD) build-asan build-tsan build-fuzz

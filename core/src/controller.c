@@ -87,6 +87,7 @@ void scsictl_free(scsictl *ctl)
     free_all_items(ctl, &ctl->mounts);
     free_all_items(ctl, &ctl->disks);
     free_all_items(ctl, &ctl->pins);
+    sc_cache_drain(&a, &ctl->cache);
     slotmap_destroy(&ctl->taken, &a);
     sc_free(&a, ctl->pinned);
     sc_free(&a, ctl->state_path);
@@ -104,10 +105,12 @@ int scsictl_close(scsictl *ctl, scsictl_error *err)
         rc = sc_fail(err, SCSICTL_E_BUSY,
                      "close: %zu backend call(s) in flight; finish them first",
                      ctl->inflight);
-    } else if (!ctl->closed) {
-        ctl->closed = true;
-        ctl->dirty = true;
-        rc = sc_persist_locked(ctl, err);
+    } else {
+        if (!ctl->closed) {
+            ctl->closed = true;
+            ctl->dirty = true;
+        }
+        rc = sc_persist_locked(ctl, err); /* also retries a failed write */
     }
     pthread_mutex_unlock(&ctl->lock);
     return rc;

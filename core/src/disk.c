@@ -18,6 +18,11 @@
  *   ejected    REMOVE_SCSI_DISK ok                     reserved   then forgotten: slot freed
  *   attached,
  *   ejected    REMOVE_SCSI_DISK failed                 unchanged  (release pending)
+ *   reserved*  last claim released                     reserved*  LINUX_EJECT (Linux) or
+ *                                                                 REMOVE_SCSI_DISK, tearing down
+ *
+ *   reserved* = "uncertain": restored from a state file written while its
+ *   ADD was in flight; map re-adds it, release removes it anyway (ops.c).
  *
  * Rules that keep P1-P4: a disk keeps its slot until it is forgotten (D3);
  * it is ejected or removed only when no partition is mounted (unmounts come
@@ -121,6 +126,9 @@ disk *sc_disk_create(scsictl *ctl, const scsictl_disk_config *c, size_t len,
     d->state = SCSICTL_DISK_RESERVED;
     d->busy = false;
     d->tearing_down = false;
+    d->uncertain = false;
+    d->step_kind = 0;
+    d->step_mount = NULL;
     d->refs = 0;
     d->n_mounts = 0;
     d->mounts = NULL;

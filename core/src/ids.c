@@ -108,32 +108,27 @@ void scsictl_id_format(const scsictl_id *id, char out[SCSICTL_ID_STRLEN + 1])
     out[n] = '\0';
 }
 
-static int hexval(char c)
-{
-    if (c >= '0' && c <= '9') return c - '0';
-    if (c >= 'a' && c <= 'f') return c - 'a' + 10;
-    if (c >= 'A' && c <= 'F') return c - 'A' + 10;
-    return -1;
-}
+/* hex digit value + 1, or 0 for a non-hex byte */
+static const uint8_t hex1[256] = {
+    ['0'] = 1, ['1'] = 2, ['2'] = 3, ['3'] = 4, ['4'] = 5, ['5'] = 6, ['6'] = 7,
+    ['7'] = 8, ['8'] = 9, ['9'] = 10, ['a'] = 11, ['b'] = 12, ['c'] = 13, ['d'] = 14,
+    ['e'] = 15, ['f'] = 16, ['A'] = 11, ['B'] = 12, ['C'] = 13, ['D'] = 14, ['E'] = 15,
+    ['F'] = 16,
+};
 
 int scsictl_id_parse(const char *s, size_t len, scsictl_id *out)
 {
-    if (!s || !out || len != SCSICTL_ID_STRLEN)
+    /* where each byte's two hex digits start in "8-4-4-4-12" */
+    static const uint8_t at[16] = { 0, 2, 4, 6, 9, 11, 14, 16, 19, 21, 24, 26, 28, 30, 32, 34 };
+    if (!s || !out || len != SCSICTL_ID_STRLEN || s[8] != '-' || s[13] != '-' ||
+        s[18] != '-' || s[23] != '-')
         return SCSICTL_E_INVALID_ARGUMENT;
     scsictl_id id;
-    size_t n = 0;
-    for (size_t i = 0; i < len;) {
-        if (i == 8 || i == 13 || i == 18 || i == 23) {
-            if (s[i] != '-')
-                return SCSICTL_E_INVALID_ARGUMENT;
-            i++;
-            continue;
-        }
-        int hi = hexval(s[i]), lo = hexval(s[i + 1]);
-        if (hi < 0 || lo < 0)
+    for (int i = 0; i < 16; i++) {
+        unsigned hi = hex1[(unsigned char)s[at[i]]], lo = hex1[(unsigned char)s[at[i] + 1]];
+        if (!hi || !lo)
             return SCSICTL_E_INVALID_ARGUMENT;
-        id.bytes[n++] = (uint8_t)(hi << 4 | lo);
-        i += 2;
+        id.bytes[i] = (uint8_t)((hi - 1) << 4 | (lo - 1));
     }
     *out = id;
     return SCSICTL_OK;

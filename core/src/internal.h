@@ -37,6 +37,10 @@ typedef struct disk {
     uint8_t state;      /* scsictl_disk_state */
     bool busy;          /* a step is in flight */
     bool tearing_down;  /* the last claim's release reached the disk stage */
+    bool uncertain;     /* imported while its add was in flight: it may be
+                           in the VM, so a release removes it anyway */
+    uint8_t step_kind;  /* the step in flight, when busy */
+    mount *step_mount;  /* its mount, for a mount step */
     size_t refs;        /* claims (reservations) on this disk */
     size_t n_mounts;
     mount *mounts;      /* intrusive list of this disk's partition mounts */
@@ -50,6 +54,7 @@ struct mount {
     uint64_t hash;
     size_t refs;        /* claims on this partition */
     uint8_t state;      /* scsictl_mount_state */
+    bool uncertain;     /* imported while its mount was in flight */
     char guest_path[SCSICTL_GUEST_PATH_MAX];
     /* followed in the same allocation by the options array and strings */
 };

@@ -18,7 +18,14 @@
  *
  * A step marks its disk busy until it is reported. Step effects:
  * ADD -> attached, *_MOUNT -> mounted, *_UNMOUNT -> reserved,
- * EJECT -> ejected, REMOVE -> reserved (then forgotten by the unmap rules). */
+ * EJECT -> ejected, REMOVE -> reserved (then forgotten by the unmap rules).
+ *
+ * Uncertain disks and partitions: the state file is written while a step
+ * is in flight; a controller restored from it after a crash cannot know
+ * whether an in-flight add or mount took effect. It treats the step as not
+ * done for mapping (map issues it again) but as possibly done for release
+ * (release issues the unmount / eject / remove anyway), so neither path
+ * leaves anything behind. Backends accept re-issued steps (SPEC §8). */
 #include <string.h>
 
 #include "internal.h"
@@ -76,6 +83,8 @@ static int issue(scsictl *ctl, scsictl_op *op, reservation *r, scsictl_step_kind
         .guest_path = m ? m->guest_path : NULL,
     };
     d->busy = true;
+    d->step_kind = (uint8_t)kind;
+    d->step_mount = (mount *)m;
     ctl->inflight++;
     return SCSICTL_STEP;
 }
@@ -107,7 +116,7 @@ static int unmap_next(scsictl *ctl, scsictl_op *op, reservation *r)
     if (m) {
         if (m->refs > 1) {
             m->refs--;
-        } else if (m->state == SCSICTL_MOUNT_MOUNTED) {
+        } else if (m->state == SCSICTL_MOUNT_MOUNTED || m->uncertain) {
             return issue(ctl, op, r,
                          ctl->guest == SCSICTL_GUEST_LINUX ? SCSICTL_STEP_LINUX_UNMOUNT
                                                            : SCSICTL_STEP_WINDOWS_UNMOUNT,
@@ -123,13 +132,13 @@ static int unmap_next(scsictl *ctl, scsictl_op *op, reservation *r)
         sc_res_forget(ctl, r);
         return SCSICTL_DONE;
     }
-    if (d->state == SCSICTL_DISK_RESERVED) {
+    if (d->state == SCSICTL_DISK_RESERVED && !d->uncertain) {
         sc_disk_forget(ctl, d);
         sc_res_forget(ctl, r);
         return SCSICTL_DONE;
     }
     d->tearing_down = true;
-    if (d->state == SCSICTL_DISK_ATTACHED && ctl->guest == SCSICTL_GUEST_LINUX)
+    if (d->state != SCSICTL_DISK_EJECTED && ctl->guest == SCSICTL_GUEST_LINUX)
         return issue(ctl, op, r, SCSICTL_STEP_LINUX_EJECT, NULL);
     return issue(ctl, op, r, SCSICTL_STEP_REMOVE_SCSI_DISK, NULL);
 }
@@ -220,21 +229,26 @@ static void apply_success(scsictl *ctl, scsictl_step_kind kind, reservation *r)
     switch (kind) {
     case SCSICTL_STEP_ADD_SCSI_DISK:
         d->state = SCSICTL_DISK_ATTACHED;
+        d->uncertain = false;
         break;
     case SCSICTL_STEP_LINUX_EJECT:
         d->state = SCSICTL_DISK_EJECTED;
+        d->uncertain = false;
         break;
     case SCSICTL_STEP_REMOVE_SCSI_DISK:
         d->state = SCSICTL_DISK_RESERVED; /* out of the VM; unmap forgets it */
+        d->uncertain = false;
         break;
     case SCSICTL_STEP_LINUX_MOUNT:
     case SCSICTL_STEP_WINDOWS_MOUNT:
     case SCSICTL_STEP_WINDOWS_MOUNT_SCRATCH:
         r->mount->state = SCSICTL_MOUNT_MOUNTED;
+        r->mount->uncertain = false;
         break;
     case SCSICTL_STEP_LINUX_UNMOUNT:
     case SCSICTL_STEP_WINDOWS_UNMOUNT:
         r->mount->state = SCSICTL_MOUNT_RESERVED;
+        r->mount->uncertain = false;
         break;
     case SCSICTL_STEP_KIND_COUNT:
         break;
@@ -256,10 +270,11 @@ int scsictl_op_report(scsictl *ctl, scsictl_op *op, bool ok,
         apply_success(ctl, op->step.kind, r);
         rc = next(ctl, op);
     } else {
-        if (op->kind_ == OP_UNMAP) {
+        if (op->kind_ == OP_UNMAP)
             r->pending = true;
-            ctl->dirty = true;
-        }
+        /* The state file may have been written while this step was in
+         * flight (recording it as maybe done): write the outcome. */
+        ctl->dirty = true;
         const scsictl_step *s = &op->step;
         if (s->mount)
             rc = sc_fail(err, SCSICTL_E_BACKEND,

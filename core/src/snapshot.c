@@ -8,8 +8,11 @@
  *   pin <c> <l>                                        bare rootfs pin
  *   pin <c> <l> <ro> <type> <evd> <path>               pin with a disk config
  *   disk <c> <l> <state> <teardown> <ro> <type> <evd> <path>
+ *        state: reserved | attached | ejected | adding (an add was in
+ *        flight: treated as reserved, but a release removes it anyway)
  *   part <c> <l> <partition> <state> <refs> <ro> <encrypted> <ensure_fs>
  *        <block_dev> <format_with_refs> <filesystem> <n> <option>*n
+ *        state: reserved | mounted | mounting (a mount was in flight)
  *   res <id> <c> <l> <partition> <holds_partition> <pending>
  *   end <records> <checksum>
  *
@@ -214,9 +217,10 @@ int sc_snapshot_write(scsictl *ctl, char **out, size_t *len, scsictl_error *err)
     }
     for (size_t i = 0; !nomem && i < ctl->disks.len; i++) {
         const disk *d = disks[i];
+        bool adding = d->uncertain || (d->busy && d->step_kind == SCSICTL_STEP_ADD_SCSI_DISK);
         out_str(&o, "disk");
         out_slot(&o, ctl, d->slot);
-        out_word(&o, scsictl_disk_state_name((scsictl_disk_state)d->state));
+        out_word(&o, adding ? "adding" : scsictl_disk_state_name((scsictl_disk_state)d->state));
         out_u64(&o, d->tearing_down);
         out_disk_config(&o, &d->cfg);
         out_str(&o, "\n");
@@ -225,10 +229,17 @@ int sc_snapshot_write(scsictl *ctl, char **out, size_t *len, scsictl_error *err)
     for (size_t i = 0; !nomem && i < ctl->mounts.len; i++) {
         const mount *m = mounts[i];
         const scsictl_mount_config *c = &m->cfg;
+        const disk *md = m->disk;
+        bool mounting = m->uncertain ||
+                        (md->busy && md->step_mount == m &&
+                         (md->step_kind == SCSICTL_STEP_LINUX_MOUNT ||
+                          md->step_kind == SCSICTL_STEP_WINDOWS_MOUNT ||
+                          md->step_kind == SCSICTL_STEP_WINDOWS_MOUNT_SCRATCH));
         out_str(&o, "part");
-        out_slot(&o, ctl, m->disk->slot);
+        out_slot(&o, ctl, md->slot);
         out_u64(&o, c->partition);
-        out_word(&o, scsictl_mount_state_name((scsictl_mount_state)m->state));
+        out_word(&o, mounting ? "mounting"
+                              : scsictl_mount_state_name((scsictl_mount_state)m->state));
         out_u64(&o, m->refs);
         out_u64(&o, c->read_only);
         out_u64(&o, c->encrypted);
@@ -251,7 +262,10 @@ int sc_snapshot_write(scsictl *ctl, char **out, size_t *len, scsictl_error *err)
         out_slot(&o, ctl, r->disk->slot);
         out_u64(&o, r->partition);
         out_u64(&o, r->mount != NULL);
-        out_u64(&o, r->pending);
+        /* A claim already off its partition is mid-release: pending, as
+         * it is once its disk step fails (the state file is written while
+         * that step is in flight). */
+        out_u64(&o, r->pending || r->mount == NULL);
         out_str(&o, "\n");
         records++;
     }
@@ -406,8 +420,10 @@ static size_t tok_text(parser *ps, bool *absent)
             if (i + 2 >= n)
                 return SIZE_MAX;
             int hi = hexv(t[i + 1]), lo = hexv(t[i + 2]);
+            if (hi < 0 || lo < 0)
+                return SIZE_MAX;
             int v = hi << 4 | lo;
-            if (hi < 0 || lo < 0 || v == 0 || safe_byte((unsigned char)v))
+            if (v == 0 || safe_byte((unsigned char)v))
                 return SIZE_MAX; /* one spelling per string: safe bytes stay literal */
             *o++ = (char)v;
             i += 2;
@@ -562,6 +578,9 @@ static int parse_disk(parser *ps, scsictl *ctl, disk **by_slot)
         !tok_flag(ps, &teardown) || !tok_disk_config(ps, &c) || ps->p != ps->end)
         return nomem_or_bad(ps, "bad disk");
     int state = -1;
+    bool uncertain = n == 6 && memcmp(t, "adding", 6) == 0;
+    if (uncertain)
+        state = SCSICTL_DISK_RESERVED;
     for (int k = SCSICTL_DISK_RESERVED; k <= SCSICTL_DISK_EJECTED; k++) {
         const char *name = scsictl_disk_state_name((scsictl_disk_state)k);
         if (n == strlen(name) && memcmp(t, name, n) == 0)
@@ -569,9 +588,9 @@ static int parse_disk(parser *ps, scsictl *ctl, disk **by_slot)
     }
     if (state < 0)
         return bad(ps, "unknown disk state");
-    /* A disk is torn down only once it was added; ejected means Linux and
-     * tearing down (the eject is the first teardown step). */
-    if ((teardown && state == SCSICTL_DISK_RESERVED) ||
+    /* A disk is torn down only once it was (maybe) added; ejected means
+     * Linux and tearing down (the eject is the first teardown step). */
+    if ((teardown && state == SCSICTL_DISK_RESERVED && !uncertain) ||
         (state == SCSICTL_DISK_EJECTED && (!teardown || ctl->guest != SCSICTL_GUEST_LINUX)))
         return bad(ps, "disk state and teardown flag disagree");
     size_t len = strlen(c.host_path);
@@ -590,6 +609,7 @@ static int parse_disk(parser *ps, scsictl *ctl, disk **by_slot)
     }
     d->state = (uint8_t)state;
     d->tearing_down = teardown;
+    d->uncertain = uncertain;
     sc_disk_insert(ctl, d);
     by_slot[slot] = d;
     return SCSICTL_OK;
@@ -627,7 +647,8 @@ static int parse_part(parser *ps, scsictl *ctl, disk **by_slot)
     if (rc == SCSICTL_OK && ps->p != ps->end)
         rc = bad(ps, "trailing data after partition options");
     int state = -1;
-    if (n == 8 && memcmp(t, "reserved", 8) == 0)
+    bool uncertain = n == 8 && memcmp(t, "mounting", 8) == 0;
+    if (uncertain || (n == 8 && memcmp(t, "reserved", 8) == 0))
         state = SCSICTL_MOUNT_RESERVED;
     else if (n == 7 && memcmp(t, "mounted", 7) == 0)
         state = SCSICTL_MOUNT_MOUNTED;
@@ -641,7 +662,8 @@ static int parse_part(parser *ps, scsictl *ctl, disk **by_slot)
             rc = bad(ps, "partition with no claims");
         else if (d->tearing_down)
             rc = bad(ps, "partition of a disk being torn down");
-        else if (state == SCSICTL_MOUNT_MOUNTED && d->state != SCSICTL_DISK_ATTACHED)
+        else if ((state == SCSICTL_MOUNT_MOUNTED || uncertain) &&
+                 d->state != SCSICTL_DISK_ATTACHED)
             rc = bad(ps, "partition mounted on a disk that is not attached");
         else if (sc_mount_find(ctl, d, partition))
             rc = bad(ps, "partition listed twice");
@@ -660,6 +682,7 @@ static int parse_part(parser *ps, scsictl *ctl, disk **by_slot)
             rc = nomem_or_bad(ps, "");
         } else {
             m->state = (uint8_t)state;
+            m->uncertain = uncertain;
             m->refs = (size_t)refs; /* checked against the claims at the end */
             sc_mount_insert(ctl, m);
         }

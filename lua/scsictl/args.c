@@ -32,9 +32,10 @@ void largs_known_keys(lua_State *L, int arg, const char *const known[], const ch
 }
 
 /* Optional boolean field of the table at arg. */
-static bool opt_bool(lua_State *L, int arg, const char *what, const char *field)
+static bool opt_bool(lua_State *L, int arg, const char *what, int key)
 {
-    int t = lua_getfield(L, arg, field);
+    const char *field = lkey_name(key);
+    int t = lkey_get(L, arg, key);
     bool v = false;
     if (t == LUA_TBOOLEAN)
         v = lua_toboolean(L, -1);
@@ -47,9 +48,10 @@ static bool opt_bool(lua_State *L, int arg, const char *what, const char *field)
 
 /* Optional string field without NUL bytes; NULL when absent. The string
  * stays referenced by the table, which the caller keeps on the stack. */
-static const char *opt_string(lua_State *L, int arg, const char *what, const char *field)
+static const char *opt_string(lua_State *L, int arg, const char *what, int key)
 {
-    int t = lua_getfield(L, arg, field);
+    const char *field = lkey_name(key);
+    int t = lkey_get(L, arg, key);
     const char *s = NULL;
     if (t == LUA_TSTRING) {
         size_t len;
@@ -93,12 +95,12 @@ void largs_disk_check(lua_State *L, int arg, largs_disk *out)
     luaL_checktype(L, arg, LUA_TTABLE);
     largs_known_keys(L, arg, disk_keys, "disk");
     memset(out, 0, sizeof *out);
-    const char *path = opt_string(L, arg, "disk", "host_path");
+    const char *path = opt_string(L, arg, "disk", K_HOST_PATH);
     if (!path || !path[0])
         luaL_argerror(L, arg, "disk.host_path must be a non-empty string");
     out->cfg.host_path = path;
-    out->cfg.read_only = opt_bool(L, arg, "disk", "read_only");
-    const char *type = opt_string(L, arg, "disk", "type");
+    out->cfg.read_only = opt_bool(L, arg, "disk", K_READ_ONLY);
+    const char *type = opt_string(L, arg, "disk", K_TYPE);
     if (!type || strcmp(type, "VirtualDisk") == 0)
         out->cfg.type = SCSICTL_DISK_VIRTUAL_DISK;
     else if (strcmp(type, "PassThru") == 0)
@@ -109,12 +111,12 @@ void largs_disk_check(lua_State *L, int arg, largs_disk *out)
         luaL_argerror(L, arg, lua_pushfstring(L, "disk.type must be \"VirtualDisk\", "
                                                  "\"PassThru\" or \"ExtensibleVirtualDisk\", "
                                                  "got \"%s\"", type));
-    out->cfg.evd_type = opt_string(L, arg, "disk", "evd_type");
+    out->cfg.evd_type = opt_string(L, arg, "disk", K_EVD_TYPE);
 }
 
 static void options_check(lua_State *L, int arg, largs_mount *out)
 {
-    int t = lua_getfield(L, arg, "options"); /* stays on the stack */
+    int t = lkey_get(L, arg, K_OPTIONS); /* stays on the stack */
     if (t == LUA_TNIL)
         return;
     if (t != LUA_TTABLE)
@@ -158,17 +160,17 @@ void largs_mount_check(lua_State *L, int arg, largs_mount *out)
         return;
     luaL_checktype(L, arg, LUA_TTABLE);
     largs_known_keys(L, arg, mount_keys, "mount");
-    if (lua_getfield(L, arg, "partition") != LUA_TNIL) {
+    if (lkey_get(L, arg, K_PARTITION) != LUA_TNIL) {
         if (!to_uint(L, -1, &out->cfg.partition))
             luaL_argerror(L, arg, "mount.partition must be a non-negative integer");
     }
     lua_pop(L, 1);
-    out->cfg.read_only = opt_bool(L, arg, "mount", "read_only");
-    out->cfg.encrypted = opt_bool(L, arg, "mount", "encrypted");
-    out->cfg.ensure_filesystem = opt_bool(L, arg, "mount", "ensure_filesystem");
-    out->cfg.block_dev = opt_bool(L, arg, "mount", "block_dev");
-    out->cfg.format_with_refs = opt_bool(L, arg, "mount", "format_with_refs");
-    const char *fs = opt_string(L, arg, "mount", "filesystem");
+    out->cfg.read_only = opt_bool(L, arg, "mount", K_READ_ONLY);
+    out->cfg.encrypted = opt_bool(L, arg, "mount", K_ENCRYPTED);
+    out->cfg.ensure_filesystem = opt_bool(L, arg, "mount", K_ENSURE_FILESYSTEM);
+    out->cfg.block_dev = opt_bool(L, arg, "mount", K_BLOCK_DEV);
+    out->cfg.format_with_refs = opt_bool(L, arg, "mount", K_FORMAT_WITH_REFS);
+    const char *fs = opt_string(L, arg, "mount", K_FILESYSTEM);
     out->cfg.filesystem = fs ? fs : "";
     options_check(L, arg, out);
 }

@@ -16,7 +16,53 @@
 #define LSCSICTL_OP "scsictl.op"
 
 /* Uservalues of a controller userdata. */
-enum { UV_VM = 1, UV_GUEST = 2, UV_COUNT = 2 };
+enum { UV_VM = 1, UV_GUEST = 2, UV_FREE_OP = 3, UV_COUNT = 3 };
+
+/* Every function of the module has the same upvalues: the interned field
+ * names, callback names and the two metatables (upvalue k holds key k), so
+ * hot paths never intern a C string or look a metatable up by name (both
+ * cost a hash and a strcmp per call). */
+#define LSCSICTL_KEYS(X)                                                   \
+    X(K_PATH, "path") X(K_TYPE, "type") X(K_READ_ONLY, "read_only")        \
+    X(K_EVD_TYPE, "evd_type") X(K_CONTROLLER, "controller") X(K_LUN, "lun")\
+    X(K_MOUNT_PATH, "mount_path") X(K_PARTITION, "partition")              \
+    X(K_ENCRYPTED, "encrypted") X(K_OPTIONS, "options")                    \
+    X(K_ENSURE_FILESYSTEM, "ensure_filesystem") X(K_FILESYSTEM, "filesystem") \
+    X(K_BLOCK_DEV, "block_dev") X(K_FORMAT_WITH_REFS, "format_with_refs")  \
+    X(K_CONTAINER_PATH, "container_path") X(K_HOST_PATH, "host_path")      \
+    X(K_VIRTUAL_DISK, "VirtualDisk") X(K_PASSTHRU, "PassThru")             \
+    X(K_EVD, "ExtensibleVirtualDisk")                                      \
+    X(K_ADD_SCSI_DISK, "add_scsi_disk") X(K_REMOVE_SCSI_DISK, "remove_scsi_disk") \
+    X(K_ADD_MAPPED, "add_mapped_virtual_disk")                             \
+    X(K_REMOVE_MAPPED, "remove_mapped_virtual_disk")                       \
+    X(K_REMOVE_DEVICE, "remove_scsi_device")                               \
+    X(K_ADD_SCRATCH, "add_mapped_virtual_disk_for_container_scratch")
+
+#define LSCSICTL_KEY_ENUM(name, str) name,
+enum { K_NONE, LSCSICTL_KEYS(LSCSICTL_KEY_ENUM) K_CTL_MT, K_OP_MT, K_COUNT };
+
+/* Pushes key k (a string, or a metatable for K_CTL_MT / K_OP_MT). */
+static inline void lkey_push(lua_State *L, int k)
+{
+    lua_pushvalue(L, lua_upvalueindex(k));
+}
+
+/* Registers funcs into the table on top with the key upvalues. */
+void lkey_setfuncs(lua_State *L, const luaL_Reg *funcs);
+/* Pushes a C closure of f with the key upvalues. */
+void lkey_pushcfunction(lua_State *L, lua_CFunction f);
+
+/* Pushes t[k] (honouring metamethods) for the table at idx; returns its type. */
+static inline int lkey_get(lua_State *L, int idx, int k)
+{
+    idx = lua_absindex(L, idx);
+    lkey_push(L, k);
+    return lua_gettable(L, idx);
+}
+
+/* The udata at arg if its metatable is key mt, else NULL. */
+void *lkey_testudata(lua_State *L, int arg, int mt);
+const char *lkey_name(int k);
 
 typedef struct lctl {
     scsictl *core;   /* NULL once collected */
@@ -50,6 +96,6 @@ int lscsictl_fail(lua_State *L, const scsictl_error *err);
 /* ops.c */
 int lscsictl_map(lua_State *L);
 int lscsictl_unmap(lua_State *L);
-void lscsictl_op_register(lua_State *L);
+void lscsictl_op_register(lua_State *L, int keys);
 
 #endif

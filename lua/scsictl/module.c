@@ -10,9 +10,56 @@
 
 #define MODULE_VERSION "scsictl " SCSICTL_VERSION
 
+#define LSCSICTL_KEY_NAME(name, str) [name] = str,
+static const char *const key_names[K_COUNT] = { LSCSICTL_KEYS(LSCSICTL_KEY_NAME) };
+
+const char *lkey_name(int k)
+{
+    return k > K_NONE && k < K_CTL_MT ? key_names[k] : "?";
+}
+
+/* The keys live in the registry while the module loads; every function
+ * then gets them as upvalues 1 .. K_COUNT-1. */
+static const char *const keys_registry = "scsictl.keys";
+
+static void push_keys_as_upvalues(lua_State *L)
+{
+    luaL_checkstack(L, K_COUNT + 2, "scsictl: registering functions");
+    lua_getfield(L, LUA_REGISTRYINDEX, keys_registry);
+    for (int k = K_NONE + 1; k < K_COUNT; k++)
+        lua_rawgeti(L, -k, k); /* the table is k-1 slots below after k-1 pushes */
+    lua_remove(L, -(K_COUNT - 1) - 1);
+}
+
+void lkey_setfuncs(lua_State *L, const luaL_Reg *funcs)
+{
+    push_keys_as_upvalues(L);
+    luaL_setfuncs(L, funcs, K_COUNT - 1);
+}
+
+void lkey_pushcfunction(lua_State *L, lua_CFunction f)
+{
+    push_keys_as_upvalues(L);
+    lua_pushcclosure(L, f, K_COUNT - 1);
+}
+
+void *lkey_testudata(lua_State *L, int arg, int mt)
+{
+    void *p = lua_touserdata(L, arg);
+    if (!p || !lua_getmetatable(L, arg))
+        return NULL;
+    lkey_push(L, mt);
+    bool same = lua_rawequal(L, -1, -2);
+    lua_pop(L, 2);
+    return same ? p : NULL;
+}
+
 lctl *lscsictl_check(lua_State *L, int arg)
 {
-    return luaL_checkudata(L, arg, LSCSICTL_CONTROLLER);
+    lctl *c = lkey_testudata(L, arg, K_CTL_MT);
+    if (!c)
+        luaL_typeerror(L, arg, LSCSICTL_CONTROLLER);
+    return c;
 }
 
 /* nil, message, code */
@@ -93,7 +140,8 @@ static lctl *push_controller(lua_State *L, int arg, int tbl, scsictl_guest guest
     lctl *c = lua_newuserdatauv(L, sizeof *c, UV_COUNT);
     c->core = NULL;
     c->guest = guest;
-    luaL_setmetatable(L, LSCSICTL_CONTROLLER);
+    lkey_push(L, K_CTL_MT);
+    lua_setmetatable(L, -2);
     lua_pushvalue(L, -3);
     lua_setiuservalue(L, -2, UV_VM);
     lua_pushvalue(L, -2);
@@ -177,21 +225,21 @@ static int import_or_open(lua_State *L, bool from_file)
     largs_known_keys(L, 2, backend_keys, "backends");
     if (from_file && (len == 0 || strlen(s) != len))
         luaL_argerror(L, 1, "path must be a non-empty string without NUL bytes");
+    /* A userdata owns the core from the moment it exists (its __gc frees
+     * it), so neither a memory error nor a raise below can leak it. */
+    lctl *holder = lua_newuserdatauv(L, sizeof *holder, 0);
+    holder->core = NULL;
+    lkey_push(L, K_CTL_MT);
+    lua_setmetatable(L, -2);
     scsictl_error err;
-    scsictl *core = NULL;
-    int rc = from_file ? scsictl_open(s, NULL, &core, &err)
-                       : scsictl_import(s, len, NULL, &core, &err);
+    int rc = from_file ? scsictl_open(s, NULL, &holder->core, &err)
+                       : scsictl_import(s, len, NULL, &holder->core, &err);
     if (rc != SCSICTL_OK)
         return lscsictl_fail(L, &err);
     scsictl_stats st;
-    scsictl_get_stats(core, &st);
+    scsictl_get_stats(holder->core, &st);
     scsictl_guest given = SCSICTL_GUEST_LINUX;
     bool ok = false;
-    /* A userdata to own the core while the backends are checked (which may
-     * raise): its __gc frees it. */
-    lctl *holder = lua_newuserdatauv(L, sizeof *holder, 0);
-    holder->core = core;
-    luaL_setmetatable(L, LSCSICTL_CONTROLLER);
     given = which_guest(L, 2, 2);
     ok = given == st.guest;
     if (!ok)
@@ -360,13 +408,13 @@ static lblock *push_block(lua_State *L, scsictl *core)
 static int l_save(lua_State *L)
 {
     lctl *c = lscsictl_check(L, 1);
+    lua_settop(L, 1);
+    lblock *b = push_block(L, c->core); /* owns the buffer from the start */
     char *snap;
     size_t len;
     scsictl_error err;
     if (scsictl_save(c->core, &snap, &len, &err) != SCSICTL_OK)
         return lscsictl_fail(L, &err);
-    lua_settop(L, 1);
-    lblock *b = push_block(L, c->core);
     b->info = snap;
     lua_pushlstring(L, snap, len);
     return 1;
@@ -536,22 +584,39 @@ static void push_limits(lua_State *L)
 
 __attribute__((visibility("default"))) int luaopen_scsictl(lua_State *L);
 
+static const luaL_Reg module_functions[] = {
+    { "new", l_new },
+    { "import", l_import },
+    { "open", l_open },
+    { NULL, NULL },
+};
+
 int luaopen_scsictl(lua_State *L)
 {
+    /* The key table; its entries become upvalues of every function. */
+    lua_createtable(L, K_COUNT, 0);
+    int keys = lua_gettop(L);
+    for (int k = K_NONE + 1; k < K_CTL_MT; k++) {
+        lua_pushstring(L, key_names[k]);
+        lua_rawseti(L, keys, k);
+    }
     luaL_newmetatable(L, LSCSICTL_CONTROLLER);
-    luaL_setfuncs(L, controller_meta, 0);
-    luaL_newlib(L, controller_methods);
+    lua_rawseti(L, keys, K_CTL_MT);
+    luaL_newmetatable(L, LSCSICTL_OP);
+    lua_rawseti(L, keys, K_OP_MT);
+    lua_pushvalue(L, keys);
+    lua_setfield(L, LUA_REGISTRYINDEX, keys_registry);
+
+    lua_rawgeti(L, keys, K_CTL_MT);
+    lkey_setfuncs(L, controller_meta);
+    lua_createtable(L, 0, 12);
+    lkey_setfuncs(L, controller_methods);
     lua_setfield(L, -2, "__index");
     lua_pop(L, 1);
-    lscsictl_op_register(L);
+    lscsictl_op_register(L, keys);
 
-    lua_createtable(L, 0, 5);
-    lua_pushcfunction(L, l_new);
-    lua_setfield(L, -2, "new");
-    lua_pushcfunction(L, l_import);
-    lua_setfield(L, -2, "import");
-    lua_pushcfunction(L, l_open);
-    lua_setfield(L, -2, "open");
+    lua_createtable(L, 0, 8);
+    lkey_setfuncs(L, module_functions);
     lua_pushliteral(L, MODULE_VERSION);
     lua_setfield(L, -2, "_VERSION");
     push_defaults(L);

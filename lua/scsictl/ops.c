@@ -28,8 +28,8 @@ typedef struct lop {
 /* Reports an in-flight step as failed. Shared by __gc and __close. */
 static int op_abandon(lua_State *L)
 {
-    lop *o = luaL_checkudata(L, 1, LSCSICTL_OP);
-    if (o->active) {
+    lop *o = lkey_testudata(L, 1, K_OP_MT);
+    if (o && o->active) {
         o->active = false;
         if (o->ctl->core)
             scsictl_op_report(o->ctl->core, &o->op, false,
@@ -39,91 +39,117 @@ static int op_abandon(lua_State *L)
     return 0;
 }
 
-void lscsictl_op_register(lua_State *L)
+void lscsictl_op_register(lua_State *L, int keys)
 {
-    luaL_newmetatable(L, LSCSICTL_OP);
-    lua_pushcfunction(L, op_abandon);
+    lua_rawgeti(L, keys, K_OP_MT);
+    lkey_pushcfunction(L, op_abandon);
     lua_setfield(L, -2, "__gc");
-    lua_pushcfunction(L, op_abandon);
+    lkey_pushcfunction(L, op_abandon);
     lua_setfield(L, -2, "__close");
     lua_pop(L, 1);
 }
 
-static void push_bool_field(lua_State *L, const char *k, bool v)
+/* t[k] = v for the fresh table t on top of the stack. */
+static void set_bool(lua_State *L, int k, bool v)
 {
+    lkey_push(L, k);
     lua_pushboolean(L, v);
-    lua_setfield(L, -2, k);
+    lua_rawset(L, -3);
 }
 
-static void push_int_field(lua_State *L, const char *k, lua_Integer v)
+static void set_int(lua_State *L, int k, lua_Integer v)
 {
+    lkey_push(L, k);
     lua_pushinteger(L, v);
-    lua_setfield(L, -2, k);
+    lua_rawset(L, -3);
 }
 
-/* Pushes the callback's arguments as SPEC §4 lists them; returns how many. */
+static void set_str(lua_State *L, int k, const char *v)
+{
+    lkey_push(L, k);
+    lua_pushstring(L, v);
+    lua_rawset(L, -3);
+}
+
+static void set_key(lua_State *L, int k, int value_key)
+{
+    lkey_push(L, k);
+    lkey_push(L, value_key);
+    lua_rawset(L, -3);
+}
+
+/* Pushes the callback's arguments as SPEC §4 lists them, in fresh tables;
+ * returns how many. */
 static int push_args(lua_State *L, const scsictl_step *s)
 {
     switch (s->kind) {
-    case SCSICTL_STEP_ADD_SCSI_DISK:
+    case SCSICTL_STEP_ADD_SCSI_DISK: {
+        static const int type_keys[] = { K_VIRTUAL_DISK, K_PASSTHRU, K_EVD };
         lua_createtable(L, 0, 4);
-        lua_pushstring(L, s->disk->host_path);
-        lua_setfield(L, -2, "path");
-        lua_pushstring(L, scsictl_disk_type_name(s->disk->type));
-        lua_setfield(L, -2, "type");
-        push_bool_field(L, "read_only", s->disk->read_only);
-        if (s->disk->evd_type) {
-            lua_pushstring(L, s->disk->evd_type);
-            lua_setfield(L, -2, "evd_type");
-        }
+        set_str(L, K_PATH, s->disk->host_path);
+        set_key(L, K_TYPE, type_keys[s->disk->type]);
+        set_bool(L, K_READ_ONLY, s->disk->read_only);
+        if (s->disk->evd_type)
+            set_str(L, K_EVD_TYPE, s->disk->evd_type);
         lua_pushinteger(L, s->controller);
         lua_pushinteger(L, s->lun);
         return 3;
+    }
     case SCSICTL_STEP_REMOVE_SCSI_DISK:
         lua_pushinteger(L, s->controller);
         lua_pushinteger(L, s->lun);
         return 2;
     case SCSICTL_STEP_LINUX_EJECT:
         lua_createtable(L, 0, 2);
-        push_int_field(L, "controller", s->controller);
-        push_int_field(L, "lun", s->lun);
+        set_int(L, K_CONTROLLER, s->controller);
+        set_int(L, K_LUN, s->lun);
         return 1;
     case SCSICTL_STEP_LINUX_MOUNT:
     case SCSICTL_STEP_LINUX_UNMOUNT: {
         const scsictl_mount_config *m = s->mount;
         lua_createtable(L, 0, 10);
-        lua_pushstring(L, s->guest_path);
-        lua_setfield(L, -2, "mount_path");
-        push_int_field(L, "controller", s->controller);
-        push_int_field(L, "lun", s->lun);
-        push_int_field(L, "partition", (lua_Integer)m->partition);
-        push_bool_field(L, "read_only", m->read_only);
-        push_bool_field(L, "encrypted", m->encrypted);
+        set_str(L, K_MOUNT_PATH, s->guest_path);
+        set_int(L, K_CONTROLLER, s->controller);
+        set_int(L, K_LUN, s->lun);
+        set_int(L, K_PARTITION, (lua_Integer)m->partition);
+        set_bool(L, K_READ_ONLY, m->read_only);
+        set_bool(L, K_ENCRYPTED, m->encrypted);
+        lkey_push(L, K_OPTIONS);
         lua_createtable(L, (int)m->n_options, 0);
         for (size_t i = 0; i < m->n_options; i++) {
             lua_pushstring(L, m->options[i]);
             lua_rawseti(L, -2, (lua_Integer)i + 1);
         }
-        lua_setfield(L, -2, "options");
-        push_bool_field(L, "ensure_filesystem", m->ensure_filesystem);
-        lua_pushstring(L, m->filesystem ? m->filesystem : "");
-        lua_setfield(L, -2, "filesystem");
-        push_bool_field(L, "block_dev", m->block_dev);
+        lua_rawset(L, -3);
+        set_bool(L, K_ENSURE_FILESYSTEM, m->ensure_filesystem);
+        set_str(L, K_FILESYSTEM, m->filesystem ? m->filesystem : "");
+        set_bool(L, K_BLOCK_DEV, m->block_dev);
         return 1;
     }
     case SCSICTL_STEP_WINDOWS_MOUNT:
     case SCSICTL_STEP_WINDOWS_MOUNT_SCRATCH:
     case SCSICTL_STEP_WINDOWS_UNMOUNT:
         lua_createtable(L, 0, 2);
-        lua_pushstring(L, s->guest_path);
-        lua_setfield(L, -2, "container_path");
-        push_int_field(L, "lun", s->lun);
+        set_str(L, K_CONTAINER_PATH, s->guest_path);
+        set_int(L, K_LUN, s->lun);
         return 1;
     case SCSICTL_STEP_KIND_COUNT:
         break;
     }
     return 0;
 }
+
+/* The key of each step's callback name. */
+static const int step_keys[SCSICTL_STEP_KIND_COUNT] = {
+    [SCSICTL_STEP_ADD_SCSI_DISK] = K_ADD_SCSI_DISK,
+    [SCSICTL_STEP_REMOVE_SCSI_DISK] = K_REMOVE_SCSI_DISK,
+    [SCSICTL_STEP_LINUX_MOUNT] = K_ADD_MAPPED,
+    [SCSICTL_STEP_LINUX_UNMOUNT] = K_REMOVE_MAPPED,
+    [SCSICTL_STEP_LINUX_EJECT] = K_REMOVE_DEVICE,
+    [SCSICTL_STEP_WINDOWS_MOUNT] = K_ADD_MAPPED,
+    [SCSICTL_STEP_WINDOWS_MOUNT_SCRATCH] = K_ADD_SCRATCH,
+    [SCSICTL_STEP_WINDOWS_UNMOUNT] = K_REMOVE_MAPPED,
+};
 
 /* A short description of a Lua value used as a failure message. Calls no
  * metamethod, so it cannot raise or yield. */
@@ -184,7 +210,7 @@ static int drive(lua_State *L, lop *o, int st, const scsictl_error *err)
                                           : UV_GUEST);
         int backend = lua_gettop(L);
         const char *name = scsictl_step_name(s->kind);
-        lua_getfield(L, backend, name); /* looked up at each call */
+        lkey_get(L, backend, step_keys[s->kind]); /* looked up at each call */
         lua_pushvalue(L, backend);
         lua_remove(L, backend);
         int nargs = 1 + push_args(L, s);
@@ -198,6 +224,9 @@ static int drive(lua_State *L, lop *o, int st, const scsictl_error *err)
         }
         return finish_step(L, lua_pcallk(L, nargs, LUA_MULTRET, 0, 0, finish_step), 0);
     }
+    /* The op is finished: the controller may reuse it. */
+    lua_pushvalue(L, IDX_OP);
+    lua_setiuservalue(L, IDX_CTL, UV_FREE_OP);
     if (st == SCSICTL_DONE) {
         if (o->kind == OP_MAP)
             lua_pushstring(L, o->op.guest_path);
@@ -208,19 +237,37 @@ static int drive(lua_State *L, lop *o, int st, const scsictl_error *err)
     return lscsictl_fail(L, err);
 }
 
+/* Pushes an op userdata for the controller at IDX_CTL: the one the
+ * controller keeps for reuse when it is free, else a new one. An op in use
+ * is referenced only from its own stack slot, so an abandoned one is
+ * collected (and reports its step as failed) like any other. */
+static lop *push_op(lua_State *L, lctl *c)
+{
+    if (lua_getiuservalue(L, IDX_CTL, UV_FREE_OP) == LUA_TUSERDATA) {
+        lua_pushnil(L);
+        lua_setiuservalue(L, IDX_CTL, UV_FREE_OP);
+        return lua_touserdata(L, -1);
+    }
+    lua_pop(L, 1);
+    lop *o = lua_newuserdatauv(L, sizeof *o, 1);
+    memset(o, 0, sizeof *o);
+    o->ctl = c;
+    lkey_push(L, K_OP_MT);
+    lua_setmetatable(L, -2);
+    lua_pushvalue(L, IDX_CTL);
+    lua_setiuservalue(L, -2, 1);
+    return o;
+}
+
 static int start(lua_State *L, int kind)
 {
     lctl *c = lscsictl_check(L, 1);
     scsictl_id id;
     largs_id_check(L, 2, &id);
     lua_settop(L, 2);
-    lop *o = lua_newuserdatauv(L, sizeof *o, 1);
-    memset(o, 0, sizeof *o);
-    o->ctl = c;
+    lop *o = push_op(L, c);
     o->kind = kind;
-    luaL_setmetatable(L, LSCSICTL_OP);
-    lua_pushvalue(L, IDX_CTL);
-    lua_setiuservalue(L, IDX_OP, 1);
+    o->active = false;
     lua_toclose(L, IDX_OP);
     scsictl_error err;
     int st = kind == OP_MAP ? scsictl_op_start_map(c->core, &o->op, &id, &err)

@@ -16,6 +16,8 @@ can experiment without a hypervisor.
                                 -- 0 (whole disk) and 1..n are mountable
     disks = { ["/img/a.vhdx"] = { partitions = 3 } },  -- per-disk overrides
     seed = 1,                   -- seed of the fault-injection generator
+    forgiving = false,          -- true: re-issued removals of things already
+                                --   gone succeed (crash recovery, SPEC §8)
     strict = true,              -- check callback arguments have exactly the
                                 -- fields of SPEC §4 (default true)
   }
@@ -47,7 +49,10 @@ PROTOCOL (a refusal is logged with ok = false and listed by s:refusals())
   already = true) so that recovery converges: adding the same host path with
   the same attachment at the same slot (even if the guest ejected it: the
   disk then stays ejected), or mounting the same device and partition at the
-  same path with the same read_only. Removing something absent is a refusal.
+  same path with the same read_only. Removing something absent is a refusal,
+  unless the sim was made with forgiving = true: then removing, ejecting or
+  unmounting something already gone also succeeds (already = true), as a
+  real backend recovering after a host-agent crash must accept.
   Windows settings carry only { container_path, lun }: the device is found
   from the path `...\<controller>_<lun>_<partition>` when it names an attached
   slot with that lun, else from the lun alone (it must then be unambiguous;
@@ -287,6 +292,7 @@ function sim.new(opts)
     guest = guest,
     partitions = partitions,
     strict = opts.strict ~= false,
+    forgiving = opts.forgiving == true,
     log = {},
     _seq = 0,
     _flights = 0,
@@ -553,6 +559,7 @@ function M:remove_scsi_disk(controller, lun)
     if bad then return "remove_scsi_disk: " .. bad end
     rec = self:_slot(controller, lun)
     if not rec then
+      if self.forgiving then e.already = true; return nil end
       return ("remove_scsi_disk: no disk at %s"):format(
         slot_name(controller, lun))
     end
@@ -696,6 +703,7 @@ function M:remove_mapped_virtual_disk(settings)
     if bad then return bad end
     m = self._mounts[path]
     if not m then
+      if self.forgiving then e.already = true; return nil end
       return ("unmount: nothing is mounted at %s"):format(path)
     end
     e.host_path = m.host_path
@@ -722,10 +730,12 @@ function M:remove_scsi_device(device)
     if bad then return "eject: " .. bad end
     rec = self:_slot(c, l)
     if not rec then
+      if self.forgiving then e.already = true; return nil end
       return ("eject: no device at %s"):format(slot_name(c, l))
     end
     e.host_path = rec.host_path
     if rec.ejected then
+      if self.forgiving then e.already = true; return nil end
       return ("eject: '%s' at %s is already ejected"):format(
         rec.host_path, slot_name(c, l))
     end
