@@ -4,7 +4,8 @@
 # As root it runs apt-get itself; otherwise it says what to install.
 set -eu
 
-packages="cmake gcc make pkg-config lua5.4 liblua5.4-dev uuid-dev lua-busted luarocks lua-check valgrind $*"
+# The last four are for the QEMU backend (scsictl.qemu) and its specs.
+packages="cmake gcc make pkg-config lua5.4 liblua5.4-dev uuid-dev lua-busted luarocks lua-check valgrind qemu-system-x86 qemu-utils lua-socket lua-cjson $*"
 
 missing=""
 for p in $packages; do
