@@ -251,8 +251,8 @@ SCSICTL_API const char *scsictl_step_backend(scsictl_step_kind kind);
  *   LINUX_EJECT        controller, lun (the device)
  *   LINUX_(UN)MOUNT    disk, mount, controller, lun, guest_path (mount_path)
  *   WINDOWS_*          disk, mount, lun, guest_path (container_path)
- * The pointed-to data belongs to the core and stays valid and unchanged
- * until the step is reported. Linux settings are built from mount:
+ * disk and mount point into the core and stay valid and unchanged until the
+ * step is reported; guest_path points into the op (op->guest_path). Linux settings are built from mount:
  * read_only, encrypted, options, ensure_filesystem, filesystem and
  * block_dev are the mount config's fields. */
 typedef struct scsictl_step {

@@ -54,25 +54,28 @@ size_t sc_fmt_u64(char *out, uint64_t v)
 int scsictl_guest_path(scsictl_guest guest, uint32_t controller, uint32_t lun,
                        uint64_t partition, char *out, size_t size)
 {
-    static const char linux_prefix[] = "/run/mounts/scsi/";
-    static const char windows_prefix[] = "C:\\mounts\\scsi\\";
-    const char *prefix = guest == SCSICTL_GUEST_WINDOWS ? windows_prefix : linux_prefix;
-    size_t plen = guest == SCSICTL_GUEST_WINDOWS ? sizeof windows_prefix - 1
-                                                 : sizeof linux_prefix - 1;
-    /* prefix + 10 + 1 + 10 + 1 + 20 digits + NUL always fits in 64 */
+    /* At most 17 + 10 + 1 + 10 + 1 + 20 + 1 = 60 bytes: fits the buffer. */
     char buf[SCSICTL_GUEST_PATH_MAX];
-    char *p = buf;
-    memcpy(p, prefix, plen);
-    p += plen;
+    char *p = size >= SCSICTL_GUEST_PATH_MAX ? out : buf;
+    char *start = p;
+    if (guest == SCSICTL_GUEST_WINDOWS) {
+        memcpy(p, "C:\\mounts\\scsi\\", 15);
+        p += 15;
+    } else {
+        memcpy(p, "/run/mounts/scsi/", 17);
+        p += 17;
+    }
     p += sc_fmt_u64(p, controller);
     *p++ = '_';
     p += sc_fmt_u64(p, lun);
     *p++ = '_';
     p += sc_fmt_u64(p, partition);
-    size_t n = (size_t)(p - buf);
-    if (!out || n + 1 > size)
-        return -1;
-    memcpy(out, buf, n);
-    out[n] = '\0';
+    *p = '\0';
+    size_t n = (size_t)(p - start);
+    if (start == buf) {
+        if (!out || n + 1 > size)
+            return -1;
+        memcpy(out, buf, n + 1);
+    }
     return (int)n;
 }

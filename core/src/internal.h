@@ -55,7 +55,7 @@ struct mount {
     size_t refs;        /* claims on this partition */
     uint8_t state;      /* scsictl_mount_state */
     bool uncertain;     /* imported while its mount was in flight */
-    char guest_path[SCSICTL_GUEST_PATH_MAX];
+    /* the guest path is derived (slot, partition), formatted when needed */
     /* followed in the same allocation by the options array and strings */
 };
 

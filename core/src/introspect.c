@@ -164,12 +164,16 @@ static void fill_disk_slot(const scsictl *ctl, const disk *d, scsictl_slot_info 
     };
     size_t k = 0;
     for (const mount *m = d->mounts; m; m = m->next) {
+        char path[SCSICTL_GUEST_PATH_MAX];
         bool mounted = m->state == SCSICTL_MOUNT_MOUNTED;
+        if (mounted)
+            scsictl_guest_path(ctl->guest, s->controller, s->lun, m->cfg.partition, path,
+                               sizeof path);
         parts[k++] = (scsictl_partition_info){
             .partition = m->cfg.partition,
             .state = (scsictl_mount_state)m->state,
             .refs = m->refs,
-            .guest_path = mounted ? arena_str(a, m->guest_path) : NULL,
+            .guest_path = mounted ? arena_str(a, path) : NULL,
         };
     }
     qsort(parts, k, sizeof *parts, cmp_partition);

@@ -127,8 +127,6 @@ mount *sc_mount_create(scsictl *ctl, disk *d, const scsictl_mount_config *c)
     m->disk = d;
     m->hash = sc_mount_hash(d, c->partition);
     m->state = SCSICTL_MOUNT_RESERVED;
-    scsictl_guest_path(ctl->guest, d->slot / ctl->luns, d->slot % ctl->luns,
-                       c->partition, m->guest_path, sizeof m->guest_path);
     return m;
 }
 

@@ -80,8 +80,14 @@ static int issue(scsictl *ctl, scsictl_op *op, reservation *r, scsictl_step_kind
         .lun = d->slot % ctl->luns,
         .disk = &d->cfg,
         .mount = m ? &m->cfg : NULL,
-        .guest_path = m ? m->guest_path : NULL,
+        .guest_path = NULL,
     };
+    if (m) { /* formatted into the op, which outlives the step */
+        scsictl_guest_path(ctl->guest, op->step.controller, op->step.lun, m->cfg.partition,
+                           op->guest_path, sizeof op->guest_path);
+        op->step.guest_path = op->guest_path;
+        op->phase_ = 1; /* op->guest_path holds this mount's path */
+    }
     d->busy = true;
     d->step_kind = (uint8_t)kind;
     d->step_mount = (mount *)m;
@@ -101,7 +107,10 @@ static int map_next(scsictl *ctl, scsictl_op *op, reservation *r)
 {
     mount *m = r->mount;
     if (m->state == SCSICTL_MOUNT_MOUNTED) {
-        memcpy(op->guest_path, m->guest_path, sizeof op->guest_path);
+        const disk *d = r->disk;
+        if (op->phase_ != 1) /* not formatted by this op's mount step */
+            scsictl_guest_path(ctl->guest, d->slot / ctl->luns, d->slot % ctl->luns,
+                               m->cfg.partition, op->guest_path, sizeof op->guest_path);
         return SCSICTL_DONE;
     }
     if (r->disk->state == SCSICTL_DISK_RESERVED)
@@ -155,8 +164,6 @@ static int next(scsictl *ctl, scsictl_op *op)
  * backend error is returned as it is: it matters more to the caller. */
 static int persist_or_cancel(scsictl *ctl, scsictl_op *op, int rc, scsictl_error *err)
 {
-    if (!ctl->state_path)
-        return rc;
     scsictl_error perr;
     int prc = sc_persist_locked(ctl, &perr);
     if (prc == SCSICTL_OK || rc == SCSICTL_E_BACKEND)
@@ -202,7 +209,9 @@ static int start(scsictl *ctl, scsictl_op *op, const scsictl_id *id, int kind,
                      "retry unmap_from_guest to finish it", ids);
     } else {
         op->res_ = r;
-        rc = persist_or_cancel(ctl, op, next(ctl, op), err);
+        rc = next(ctl, op);
+        if (ctl->state_path)
+            rc = persist_or_cancel(ctl, op, rc, err);
         if (rc != SCSICTL_STEP)
             op->res_ = NULL;
     }
@@ -290,7 +299,8 @@ int scsictl_op_report(scsictl *ctl, scsictl_op *op, bool ok,
                          s->controller, s->lun,
                          backend_message ? backend_message : "failed");
     }
-    rc = persist_or_cancel(ctl, op, rc, err);
+    if (ctl->state_path)
+        rc = persist_or_cancel(ctl, op, rc, err);
     if (rc != SCSICTL_STEP)
         op->res_ = NULL; /* the op is over; a stray report is refused */
     pthread_mutex_unlock(&ctl->lock);
