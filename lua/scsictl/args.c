@@ -31,12 +31,29 @@ void largs_known_keys(lua_State *L, int arg, const char *const known[], const ch
     }
 }
 
+/* Raises if the table at arg has a key that is not a known field: cheap
+ * when every raw key was one of the `found` known fields, else a scan
+ * that names the offending key. */
+static void no_unknown_keys(lua_State *L, int arg, int found, const char *const known[],
+                            const char *what)
+{
+    int n = 0;
+    lua_pushnil(L);
+    while (lua_next(L, arg)) {
+        lua_pop(L, 1);
+        n++;
+    }
+    if (n != found)
+        largs_known_keys(L, arg, known, what);
+}
+
 /* Optional boolean field of the table at arg. */
-static bool opt_bool(lua_State *L, int arg, const char *what, int key)
+static bool opt_bool(lua_State *L, int arg, const char *what, int key, int *present)
 {
     const char *field = lkey_name(key);
     int t = lkey_get(L, arg, key);
     bool v = false;
+    *present += t != LUA_TNIL; /* counted to detect unknown keys cheaply */
     if (t == LUA_TBOOLEAN)
         v = lua_toboolean(L, -1);
     else if (t != LUA_TNIL)
@@ -48,11 +65,13 @@ static bool opt_bool(lua_State *L, int arg, const char *what, int key)
 
 /* Optional string field without NUL bytes; NULL when absent. The string
  * stays referenced by the table, which the caller keeps on the stack. */
-static const char *opt_string(lua_State *L, int arg, const char *what, int key)
+static const char *opt_string(lua_State *L, int arg, const char *what, int key,
+                              int *present)
 {
     const char *field = lkey_name(key);
     int t = lkey_get(L, arg, key);
     const char *s = NULL;
+    *present += t != LUA_TNIL; /* counted to detect unknown keys cheaply */
     if (t == LUA_TSTRING) {
         size_t len;
         s = lua_tolstring(L, -1, &len);
@@ -93,14 +112,14 @@ uint64_t largs_uint_check(lua_State *L, int arg, const char *what)
 void largs_disk_check(lua_State *L, int arg, largs_disk *out)
 {
     luaL_checktype(L, arg, LUA_TTABLE);
-    largs_known_keys(L, arg, disk_keys, "disk");
     memset(out, 0, sizeof *out);
-    const char *path = opt_string(L, arg, "disk", K_HOST_PATH);
+    int present = 0; /* known fields found, to detect unknown keys cheaply */
+    const char *path = opt_string(L, arg, "disk", K_HOST_PATH, &present);
     if (!path || !path[0])
         luaL_argerror(L, arg, "disk.host_path must be a non-empty string");
     out->cfg.host_path = path;
-    out->cfg.read_only = opt_bool(L, arg, "disk", K_READ_ONLY);
-    const char *type = opt_string(L, arg, "disk", K_TYPE);
+    out->cfg.read_only = opt_bool(L, arg, "disk", K_READ_ONLY, &present);
+    const char *type = opt_string(L, arg, "disk", K_TYPE, &present);
     if (!type || strcmp(type, "VirtualDisk") == 0)
         out->cfg.type = SCSICTL_DISK_VIRTUAL_DISK;
     else if (strcmp(type, "PassThru") == 0)
@@ -111,14 +130,16 @@ void largs_disk_check(lua_State *L, int arg, largs_disk *out)
         luaL_argerror(L, arg, lua_pushfstring(L, "disk.type must be \"VirtualDisk\", "
                                                  "\"PassThru\" or \"ExtensibleVirtualDisk\", "
                                                  "got \"%s\"", type));
-    out->cfg.evd_type = opt_string(L, arg, "disk", K_EVD_TYPE);
+    out->cfg.evd_type = opt_string(L, arg, "disk", K_EVD_TYPE, &present);
+    no_unknown_keys(L, arg, present, disk_keys, "disk");
 }
 
-static void options_check(lua_State *L, int arg, largs_mount *out)
+/* Returns 1 when options is present, 0 when absent. */
+static int options_check(lua_State *L, int arg, largs_mount *out)
 {
     int t = lkey_get(L, arg, K_OPTIONS); /* stays on the stack */
     if (t == LUA_TNIL)
-        return;
+        return 0;
     if (t != LUA_TTABLE)
         luaL_argerror(L, arg, lua_pushfstring(L, "mount.options must be an array of strings, "
                                                  "got %s", luaL_typename(L, -1)));
@@ -151,6 +172,7 @@ static void options_check(lua_State *L, int arg, largs_mount *out)
     }
     out->cfg.options = list;
     out->cfg.n_options = (size_t)n;
+    return 1;
 }
 
 void largs_mount_check(lua_State *L, int arg, largs_mount *out)
@@ -159,20 +181,23 @@ void largs_mount_check(lua_State *L, int arg, largs_mount *out)
     if (lua_isnoneornil(L, arg))
         return;
     luaL_checktype(L, arg, LUA_TTABLE);
-    largs_known_keys(L, arg, mount_keys, "mount");
+    int present = 0; /* known fields found, to detect unknown keys cheaply */
     if (lkey_get(L, arg, K_PARTITION) != LUA_TNIL) {
+        present++;
         if (!to_uint(L, -1, &out->cfg.partition))
             luaL_argerror(L, arg, "mount.partition must be a non-negative integer");
     }
     lua_pop(L, 1);
-    out->cfg.read_only = opt_bool(L, arg, "mount", K_READ_ONLY);
-    out->cfg.encrypted = opt_bool(L, arg, "mount", K_ENCRYPTED);
-    out->cfg.ensure_filesystem = opt_bool(L, arg, "mount", K_ENSURE_FILESYSTEM);
-    out->cfg.block_dev = opt_bool(L, arg, "mount", K_BLOCK_DEV);
-    out->cfg.format_with_refs = opt_bool(L, arg, "mount", K_FORMAT_WITH_REFS);
-    const char *fs = opt_string(L, arg, "mount", K_FILESYSTEM);
+    out->cfg.read_only = opt_bool(L, arg, "mount", K_READ_ONLY, &present);
+    out->cfg.encrypted = opt_bool(L, arg, "mount", K_ENCRYPTED, &present);
+    out->cfg.ensure_filesystem = opt_bool(L, arg, "mount", K_ENSURE_FILESYSTEM, &present);
+    out->cfg.block_dev = opt_bool(L, arg, "mount", K_BLOCK_DEV, &present);
+    out->cfg.format_with_refs = opt_bool(L, arg, "mount", K_FORMAT_WITH_REFS, &present);
+    const char *fs = opt_string(L, arg, "mount", K_FILESYSTEM, &present);
     out->cfg.filesystem = fs ? fs : "";
-    options_check(L, arg, out);
+    int found = present;
+    found += options_check(L, arg, out);
+    no_unknown_keys(L, arg, found, mount_keys, "mount");
 }
 
 void largs_id_check(lua_State *L, int arg, scsictl_id *out)
