@@ -463,6 +463,40 @@ static void cycle_teardown(void *ctx)
     free(x);
 }
 
+/* B1 with a durable state file: every change is an fsync'd atomic rewrite
+ * of the snapshot. The file lives in a fresh directory under the current
+ * directory (the build tree), i.e. on a real disk, not a tmpfs. */
+typedef struct state_ctx {
+    cycle_ctx base;
+    char dir[64];
+    char path[96];
+} state_ctx;
+
+static void *state_setup(const void *param, const scsictl_allocator *a)
+{
+    (void)param;
+    state_ctx *x = calloc(1, sizeof *x);
+    if (!x)
+        die("out of memory");
+    snprintf(x->dir, sizeof x->dir, "bench-state.XXXXXX");
+    if (!mkdtemp(x->dir))
+        die("mkdtemp: %s", strerror(errno));
+    snprintf(x->path, sizeof x->path, "%s/state", x->dir);
+    x->base.ctl = new_ctl(1, 64, a);
+    scsictl_error err;
+    check(scsictl_set_state_file(x->base.ctl, x->path, &err), &err, "state file");
+    return x;
+}
+
+static void state_teardown(void *ctx)
+{
+    state_ctx *x = ctx;
+    scsictl_free(x->base.ctl);
+    unlink(x->path);
+    rmdir(x->dir);
+    free(x);
+}
+
 static const scsictl_disk_config cycle_disk = { .host_path = "/bench/cycle/disk.vhdx" };
 static const scsictl_mount_config cycle_mount = { 0 };
 
@@ -1282,6 +1316,20 @@ int main(int argc, char **argv)
             snprintf(r.note, sizeof r.note, "reserve %.0f + map %.0f + unmap %.0f", ph[0],
                      ph[1], ph[2]);
             got.b3[i] = r.med;
+            emit(&r);
+        }
+    }
+
+    /* B1 with a state file: the cost of durability per cycle */
+    {
+        bench_case c = { "B1_state_file", state_setup, cycle_run, state_teardown, 1 };
+        result r = { .ref = -1 };
+        set_label(&r, "1x64 empty");
+        snprintf(r.params, sizeof r.params,
+                 "{\"controllers\":1,\"luns\":64,\"occupied\":0,\"state_file\":true}");
+        if (selected(c.name, r.label)) {
+            run_case(&c, NULL, &r);
+            snprintf(r.note, sizeof r.note, "fsync'd snapshot rewrite after each change");
             emit(&r);
         }
     }

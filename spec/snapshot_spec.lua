@@ -598,6 +598,34 @@ describe("snapshots", function()
         assert.is_true(vm:is_empty())
       end)
 
+      it(guest .. ": after a crash in the hot-add, re-mapping re-issues it and the teardown leaks nothing", function()
+        local ctl, vm, image = agent(guest, "add_scsi_disk")
+        local id = assert(ctl:reserve{ host_path = "/img/a" })
+        local co = coroutine.create(function() return ctl:map_to_guest(id) end)
+        assert(coroutine.resume(co))
+        local ctl2 = reopen(image(), vm, guest)
+        assert(ctl2:map_to_guest(id))
+        assert.are.equal(1, #vm:events(function(e) return e.already end))
+        assert.is_true(ctl2:unmap_from_guest(id))
+        assert.is_true(vm:is_empty())
+      end)
+
+      it(guest .. ": after a crash in the hot-add, releasing without re-mapping leaks nothing (SPEC §1)", function()
+        local ctl, vm, image = agent(guest, "add_scsi_disk")
+        local id = assert(ctl:reserve{ host_path = "/img/a" })
+        local co = coroutine.create(function() return ctl:map_to_guest(id) end)
+        assert(coroutine.resume(co))
+        local ctl2 = reopen(image(), vm, guest)
+        local ok, msg
+        for _ = 1, 3 do
+          ok, msg = ctl2:unmap_from_guest(id)
+          if ok then break end
+        end
+        assert(ok, msg)
+        assert.is_true(vm:is_empty())
+        assert.are.equal(0, ctl2:stats().used)
+      end)
+
       it(guest .. ": after a crash in the mount, re-mapping re-issues it and the teardown leaks nothing", function()
         local ctl, vm, image = agent(guest, "add_mapped_virtual_disk")
         local id = assert(ctl:reserve{ host_path = "/img/a" })

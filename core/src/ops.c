@@ -92,6 +92,11 @@ static int issue(scsictl *ctl, scsictl_op *op, reservation *r, scsictl_step_kind
     d->step_kind = (uint8_t)kind;
     d->step_mount = (mount *)m;
     ctl->inflight++;
+    /* An add or mount may take effect even if we crash before it returns:
+     * the state file must say so before the callback runs. */
+    if (kind == SCSICTL_STEP_ADD_SCSI_DISK || kind == SCSICTL_STEP_LINUX_MOUNT ||
+        kind == SCSICTL_STEP_WINDOWS_MOUNT || kind == SCSICTL_STEP_WINDOWS_MOUNT_SCRATCH)
+        ctl->dirty = true;
     return SCSICTL_STEP;
 }
 
