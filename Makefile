@@ -5,13 +5,14 @@
 #   make sanitize  the same tests built with AddressSanitizer + UBSan
 #   make tsan      the C thread test under ThreadSanitizer
 #   make bench     benchmarks (see bench/)
+#   make guest     build the Linux test guest (kernel + initramfs) into $(BUILD)/guest
 #   make fuzz      libFuzzer on the core's operations and on snapshot import
 #                  (clang; FUZZ_SECONDS each, default 600)
 BUILD ?= build
 JOBS ?= $(shell nproc 2>/dev/null || echo 2)
 LUA_ENV = LUA_PATH='$(CURDIR)/lua/?.lua;$(CURDIR)/lua/?/init.lua;;' LUA_CPATH='$(CURDIR)/$(BUILD)/lua/?.so;;'
 
-.PHONY: all deps build test demo repl sanitize tsan bench fuzz clean
+.PHONY: all deps build test demo repl sanitize tsan bench fuzz clean guest
 FUZZ_SECONDS ?= 600
 
 all: build
@@ -46,6 +47,9 @@ tsan: deps
 
 bench: build
 	cmake --build $(BUILD) --target bench-run
+
+guest: deps
+	bash scripts/build-guest.sh $(BUILD)/guest
 
 fuzz:
 	@sh scripts/deps.sh clang libclang-rt-14-dev

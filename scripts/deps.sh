@@ -4,8 +4,10 @@
 # As root it runs apt-get itself; otherwise it says what to install.
 set -eu
 
-# The last four are for the QEMU backend (scsictl.qemu) and its specs.
-packages="cmake gcc make pkg-config lua5.4 liblua5.4-dev uuid-dev lua-busted luarocks lua-check valgrind qemu-system-x86 qemu-utils lua-socket lua-cjson $*"
+# qemu-system-x86 .. lua-cjson are for the QEMU backends and their specs;
+# e2fsprogs makes the Linux-guest spec's images (scripts/build-guest.sh
+# fetches the guest's own packages with apt-get download, installing nothing).
+packages="cmake gcc make pkg-config lua5.4 liblua5.4-dev uuid-dev lua-busted luarocks lua-check valgrind qemu-system-x86 qemu-utils lua-socket lua-cjson e2fsprogs $*"
 
 missing=""
 for p in $packages; do

@@ -641,4 +641,10 @@ VM.__tostring = function(self)
     self.accel, self._stopped and ", stopped" or "")
 end
 
+-- The Linux guest backend over the QEMU guest agent lives in
+-- scsictl.qemu_guest; it is reachable from here too.
+function qemu.linux_guest(opts)
+  return require("scsictl.qemu_guest").linux_guest(opts)
+end
+
 return qemu

@@ -1,0 +1,1066 @@
+--[==[
+scsictl.qemu_guest — a real Linux guest for scsictl: a guest backend that
+mounts, unmounts and ejects SCSI disks inside a running Linux guest through
+the QEMU guest agent (qemu-ga), and a launcher that boots a small Linux guest
+(built by scripts/build-guest.sh) under QEMU with scsictl.qemu's layout.
+
+  local scsictl = require("scsictl")
+  local qemu_guest = require("scsictl.qemu_guest")
+  local vm <close>, guest = assert(qemu_guest.launch{ controllers = 2 })
+  local ctl = scsictl.new{ controllers = 2, vm = vm:vm_backend(), linux_guest = guest }
+
+or, with your own VM and guest:
+
+  local vm = require("scsictl.qemu").vm_backend{ qmp = "/run/myvm/qmp.sock" }
+  local guest = qemu_guest.linux_guest{
+    agent = "/run/myvm/qga.sock",       -- qemu-ga's chardev socket on the host
+    qmp = vm,                           -- the VM backend (qemu.vm_backend): its QMP
+  }                                     -- connection finds each controller's PCI address
+
+Needs Debian's lua-socket and lua-cjson, like scsictl.qemu.
+
+WHAT THE GUEST NEEDS
+  qemu-ga on a virtio-serial port named org.qemu.guest_agent.0 with
+  guest-exec and guest-exec-status allowed (the default); /bin/sh with
+  readlink, awk, mount, umount, mkdir, rmdir, mknod, sleep (busybox has them
+  all); sysfs on /sys and /dev populated (devtmpfs; missing nodes are made
+  with mknod); the virtio_scsi, sd_mod and file system modules loaded; for
+  ensure_filesystem, mkfs.<type> (e2fsprogs' mke2fs for ext2/3/4) and
+  util-linux's blkid (without blkid, ext2/3/4 are detected by their magic).
+
+qemu_guest.linux_guest(opts) -> backend
+  opts.agent     a client from qemu_guest.agent_connect, or the path of the
+                 agent's UNIX socket (connected on first use, reconnected on
+                 the next call after the connection broke)        (required)
+  opts.pci       controller -> PCI address ("0000:00:04.0"): a table indexed
+                 by controller number or a function(controller). Default:
+                 asked from QEMU with query-pci (opts.qmp), the device whose
+                 qdev id is opts.controller_id:format(controller).
+  opts.qmp       a scsictl.qmp client, a scsictl.qemu VM backend (its
+                 connection is shared: QEMU serves one QMP client at a time),
+                 a QMP socket path (a connection of its own), or a function
+                 returning a client (only needed without opts.pci)
+  opts.controller_id  format of the controllers' qdev ids (default "scsi%d")
+  opts.timeout   seconds each callback may take in all, including the waits
+                 inside the guest (default 30)
+
+  SPEC §4 callbacks (failures return nil, message; the message carries the
+  guest command's stderr):
+  backend:add_mapped_virtual_disk(settings)
+      Finds SCSI host H in the guest whose sysfs path holds the controller's
+      PCI address, waits (bounded) for /sys/bus/scsi/devices/H:0:0:<lun>/block/sdX
+      (asking the host to scan that lun if the hot-plug event is slow),
+      takes /dev/sdX or, for partition N > 0, /dev/sdXN (waits for it; made
+      with mknod if /dev lacks it). ensure_filesystem: if blkid finds no
+      file system of type `filesystem` (default ext4), runs mkfs.<type>.
+      Then `mount [-t filesystem] [-o ro,options...] node mount_path` after
+      mkdir -p. block_dev: bind-mounts the device node onto a file at
+      mount_path instead (when read_only: a read-only bind, and the block
+      device made read-only with blockdev --setro, undone at unmount, as a
+      read-only mount does not stop writes through a device node). encrypted: fails,
+      not supported. The same device already mounted there is success
+      (re-issued step); something else mounted there is a failure. A failed
+      mount removes the directory it created.
+  backend:remove_mapped_virtual_disk(settings)
+      umount mount_path if mounted, then removes the directory (or the
+      block_dev file). Nothing there is success.
+  backend:remove_scsi_device(device)
+      Refuses while the disk or one of its partitions is mounted; else
+      `echo 1 > /sys/bus/scsi/devices/H:0:0:L/delete` and waits until the
+      device is gone. Already gone is success.
+
+  backend:sh(script [, timeout]) -> stdout | nil, msg
+      Runs /bin/sh -c script in the guest; a non-zero exit is a failure
+      whose message holds the exit status and stderr.
+  backend:exec(path, args [, timeout]) -> { exitcode, signal, out, err } | nil, msg
+  backend:device(controller, lun [, partition]) -> "/dev/sdX" | nil, msg
+      the guest's node for a slot (no waiting)
+  backend:pci_address(controller) -> address | nil, msg
+  backend:agent() -> the agent client | nil, msg
+  backend:close()
+
+qemu_guest.agent_connect(path [, opts]) -> agent | nil, msg
+  opts.timeout  default timeout of each wait (default 10)
+  agent:sync([timeout]) -> true | nil, msg
+      guest-sync-delimited with a random id (a raw 0xFF first, to flush the
+      agent's parser), retried every opts.retry (0.5 s) until the agent
+      answers or the timeout passes; output before the answer is dropped.
+  agent:execute(command [, arguments [, timeout]]) -> result | nil, msg, class
+  agent:exec(path, args [, timeout]) -> { exitcode, signal, out, err } | nil, msg
+      guest-exec with capture-output, then guest-exec-status polling.
+  agent:close()
+
+qemu_guest.launch(opts) -> vm, backend | nil, msg
+  Boots a Linux guest: scsictl.qemu.launch (controllers scsi0.. at fixed
+  PCI addresses, QMP) plus -kernel/-initrd/-append, -no-reboot, the serial
+  console in a log file, and qemu-ga's chardev socket with a virtio-serial
+  port org.qemu.guest_agent.0, in a private temporary directory; then `cont`
+  and a wait (bounded) until the agent answers guest-sync-delimited.
+  opts: controllers (required), kernel, initrd (default: the image built by
+        scripts/build-guest.sh into guest_dir, built if missing unless
+        build = false; the uncompressed vmlinux is preferred), guest_dir
+        (default $SCSICTL_GUEST_DIR or <repository>/build/guest), append
+        ("console=ttyS0 quiet panic=-1"), memory ("256M"), accel ("auto" |
+        "kvm" | "tcg", default $SCSICTL_QEMU_ACCEL or "tcg"; "auto" boots
+        under KVM when /dev/kvm opens and falls back to TCG when that boot
+        does not reach the agent within kvm_timeout (default 10 s): /dev/kvm
+        can exist and still fail to boot a guest; a failed KVM boot is not
+        tried again by the same process), boot_timeout (seconds until the
+        agent answers, default 60), timeout
+        (the guest backend's, default 30), qemu_timeout (QMP, default 10),
+        args (more QEMU arguments), binary, machine, tmpdir.
+  The vm is scsictl.qemu's vm (pid, socket, accel, pci_address, qmp,
+  vm_backend, alive, kill, wait, log) plus:
+  vm.boot_seconds      launch to agent answer, seconds
+  vm.kvm_failure       why a KVM attempt was given up (nil if none)
+  vm.agent_socket, vm.guest_dir (the kernel's directory)
+  vm:console() -> the guest's serial console output so far
+  vm:guest() -> the backend
+  vm:stop()  stops QEMU (scsictl.qemu's stop: quit, TERM, KILL) and removes
+             the temporary directory; idempotent; also <close> and __gc.
+
+qemu_guest.image([opts]) -> { kernel, vmlinux, initrd, dir, kver } | nil, msg
+  The guest image in opts.guest_dir, built with scripts/build-guest.sh when
+  missing (unless opts.build == false).
+]==]
+
+local okj, cjson = pcall(require, "cjson")
+local oks, socket = pcall(require, "socket")
+local oku, unix = pcall(require, "socket.unix")
+if not (okj and oks and oku) then
+  local missing = {}
+  if not (oks and oku) then missing[#missing + 1] = "lua-socket" end
+  if not okj then missing[#missing + 1] = "lua-cjson" end
+  error(("scsictl.qemu_guest needs the Debian package%s %s: apt-get install %s")
+    :format(#missing > 1 and "s" or "", table.concat(missing, " and "),
+      table.concat(missing, " ")), 0)
+end
+local qemu = require("scsictl.qemu")
+local qmp = require("scsictl.qmp")
+
+local M = {}
+M.AGENT_PORT = "org.qemu.guest_agent.0"
+M.DEFAULT_TIMEOUT = 30
+M.DEFAULT_APPEND = "console=ttyS0 quiet panic=-1"
+M.IMAGE_FORMAT = "1"        -- scripts/build-guest.sh's FORMAT
+
+local now = socket.gettime
+
+local function shquote(s)
+  return "'" .. tostring(s):gsub("'", "'\\''") .. "'"
+end
+
+local function is_uint(v) return math.type(v) == "integer" and v >= 0 end
+
+---------------------------------------------------------------------------
+-- Base64 (guest-exec's out-data / err-data).
+
+local B64 = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/"
+local B64DEC = {}
+for i = 1, 64 do B64DEC[B64:byte(i)] = i - 1 end
+
+local function b64decode(s)
+  if type(s) ~= "string" then return "" end
+  s = s:gsub("[^%w%+/]", "")
+  local out, n = {}, 0
+  for i = 1, #s, 4 do
+    local a, b, c, d = s:byte(i, i + 3)
+    a, b = B64DEC[a] or 0, B64DEC[b] or 0
+    local v = (a << 18) | (b << 12) | ((c and B64DEC[c] or 0) << 6) | (d and B64DEC[d] or 0)
+    n = n + 1
+    if d then
+      out[n] = string.char(v >> 16, (v >> 8) & 255, v & 255)
+    elseif c then
+      out[n] = string.char(v >> 16, (v >> 8) & 255)
+    else
+      out[n] = string.char(v >> 16)
+    end
+  end
+  return table.concat(out)
+end
+M.b64decode = b64decode
+
+---------------------------------------------------------------------------
+-- The guest agent client.
+
+local Agent = {}
+Agent.__index = Agent
+Agent.__name = "scsictl.qemu_guest.agent"
+
+local seeded = false
+local function random_id()
+  if not seeded then
+    local f = io.open("/dev/urandom", "rb")
+    local s = f and f:read(4) or ""
+    if f then f:close() end
+    local seed = #s == 4 and string.unpack("<I4", s) or math.floor(now() * 1e6)
+    math.randomseed(seed, math.floor(now() * 1e6))
+    seeded = true
+  end
+  return math.random(1, 0x7fffffff)
+end
+
+function Agent:_broken(msg)
+  if not self._closed then
+    self._closed = msg
+    if self._sock then self._sock:close() end
+    self._sock = nil
+  end
+  return nil, msg, "Closed"
+end
+
+-- One line before `deadline` (the line terminator removed).
+function Agent:_read_line(deadline)
+  if self._closed then return nil, "agent connection closed: " .. self._closed, "Closed" end
+  while true do
+    local left = deadline - now()
+    if left < 0 then left = 0 end
+    self._sock:settimeout(left)
+    local line, err, partial = self._sock:receive("*l", self._partial)
+    if line then
+      self._partial = nil
+      if line:find("%S") then return line end
+    elseif err == "timeout" then
+      self._partial = partial ~= "" and partial or nil
+      return nil, "timed out", "Timeout"
+    else
+      return self:_broken("agent connection closed (" .. tostring(err) .. ")")
+    end
+  end
+end
+
+-- Sends data before `deadline`. The agent side stops reading while no agent
+-- has the port open, so a send can block: if nothing was written by the
+-- deadline, that is a timeout; half a request breaks the stream.
+function Agent:_send(data, deadline)
+  if self._closed then return nil, "agent connection closed: " .. self._closed, "Closed" end
+  local sent = 0
+  deadline = deadline or now() + self.timeout
+  while sent < #data do
+    local left = deadline - now()
+    if left <= 0 then
+      if sent == 0 then return nil, "the guest agent is not reading (send timed out)", "Timeout" end
+      return self:_broken("agent connection closed (send timed out)")
+    end
+    self._sock:settimeout(left)
+    local last, err, partial = self._sock:send(data, sent + 1)
+    if last then
+      sent = last
+    elseif err == "timeout" then
+      sent = partial or sent
+    else
+      return self:_broken("agent connection closed (" .. tostring(err) .. ")")
+    end
+  end
+  return true
+end
+
+local function integers(v)
+  if type(v) == "table" then
+    for k, x in pairs(v) do
+      if type(x) == "number" or type(x) == "table" then v[k] = integers(x) end
+    end
+    return v
+  end
+  if math.type(v) == "float" then return math.tointeger(v) or v end
+  return v
+end
+
+local function decode(line)
+  local ok, obj = pcall(cjson.decode, line)
+  if ok and type(obj) == "table" then return integers(obj) end
+end
+
+function Agent:sync(timeout)
+  timeout = timeout or self.timeout
+  local deadline = now() + timeout
+  local last = "no answer"
+  while true do
+    local id = random_id()
+    local ok, msg, class = self:_send("\255" .. cjson.encode({
+      execute = "guest-sync-delimited", arguments = { id = id } }) .. "\n", deadline)
+    if not ok and class ~= "Timeout" then return nil, "guest-sync-delimited: " .. msg, class end
+    if not ok then last = msg end
+    local attempt = math.min(deadline, now() + self.retry)
+    while true do
+      local line, err, rclass = self:_read_line(attempt)
+      if not line then
+        if rclass ~= "Timeout" then return nil, "guest-sync-delimited: " .. err, rclass end
+        break
+      end
+      -- The answer follows a 0xFF byte; anything before it is stale.
+      local at = line:find("\255[^\255]*$")
+      if at then
+        local obj = decode(line:sub(at + 1))
+        if obj and obj["return"] == id then
+          self._synced = true
+          return true
+        end
+        if obj and obj.error then
+          last = tostring(type(obj.error) == "table" and obj.error.desc or obj.error)
+        end
+      end
+    end
+    if now() >= deadline then
+      return nil, ("guest-sync-delimited: the guest agent did not answer within %gs (%s)")
+        :format(timeout, last), "Timeout"
+    end
+  end
+end
+
+function Agent:execute(command, arguments, timeout)
+  timeout = timeout or self.timeout
+  local deadline = now() + timeout
+  if not self._synced then
+    local ok, msg, class = self:sync(timeout)
+    if not ok then return nil, msg, class end
+  end
+  self._next = self._next + 1
+  local id = "scsictl-" .. self._next
+  local req = { execute = command, id = id }
+  if arguments and next(arguments) ~= nil then req.arguments = arguments end
+  local ok, msg, class = self:_send(cjson.encode(req) .. "\n", deadline)
+  if not ok then return nil, command .. ": " .. msg, class end
+  while true do
+    local line
+    line, msg, class = self:_read_line(deadline)
+    if not line then
+      if class == "Timeout" then
+        self._synced = false   -- a late reply may come: resync before the next command
+        return nil, ("%s: no reply from the guest agent within %gs"):format(command, timeout), "Timeout"
+      end
+      return nil, command .. ": " .. msg, class
+    end
+    local obj = decode(line:gsub("^[^{]*", ""))
+    if obj and obj.id == id then
+      if obj["return"] ~= nil then return obj["return"] end
+      local e = type(obj.error) == "table" and obj.error or {}
+      local cls = type(e.class) == "string" and e.class or "GenericError"
+      return nil, ("%s: %s: %s"):format(command, cls, tostring(e.desc or "(no description)")), cls
+    end
+    -- anything else: a late reply to a command that timed out earlier
+  end
+end
+
+function Agent:exec(path, args, timeout)
+  timeout = timeout or self.timeout
+  local deadline = now() + timeout
+  local spec = { path = path, ["capture-output"] = true }
+  if args and #args > 0 then spec.arg = args end
+  local r, msg, class = self:execute("guest-exec", spec, timeout)
+  if not r then return nil, msg, class end
+  local pid = r.pid
+  local delay = 0.002
+  while true do
+    local left = deadline - now()
+    if left <= 0 then
+      return nil, ("guest-exec %s: still running in the guest after %gs (pid %s)")
+        :format(path, timeout, tostring(pid)), "Timeout"
+    end
+    local st
+    st, msg, class = self:execute("guest-exec-status", { pid = pid }, left)
+    if not st then return nil, msg, class end
+    if st.exited then
+      return { exitcode = st.exitcode, signal = st.signal,
+               out = b64decode(st["out-data"]), err = b64decode(st["err-data"]) }
+    end
+    socket.sleep(math.min(delay, math.max(deadline - now(), 0)))
+    delay = math.min(delay * 2, 0.05)
+  end
+end
+
+function Agent:is_closed() return self._closed ~= nil, self._closed end
+
+function Agent:close()
+  if self._sock then self._sock:close() end
+  self._sock = nil
+  self._closed = self._closed or "closed by the client"
+  return true
+end
+
+Agent.__gc = Agent.close
+Agent.__close = Agent.close
+Agent.__tostring = function(self)
+  return ("scsictl.qemu_guest.agent(%s%s)"):format(self.path, self._closed and ", closed" or "")
+end
+
+function M.agent_connect(path, opts)
+  if type(path) ~= "string" or path == "" then
+    error("agent_connect: path must be a non-empty string", 2)
+  end
+  opts = opts or {}
+  local timeout = opts.timeout or 10
+  if type(timeout) ~= "number" or timeout <= 0 then
+    error("agent_connect: timeout must be a positive number", 2)
+  end
+  local sock, err = unix.stream()
+  if not sock then return nil, ("agent connect to %s: %s"):format(path, tostring(err)), "Closed" end
+  sock:settimeout(timeout)
+  local ok
+  ok, err = sock:connect(path)
+  if not ok then
+    sock:close()
+    return nil, ("agent connect to %s: %s"):format(path, tostring(err)), "Closed"
+  end
+  return setmetatable({ path = path, timeout = timeout, retry = opts.retry or 0.5,
+    _sock = sock, _next = 0 }, Agent)
+end
+
+---------------------------------------------------------------------------
+-- Guest-side shell snippets.
+
+-- Shared functions: find_host <pci> prints the SCSI host number whose sysfs
+-- path holds that PCI address; wait_until <centiseconds> <command...>; mounted_at <mp>
+-- prints "maj:min root fstype" of the top mount at an (escaped) path.
+local PRELUDE = [[
+fail() { echo "$*" >&2; exit 1; }
+find_host() {
+  for h in /sys/class/scsi_host/host*; do
+    [ -e "$h" ] || continue
+    case "$(readlink -f "$h")" in
+    */"$1"/*) echo "${h##*/host}"; return 0 ;;
+    esac
+  done
+  return 1
+}
+# Centiseconds since boot; deadlines for the waits below.
+cs() { read -r u _ < /proc/uptime; echo $(( ${u%%.*} * 100 + 1${u#*.} - 100 )); }
+# wait_until <centiseconds> <command...>: polls the command until it succeeds.
+wait_until() {
+  _end=$(( $(cs) + $1 )); shift
+  until "$@"; do
+    [ "$(cs)" -ge "$_end" ] && return 1
+    sleep "$step"
+  done
+}
+mounted_at() {
+  awk -v mp="$1" '$5 == mp { r = ""; for (i = 7; i <= NF; i++) if ($i == "-") { r = $(i + 1); break }
+    line = $3 " " $4 " " r } END { if (line != "") print line }' /proc/self/mountinfo
+}
+]]
+
+local STEP = "0.02"          -- seconds between polls inside the guest
+
+-- Mount path as /proc/self/mountinfo writes it.
+local function mountinfo_escape(p)
+  return (p:gsub("[ \t\n\\]", function(c) return ("\\%03o"):format(c:byte()) end))
+end
+
+local function mount_script(s, pci, wait)
+  local ft = s.filesystem
+  local opts = {}
+  if s.read_only then opts[#opts + 1] = "ro" end
+  for _, o in ipairs(s.options) do opts[#opts + 1] = o end
+  local v = {
+    "pci=" .. shquote(pci), "lun=" .. s.lun, "part=" .. s.partition,
+    "mp=" .. shquote(s.mount_path), "mpe=" .. shquote(mountinfo_escape(s.mount_path)),
+    "fstype=" .. shquote(ft), "opts=" .. shquote(table.concat(opts, ",")),
+    "ro=" .. (s.read_only and 1 or 0), "ensure=" .. (s.ensure_filesystem and 1 or 0),
+    "blockdev=" .. (s.block_dev and 1 or 0), "wait=" .. wait, "pwait=" .. math.min(wait, 300),
+    "step=" .. STEP,
+  }
+  return table.concat(v, "\n") .. "\n" .. PRELUDE .. [[
+host=$(find_host "$pci") || fail "no SCSI host in the guest for the controller at PCI $pci"
+sd=/sys/bus/scsi/devices/$host:0:0:$lun
+disk() {
+  blk=
+  for b in "$sd"/block/*; do [ -e "$b" ] && blk=${b##*/}; done
+  [ -n "$blk" ]
+}
+# The hot-plug event normally makes the kernel scan; ask for that lun if slow.
+if ! wait_until 50 disk; then
+  echo "0 0 $lun" > "/sys/class/scsi_host/host$host/scan" 2>/dev/null
+  wait_until "$wait" disk || fail "no disk appeared at $host:0:0:$lun (controller at PCI $pci, lun $lun)"
+fi
+name=$blk
+[ "$part" -gt 0 ] && name=$blk$part
+# Partitions are scanned as the disk is added: a short wait.
+wait_until "$pwait" test -f "/sys/class/block/$name/dev" || fail "/dev/$blk has no partition $part"
+majmin=$(cat "/sys/class/block/$name/dev")
+node=/dev/$name
+if ! wait_until 50 test -b "$node"; then
+  mknod "$node" b "${majmin%:*}" "${majmin#*:}" || fail "cannot create $node"
+fi
+cur=$(mounted_at "$mpe")
+if [ -n "$cur" ]; then
+  set -- $cur
+  if [ "$blockdev" = 1 ]; then
+    [ "$2" = "/$name" ] && exit 0
+  else
+    [ "$1" = "$majmin" ] && exit 0
+  fi
+  fail "$mp already has something else mounted on it ($cur)"
+fi
+if [ "$blockdev" = 1 ]; then
+  mkdir -p "${mp%/*}" || exit 1
+  [ -d "$mp" ] && { rmdir "$mp" || exit 1; }
+  [ -e "$mp" ] || : > "$mp" || exit 1
+  if ! mount --bind "$node" "$mp"; then rm -f "$mp"; exit 1; fi
+  # A read-only mount does not stop writes through a device node: the
+  # block device itself is made read-only too (undone at unmount).
+  if [ "$ro" = 1 ] && ! { mount -o remount,bind,ro "$mp" && blockdev --setro "$node"; }; then
+    umount "$mp"; rm -f "$mp"; exit 1
+  fi
+  exit 0
+fi
+if [ "$ensure" = 1 ]; then
+  want=${fstype:-ext4}
+  have=
+  if command -v blkid >/dev/null 2>&1; then
+    have=$(blkid -p -s TYPE -o value "$node" 2>/dev/null)
+  elif [ "$(dd if="$node" bs=1 skip=1080 count=2 2>/dev/null | od -An -tx1 | tr -d ' \n')" = 53ef ]; then
+    have=ext4
+    case $want in ext2|ext3) have=$want ;; esac
+  fi
+  if [ "$have" != "$want" ]; then
+    command -v "mkfs.$want" >/dev/null 2>&1 || fail "ensure_filesystem: the guest has no mkfs.$want"
+    mkfs."$want" -F -q "$node" >/dev/null || fail "ensure_filesystem: mkfs.$want $node failed"
+  fi
+  fstype=$want
+fi
+made=0
+if [ ! -d "$mp" ]; then mkdir -p "$mp" || exit 1; made=1; fi
+set -- mount
+[ -n "$fstype" ] && set -- "$@" -t "$fstype"
+[ -n "$opts" ] && set -- "$@" -o "$opts"
+if ! "$@" "$node" "$mp"; then
+  [ "$made" = 1 ] && rmdir "$mp" 2>/dev/null
+  exit 1
+fi
+]]
+end
+
+local function unmount_script(s)
+  return table.concat({ "mp=" .. shquote(s.mount_path),
+    "mpe=" .. shquote(mountinfo_escape(s.mount_path)),
+    "rodev=" .. ((s.block_dev and s.read_only) and 1 or 0) }, "\n") .. "\n" .. PRELUDE .. [[
+if [ "$rodev" = 1 ]; then
+  cur=$(mounted_at "$mpe")
+  if [ -n "$cur" ]; then
+    set -- $cur
+    [ "$3" = devtmpfs ] && [ -b "/dev$2" ] && blockdev --setrw "/dev$2"
+  fi
+fi
+i=0
+while [ -n "$(mounted_at "$mpe")" ]; do
+  umount "$mp" || exit 1
+  i=$((i + 1))
+  [ $i -ge 8 ] && fail "$mp is still mounted after $i umounts"
+done
+if [ -d "$mp" ]; then
+  rmdir "$mp" || exit 1
+elif [ -e "$mp" ] || [ -L "$mp" ]; then
+  rm -f "$mp" || exit 1
+fi
+exit 0
+]]
+end
+
+local function eject_script(pci, lun, wait)
+  return table.concat({ "pci=" .. shquote(pci), "lun=" .. lun, "wait=" .. wait,
+    "step=" .. STEP }, "\n") .. "\n" .. PRELUDE .. [[
+host=$(find_host "$pci") || exit 0
+sd=/sys/bus/scsi/devices/$host:0:0:$lun
+[ -e "$sd" ] || exit 0
+for b in "$sd"/block/*; do
+  [ -e "$b" ] || continue
+  blk=${b##*/}
+  for d in "$b/dev" "$b"/"$blk"*/dev; do
+    [ -f "$d" ] || continue
+    mm=$(cat "$d")
+    n=${d%/dev}; n=${n##*/}
+    awk -v mm="$mm" -v root="/$n" '$3 == mm || ($4 == root && $0 ~ / - devtmpfs /) { found = $5 }
+      END { if (found != "") { print found; exit 1 } }' /proc/self/mountinfo >/dev/null ||
+      fail "/dev/$n is still mounted"
+  done
+done
+sync
+echo 1 > "$sd/delete" 2>/dev/null || [ ! -e "$sd" ] || fail "cannot delete SCSI device $host:0:0:$lun"
+wait_until "$wait" test ! -e "$sd" || fail "SCSI device $host:0:0:$lun is still there after the delete"
+exit 0
+]]
+end
+
+---------------------------------------------------------------------------
+-- The guest backend.
+
+local Guest = {}
+Guest.__index = Guest
+Guest.__name = "scsictl.qemu_guest.backend"
+
+function M.linux_guest(opts)
+  if type(opts) ~= "table" then error("linux_guest: options must be a table", 2) end
+  local a = opts.agent
+  if type(a) ~= "string" and not (type(a) == "table" and a.exec) then
+    error("linux_guest: agent must be an agent client or a socket path", 2)
+  end
+  local timeout = opts.timeout or M.DEFAULT_TIMEOUT
+  if type(timeout) ~= "number" or timeout <= 0 then
+    error("linux_guest: timeout must be a positive number", 2)
+  end
+  local pci = opts.pci
+  if pci ~= nil and type(pci) ~= "table" and type(pci) ~= "function" then
+    error("linux_guest: pci must be a table or a function", 2)
+  end
+  local q = opts.qmp
+  if q ~= nil and type(q) ~= "string" and type(q) ~= "function"
+      and not (type(q) == "table" and (q.execute or q.client)) then
+    error("linux_guest: qmp must be a QMP client, a scsictl.qemu VM backend, a socket path or a function", 2)
+  end
+  if pci == nil and q == nil then
+    error("linux_guest: needs pci (controller -> PCI address) or qmp (to ask QEMU)", 2)
+  end
+  local cid = opts.controller_id or "scsi%d"
+  if type(cid) ~= "string" then error("linux_guest: controller_id must be a format string", 2) end
+  return setmetatable({
+    _agent = type(a) ~= "string" and a or nil, _path = type(a) == "string" and a or nil,
+    _own = type(a) == "string", timeout = timeout, _pci = pci, _qmp = q,
+    controller_id = cid, _pci_cache = {},
+  }, Guest)
+end
+
+function Guest:agent()
+  local a = self._agent
+  if a and not a:is_closed() then return a end
+  if not self._path then
+    return nil, "guest agent connection closed: " .. tostring(a and a._closed)
+  end
+  local msg
+  a, msg = M.agent_connect(self._path, { timeout = self.timeout })
+  if not a then return nil, msg end
+  self._agent = a
+  return a
+end
+
+function Guest:close()
+  if self._own and self._agent then self._agent:close() end
+  return true
+end
+
+local function find_pci(devices, id)
+  for _, d in ipairs(devices or {}) do
+    if d.qdev_id == id then
+      return ("0000:%02x:%02x.%x"):format(d.bus or 0, d.slot or 0, d["function"] or 0)
+    end
+    local br = type(d.pci_bridge) == "table" and d.pci_bridge.bus or nil
+    if type(br) == "table" then
+      local r = find_pci(d.pci_bridge.devices, id)
+      if r then return r end
+    end
+  end
+end
+
+function Guest:pci_address(controller)
+  local p = self._pci
+  if type(p) == "table" and p[controller] then return p[controller] end
+  if type(p) == "function" then
+    local ok, r, msg = pcall(p, controller)
+    if not ok then return nil, tostring(r) end
+    if r then return r end
+    return nil, msg or ("no PCI address for controller %d"):format(controller)
+  end
+  local cached = self._pci_cache[controller]
+  if cached then return cached end
+  local q = self._qmp
+  if q == nil then return nil, ("no PCI address for controller %d"):format(controller) end
+  if type(q) == "function" then q = q() end
+  if type(q) == "table" and not q.execute and q.client then
+    local c, msg = q:client()            -- a scsictl.qemu VM backend: share its connection
+    if not c then return nil, msg end
+    q = c
+  end
+  if type(q) == "string" then
+    local c, msg = qmp.connect(q, { timeout = 10 })
+    if not c then return nil, msg end
+    self._qmp = c
+    q = c
+  end
+  local buses, msg = q:execute("query-pci")
+  if not buses then return nil, msg end
+  local id = self.controller_id:format(controller)
+  for _, b in ipairs(buses) do
+    local r = find_pci(b.devices, id)
+    if r then
+      self._pci_cache[controller] = r
+      return r
+    end
+  end
+  return nil, ("QEMU has no PCI device '%s' (controller %d)"):format(id, controller)
+end
+
+function Guest:exec(path, args, timeout)
+  local a, msg = self:agent()
+  if not a then return nil, msg end
+  return a:exec(path, args, timeout or self.timeout)
+end
+
+local function trim(s) return (s:gsub("%s+$", "")) end
+
+function Guest:sh(script, timeout)
+  local r, msg = self:exec("/bin/sh", { "-c", script }, timeout)
+  if not r then return nil, msg end
+  if r.exitcode ~= 0 or r.signal then
+    local err = trim(r.err)
+    if err == "" then err = trim(r.out) end
+    return nil, ("%s%s"):format(r.signal and ("killed by signal " .. r.signal)
+      or ("exit status " .. tostring(r.exitcode)), err ~= "" and (": " .. err) or "")
+  end
+  return r.out
+end
+
+-- Centiseconds the guest-side waits may take: most of the callback timeout,
+-- so that the guest reports what it waited for before the host gives up.
+function Guest:_wait()
+  return math.max(1, math.floor(self.timeout * 70))
+end
+
+function Guest:device(controller, lun, partition)
+  local pci, msg = self:pci_address(controller)
+  if not pci then return nil, msg end
+  local out
+  out, msg = self:sh(table.concat({ "pci=" .. shquote(pci), "lun=" .. lun,
+    "part=" .. (partition or 0) }, "\n") .. "\n" .. PRELUDE .. [[
+host=$(find_host "$pci") || fail "no SCSI host for PCI $pci"
+for b in /sys/bus/scsi/devices/$host:0:0:$lun/block/*; do
+  [ -e "$b" ] || continue
+  if [ "$part" -gt 0 ]; then echo "/dev/${b##*/}$part"; else echo "/dev/${b##*/}"; fi
+  exit 0
+done
+fail "no disk at $host:0:0:$lun"
+]])
+  if not out then return nil, msg end
+  return trim(out)
+end
+
+local function check_settings(s)
+  if type(s) ~= "table" then return nil, "settings must be a table" end
+  if type(s.mount_path) ~= "string" or s.mount_path:sub(1, 1) ~= "/" or s.mount_path == "/" then
+    return nil, "settings.mount_path must be an absolute path below /"
+  end
+  if not is_uint(s.controller) or not is_uint(s.lun) or not is_uint(s.partition or 0) then
+    return nil, "settings.controller, lun and partition must be integers >= 0"
+  end
+  if s.filesystem ~= nil and (type(s.filesystem) ~= "string" or not s.filesystem:match("^[%w_.-]*$")) then
+    return nil, "settings.filesystem must be a file system type name"
+  end
+  for _, o in ipairs(s.options or {}) do
+    if type(o) ~= "string" or o:find("[,%z]") then
+      return nil, "settings.options must be strings without commas"
+    end
+  end
+  return true
+end
+
+local function where(s)
+  return ("controller %d lun %d partition %d at %s"):format(s.controller, s.lun,
+    s.partition or 0, s.mount_path)
+end
+
+function Guest:add_mapped_virtual_disk(settings)
+  local ok, msg = check_settings(settings)
+  if not ok then return nil, "mount: " .. msg end
+  if settings.encrypted then
+    return nil, ("mount %s: encrypted disks are not supported by the scsictl.qemu_guest backend")
+      :format(where(settings))
+  end
+  local pci
+  pci, msg = self:pci_address(settings.controller)
+  if not pci then return nil, "mount: " .. msg end
+  local s = {
+    mount_path = settings.mount_path, controller = settings.controller, lun = settings.lun,
+    partition = settings.partition or 0, read_only = settings.read_only == true,
+    options = settings.options or {}, ensure_filesystem = settings.ensure_filesystem == true,
+    filesystem = settings.filesystem or "", block_dev = settings.block_dev == true,
+  }
+  local out
+  out, msg = self:sh(mount_script(s, pci, self:_wait()))
+  if not out then return nil, ("mount %s: %s"):format(where(s), msg) end
+  return true
+end
+
+function Guest:remove_mapped_virtual_disk(settings)
+  if type(settings) ~= "table" or type(settings.mount_path) ~= "string"
+      or settings.mount_path:sub(1, 1) ~= "/" or settings.mount_path == "/" then
+    return nil, "unmount: settings.mount_path must be an absolute path below /"
+  end
+  local out, msg = self:sh(unmount_script(settings))
+  if not out then return nil, ("unmount %s: %s"):format(settings.mount_path, msg) end
+  return true
+end
+
+function Guest:remove_scsi_device(device)
+  if type(device) ~= "table" or not is_uint(device.controller) or not is_uint(device.lun) then
+    return nil, "eject: device must be { controller, lun } with integers >= 0"
+  end
+  local pci, msg = self:pci_address(device.controller)
+  if not pci then return nil, "eject: " .. msg end
+  local out
+  out, msg = self:sh(eject_script(pci, device.lun, self:_wait()))
+  if not out then
+    return nil, ("eject controller %d lun %d: %s"):format(device.controller, device.lun, msg)
+  end
+  return true
+end
+
+Guest.__tostring = function(self)
+  return ("scsictl.qemu_guest.backend(%s)"):format(self._path
+    or (self._agent and self._agent.path) or "?")
+end
+
+---------------------------------------------------------------------------
+-- The guest image.
+
+local function script_dir()
+  local src = debug.getinfo(1, "S").source
+  local d = src:match("^@(.-)lua/scsictl/[^/]*$")
+  if d == nil then return nil end
+  if d == "" then d = "./" end
+  return d
+end
+
+local function read_env(path)
+  local f = io.open(path, "r")
+  if not f then return nil end
+  local t = {}
+  for line in f:lines() do
+    local k, v = line:match("^(%u+)=\"?(.-)\"?$")
+    if k then t[k] = v end
+  end
+  f:close()
+  return t
+end
+
+local function nopreload_env()
+  local preload = os.getenv("LD_PRELOAD")
+  return preload and preload:find("lib%a*san") and "env -u LD_PRELOAD " or ""
+end
+
+function M.image(opts)
+  opts = opts or {}
+  local root = script_dir()
+  local dir = opts.guest_dir or os.getenv("SCSICTL_GUEST_DIR")
+  if dir == nil or dir == "" then
+    if not root then return nil, "image: no guest_dir given and the repository is unknown" end
+    dir = root .. "build/guest"
+  end
+  local env = read_env(dir .. "/latest/guest.env")
+  if env and env.FORMAT ~= M.IMAGE_FORMAT then env = nil end   -- built by an older script
+  if not env and opts.build ~= false then
+    local script = root and (root .. "scripts/build-guest.sh")
+    if not script or not io.open(script, "r") then
+      return nil, "image: no guest image in " .. dir .. " and scripts/build-guest.sh is not available"
+    end
+    local log = os.tmpname()
+    local ok = os.execute(("%sbash %s %s >%s 2>&1"):format(nopreload_env(), shquote(script),
+      shquote(dir), shquote(log)))
+    local f = io.open(log, "r")
+    local text = f and f:read("a") or ""
+    if f then f:close() end
+    os.remove(log)
+    if ok ~= true then
+      return nil, ("image: scripts/build-guest.sh %s failed: %s"):format(dir, trim(text))
+    end
+    env = read_env(dir .. "/latest/guest.env")
+  end
+  if env and env.FORMAT ~= M.IMAGE_FORMAT then
+    return nil, ("image: the guest in %s has format %s, this module needs %s (run scripts/build-guest.sh)")
+      :format(dir, tostring(env.FORMAT), M.IMAGE_FORMAT)
+  end
+  if not env then return nil, "image: no guest image in " .. dir .. " (run scripts/build-guest.sh)" end
+  return { kernel = env.KERNEL, vmlinux = env.VMLINUX ~= "" and env.VMLINUX or nil,
+           initrd = env.INITRD, kver = env.KVER, dir = dir .. "/latest" }
+end
+
+---------------------------------------------------------------------------
+-- The launcher.
+
+local GuestVM = {}
+GuestVM.__name = "scsictl.qemu_guest.vm"
+local gvm_methods = {}
+
+GuestVM.__index = function(t, k)
+  local m = gvm_methods[k]
+  if m ~= nil then return m end
+  local inner = rawget(t, "_vm")
+  local v = inner[k]
+  if type(v) == "function" then
+    return function(self, ...)
+      if self == t then return v(inner, ...) end
+      return v(self, ...)
+    end
+  end
+  return v
+end
+
+local function read_all(path)
+  local f = io.open(path, "rb")
+  if not f then return "" end
+  local s = f:read("a") or ""
+  f:close()
+  return s
+end
+
+function gvm_methods.console(self)
+  if rawget(self, "_final_console") then return self._final_console end
+  return read_all(self._gdir .. "/console.log")
+end
+
+function gvm_methods.guest(self) return self._guest end
+
+function gvm_methods.stop(self)
+  if rawget(self, "_stopped_g") then return true end
+  self._stopped_g = true
+  if self._guest then self._guest:close() end
+  self._vm:stop()
+  self._final_console = read_all(self._gdir .. "/console.log")
+  for _, f in ipairs({ "qga.sock", "console.log" }) do os.remove(self._gdir .. "/" .. f) end
+  os.remove(self._gdir)
+  return true
+end
+
+GuestVM.__close = function(self) pcall(gvm_methods.stop, self) end
+GuestVM.__gc = function(self) pcall(gvm_methods.stop, self) end
+GuestVM.__tostring = function(self)
+  return ("scsictl.qemu_guest.vm(pid %s, %d controller%s, %s, booted in %.2fs%s)"):format(
+    tostring(self._vm.pid), self._vm.controllers, self._vm.controllers == 1 and "" or "s",
+    tostring(self._vm.accel), self.boot_seconds or -1, rawget(self, "_stopped_g") and ", stopped" or "")
+end
+
+local function tail(s, n)
+  s = trim(s:gsub("\27%[[%d;?]*%a", ""):gsub("\27c", ""):gsub("\r", ""))
+  if #s > n then s = "..." .. s:sub(-n) end
+  return s
+end
+
+local function kvm_usable()
+  local f = io.open("/dev/kvm", "r+")
+  if f then f:close() return true end
+  return false
+end
+
+-- Why a KVM boot failed in this process (KVM is then not tried again).
+local kvm_probe_failure
+
+local function boot(opts, accel, boot_timeout)
+  local parent = opts.tmpdir or os.getenv("TMPDIR") or "/tmp"
+  local p = io.popen("mktemp -d " .. shquote(parent .. "/scsictl-guest.XXXXXX"), "r")
+  local gdir = p and p:read("l")
+  if p then p:close() end
+  if not gdir or gdir == "" then return nil, "launch: cannot create a temporary directory in " .. parent end
+  local agent_sock = gdir .. "/qga.sock"
+  local args = {
+    "-no-reboot",
+    "-kernel", opts.kernel, "-initrd", opts.initrd,
+    "-append", opts.append or M.DEFAULT_APPEND,
+    "-serial", "file:" .. gdir .. "/console.log",
+    "-chardev", "socket,id=scsictl-qga,path=" .. agent_sock .. ",server=on,wait=off",
+    "-device", "virtio-serial-pci,id=scsictl-vser",
+    "-device", "virtserialport,bus=scsictl-vser.0,chardev=scsictl-qga,name=" .. M.AGENT_PORT,
+    -- Entropy: without it mke2fs (libuuid) waits ~4 s for the guest's RNG.
+    "-device", "virtio-rng-pci",
+  }
+  for _, a in ipairs(opts.args or {}) do args[#args + 1] = a end
+  local started = now()
+  local vm, msg = qemu.launch{
+    controllers = opts.controllers, binary = opts.binary, accel = accel,
+    machine = opts.machine, memory = opts.memory or "256M", args = args,
+    timeout = opts.qemu_timeout or 10, tmpdir = opts.tmpdir, pci_base = opts.pci_base,
+  }
+  if not vm then
+    os.remove(gdir .. "/console.log")
+    os.remove(agent_sock)
+    os.remove(gdir)
+    return nil, msg
+  end
+  local self = setmetatable({ _vm = vm, _gdir = gdir, agent_socket = agent_sock,
+    guest_dir = opts.guest_dir_used }, GuestVM)
+  local function fail(why)
+    local console = self:console()
+    local log = vm:log()
+    self:stop()
+    return nil, ("launch: %s%s%s"):format(why,
+      console ~= "" and ("; guest console: " .. tail(console, 1500)) or "; the guest console is empty",
+      log ~= "" and ("; QEMU said: " .. tail(log, 500)) or "")
+  end
+  local ok
+  ok, msg = vm:qmp():execute("cont")
+  if not ok then return fail("cont: " .. msg) end
+  local deadline = started + boot_timeout
+  local agent
+  while true do
+    if not vm:alive() then return fail("QEMU exited while the guest booted") end
+    agent, msg = M.agent_connect(agent_sock, { timeout = opts.timeout or M.DEFAULT_TIMEOUT, retry = 0.25 })
+    if agent then break end
+    if now() > deadline then return fail("no guest agent socket: " .. tostring(msg)) end
+    socket.sleep(0.05)
+  end
+  while true do
+    local left = deadline - now()
+    if left <= 0 then
+      agent:close()
+      return fail(("the guest agent did not answer within %gs (accel %s; %s)"):format(boot_timeout,
+        accel, tostring(msg)))
+    end
+    ok, msg = agent:sync(math.min(left, 1))
+    if ok then break end
+    if not vm:alive() then agent:close() return fail("QEMU exited while the guest booted") end
+    if agent:is_closed() then
+      agent = M.agent_connect(agent_sock, { timeout = opts.timeout or M.DEFAULT_TIMEOUT, retry = 0.25 })
+      if not agent then
+        if vm:wait(2) then return fail("QEMU exited while the guest booted") end
+        return fail("lost the guest agent socket")
+      end
+    end
+  end
+  agent.retry = 0.5
+  self.boot_seconds = now() - started
+  local pci = vm:pci_addresses()
+  self._guest = M.linux_guest{ agent = agent_sock, pci = pci, timeout = opts.timeout }
+  self._guest._agent = agent             -- the synced connection; reconnects if it breaks
+  return self
+end
+
+function M.launch(opts)
+  if type(opts) ~= "table" then error("launch: options must be a table", 2) end
+  local n = opts.controllers
+  if not is_uint(n) then error("launch: controllers must be an integer >= 0", 2) end
+  local o = {}
+  for k, v in pairs(opts) do o[k] = v end
+  if not o.kernel or not o.initrd then
+    local img, msg = M.image{ guest_dir = o.guest_dir, build = o.build }
+    if not img then return nil, "launch: " .. msg end
+    o.kernel = o.kernel or img.vmlinux or img.kernel
+    o.initrd = o.initrd or img.initrd
+    o.guest_dir_used = img.dir
+  end
+  for _, f in ipairs({ o.kernel, o.initrd }) do
+    local fh = io.open(f, "rb")
+    if not fh then return nil, "launch: cannot read " .. tostring(f) end
+    fh:close()
+  end
+  local accel = o.accel or os.getenv("SCSICTL_QEMU_ACCEL") or "tcg"
+  if accel == "" then accel = "tcg" end
+  if accel ~= "auto" and accel ~= "kvm" and accel ~= "tcg" then
+    error("launch: accel must be \"auto\", \"kvm\" or \"tcg\"", 2)
+  end
+  local boot_timeout = o.boot_timeout or 60
+  local kvm_failure
+  if accel == "auto" then
+    if kvm_usable() and kvm_probe_failure == nil then
+      local vm, msg = boot(o, "kvm", o.kvm_timeout or 10)
+      if vm then return vm, vm._guest end
+      kvm_probe_failure = msg   -- not tried again by this process
+    end
+    kvm_failure = kvm_probe_failure
+    accel = "tcg"
+  end
+  local vm, msg = boot(o, accel, boot_timeout)
+  if not vm then
+    if kvm_failure then msg = msg .. " (a boot under KVM failed first: " .. kvm_failure .. ")" end
+    return nil, msg
+  end
+  vm.kvm_failure = kvm_failure
+  return vm, vm._guest
+end
+
+return M

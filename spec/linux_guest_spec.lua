@@ -1,0 +1,499 @@
+-- Busted spec for scsictl.qemu_guest: the whole path against a real Linux
+-- guest — controller, QEMU hot-plug, mount inside the guest, read the data,
+-- unmount, eject, hot-remove.
+--
+-- One guest is booted for the whole file (scsictl.qemu_guest.launch, TCG
+-- unless SCSICTL_QEMU_ACCEL says otherwise). Its kernel and initramfs come
+-- from scripts/build-guest.sh, run here into $SCSICTL_GUEST_DIR or
+-- build/guest when missing. Needs qemu-system-x86, e2fsprogs (mkfs.ext4 -d
+-- makes the images on the host, no host mount), lua-socket, lua-cjson, and
+-- apt access for the first build. If the guest cannot be built or booted,
+-- every test FAILS with the reason: nothing here passes without a guest.
+--
+-- Every test ends by releasing its claims and checking that nothing is left:
+-- no scsictl mount in the guest's /proc/mounts, no SCSI disk under
+-- /sys/bus/scsi/devices, no SCSI disk in QEMU's query-block.
+
+local root = debug.getinfo(1, "S").source:match("^@(.-)spec/[^/]*$") or ""
+package.path = root .. "lua/?.lua;" .. root .. "lua/?/init.lua;" .. package.path
+
+local scsictl = require("scsictl")
+local okq, qemu_guest = pcall(require, "scsictl.qemu_guest")
+local qemu = okq and require("scsictl.qemu") or nil
+local socket = okq and require("socket") or nil
+
+local CONTROLLERS, LUNS = 2, 4
+local NOPRELOAD = (os.getenv("LD_PRELOAD") or ""):find("lib%a*san") and "env -u LD_PRELOAD " or ""
+
+local function shquote(s) return "'" .. tostring(s):gsub("'", "'\\''") .. "'" end
+
+local function value(v, msg, code)
+  assert(v, ("expected success, got %s (%s)"):format(tostring(msg), tostring(code)))
+  return v
+end
+
+---------------------------------------------------------------------------
+-- The guest (booted once).
+
+local vm, guest, boot_error
+
+local function need_guest()
+  assert(okq, "scsictl.qemu_guest cannot be loaded: " .. tostring(qemu_guest))
+  assert(vm, "the Linux guest could not be booted: " .. tostring(boot_error))
+  assert(vm:alive(), "the guest's QEMU died: " .. vm:log())
+  return vm, guest
+end
+
+local function gsh(script)
+  local out, msg = guest:sh(script)
+  assert(out, "guest command failed: " .. tostring(msg))
+  return out
+end
+
+---------------------------------------------------------------------------
+-- Images (made on the host, never mounted there).
+
+local dir
+local made = {}
+
+local function path_of(name) return dir .. "/" .. name end
+
+local function sh(cmd)
+  local p = io.popen(NOPRELOAD .. cmd .. " 2>&1", "r")
+  local out = p:read("a")
+  local ok = p:close()
+  assert(ok, ("command failed: %s\n%s"):format(cmd, out))
+  return out
+end
+
+local function blank(name, mib)
+  local path = path_of(name)
+  local f = assert(io.open(path, "wb"))
+  f:seek("set", (mib or 16) * 1024 * 1024 - 1)
+  f:write("\0")
+  f:close()
+  made[#made + 1] = path
+  return path
+end
+
+-- An ext4 image holding `files` (name -> content), by mkfs.ext4 -d.
+local function ext4(name, files, mib)
+  local src = path_of(name .. ".d")
+  sh("mkdir -p " .. shquote(src))
+  for fname, content in pairs(files) do
+    local f = assert(io.open(src .. "/" .. fname, "wb"))
+    f:write(content)
+    f:close()
+  end
+  local path = path_of(name)
+  sh(("mkfs.ext4 -q -F -d %s %s %dM"):format(shquote(src), shquote(path), mib or 8))
+  sh("rm -rf " .. shquote(src))
+  made[#made + 1] = path
+  return path
+end
+
+-- A disk with an MBR partition table (written here) whose partition 1
+-- (from 1 MiB) holds an ext4 file system made by mkfs.ext4 -d.
+local function partitioned(name, files)
+  local fs = ext4(name .. ".p1", files, 8)
+  local f = assert(io.open(fs, "rb"))
+  local data = f:read("a")
+  f:close()
+  local start = 2048                       -- sectors of 512 bytes
+  local sectors = #data // 512
+  local path = path_of(name)
+  local out = assert(io.open(path, "wb"))
+  local mbr = string.rep("\0", 446)
+    .. string.pack("<BBBBBBBBI4I4", 0, 0xfe, 0xff, 0xff, 0x83, 0xfe, 0xff, 0xff, start, sectors)
+    .. string.rep("\0", 48) .. "\x55\xaa"
+  assert(#mbr == 512)
+  out:write(mbr)
+  out:seek("set", start * 512)
+  out:write(data)
+  out:seek("set", (start + sectors + 2048) * 512 - 1)
+  out:write("\0")
+  out:close()
+  made[#made + 1] = path
+  return path
+end
+
+---------------------------------------------------------------------------
+-- Controllers with logging backends.
+
+-- Backends that record every callback (name, args, outcome, time) into log
+-- before passing it on to QEMU / the guest. remove_scsi_disk also records
+-- whether the guest still had the SCSI device when the hot-remove began.
+local function logged(log)
+  local vmb = vm:vm_backend()
+  local function rec(name, f)
+    return function(_, ...)
+      local e = { name, ... }
+      e.t = socket.gettime()
+      log[#log + 1] = e
+      local r = table.pack(f(...))
+      e.ok = r[1] ~= nil and r[1] ~= false
+      e.msg = r[2]
+      return table.unpack(r, 1, r.n)
+    end
+  end
+  local v = {
+    add_scsi_disk = rec("add_scsi_disk", function(...) return vmb:add_scsi_disk(...) end),
+    remove_scsi_disk = rec("remove_scsi_disk", function(c, l)
+      local dev, why = guest:device(c, l)
+      log[#log].guest_had_device = dev ~= nil or not tostring(why):find("no disk at", 1, true)
+      return vmb:remove_scsi_disk(c, l)
+    end),
+  }
+  local g = {}
+  for _, n in ipairs({ "add_mapped_virtual_disk", "remove_mapped_virtual_disk", "remove_scsi_device" }) do
+    g[n] = rec(n, function(...) return guest[n](guest, ...) end)
+  end
+  return v, g
+end
+
+local function new_ctl(log, controllers, luns)
+  local v, g = logged(log)
+  return scsictl.new{ controllers = controllers or CONTROLLERS, luns_per_controller = luns or LUNS,
+    vm = v, linux_guest = g }
+end
+
+local function names(log)
+  local out = {}
+  for i, e in ipairs(log) do out[i] = e[1] end
+  return out
+end
+
+---------------------------------------------------------------------------
+-- What is left.
+
+local function guest_mounts()
+  local out = {}
+  for line in gsh("cat /proc/mounts"):gmatch("[^\n]+") do
+    local dev, mp = line:match("^(%S+) (%S+)")
+    if mp and mp:find("^/run/mounts/") then out[#out + 1] = dev .. " " .. mp end
+  end
+  return out
+end
+
+local function guest_scsi_disks()
+  local out = {}
+  for name in gsh("ls /sys/bus/scsi/devices"):gmatch("%S+") do
+    if name:match("^%d+:%d+:%d+:%d+$") then out[#out + 1] = name end
+  end
+  return out
+end
+
+local function qemu_disks()
+  local out = {}
+  for _, d in ipairs(value(qemu.scsi_disks(vm:qmp()))) do
+    out[#out + 1] = ("%s %s lun %d"):format(d.device, d.bus, d.lun)
+  end
+  return out
+end
+
+local function assert_clean(ctl)
+  if ctl then assert.equal(0, ctl:stats().used) end
+  assert.same({}, guest_mounts())
+  assert.same({}, guest_scsi_disks())
+  assert.same({}, qemu_disks())
+  assert.equal("", gsh("ls /run/mounts/scsi 2>/dev/null || true"))
+end
+
+-- Everything still reserved is released.
+local function release_all(ctl)
+  for _ = 1, 3 do
+    for _, r in ipairs(ctl:reservations()) do ctl:unmap_from_guest(r.id) end
+  end
+end
+
+-- After a failed test: whatever it left in the guest and QEMU goes, so the
+-- next test starts clean (each test still checks that it cleaned up itself).
+local function scrub()
+  guest:sh([[
+    for mp in $(awk '$2 ~ "^/run/mounts/" { print $2 }' /proc/mounts | sort -r); do umount "$mp"; done
+    rm -rf /run/mounts/scsi
+    for d in /sys/bus/scsi/devices/*:*:*:*; do [ -e "$d/delete" ] && echo 1 > "$d/delete"; done
+    true]])
+  local vmb = vm:vm_backend()
+  for _, d in ipairs(qemu.scsi_disks(vm:qmp()) or {}) do
+    local c, l = tostring(d.device):match("^scsictl%-disk%-c(%d+)%-l(%d+)$")
+    if c then vmb:remove_scsi_disk(tonumber(c), tonumber(l)) end
+  end
+end
+
+---------------------------------------------------------------------------
+
+describe("scsictl.qemu_guest (a real Linux guest)", function()
+  setup(function()
+    local p = io.popen("mktemp -d " .. shquote((os.getenv("TMPDIR") or "/tmp") .. "/scsictl-guest-spec.XXXXXX"))
+    dir = p:read("l")
+    p:close()
+    if not okq then
+      boot_error = qemu_guest
+      return
+    end
+    local ok, a, b = pcall(qemu_guest.launch, { controllers = CONTROLLERS, timeout = 30 })
+    if not ok then
+      boot_error = a
+    elseif not a then
+      boot_error = b
+    else
+      vm, guest = a, b
+    end
+  end)
+
+  after_each(function()
+    if vm and vm:alive() then scrub() end
+  end)
+
+  teardown(function()
+    if vm then vm:stop() end
+    for _, path in ipairs(made) do os.remove(path) end
+    if dir then os.remove(dir) end
+  end)
+
+  it("boots a guest whose agent runs commands and reports their failures with stderr", function()
+    need_guest()
+    assert.is_true(vm.accel == "tcg" or vm.accel == "kvm")
+    assert.is_number(vm.boot_seconds)
+    assert.matches("^%d+%.%d+", gsh("uname -r"))
+    local out, msg = guest:sh("echo to-stderr >&2; exit 7")
+    assert.is_nil(out)
+    assert.matches("exit status 7: to%-stderr", msg)
+    local r = value(guest:exec("/bin/echo", { "a", "b c" }))
+    assert.same({ 0, "a b c\n", "" }, { r.exitcode, r.out, r.err })
+    -- The controllers' PCI addresses, from the launcher's fixed layout and
+    -- from QEMU (query-pci), agree; the guest has one SCSI host on each.
+    local asked = qemu_guest.linux_guest{ agent = guest:agent(), qmp = vm:qmp() }
+    local via_backend = qemu_guest.linux_guest{ agent = guest:agent(), qmp = vm:vm_backend() }
+    for c = 0, CONTROLLERS - 1 do
+      assert.equal(vm:pci_address(c), value(asked:pci_address(c)))
+      assert.equal(vm:pci_address(c), value(via_backend:pci_address(c)))
+      assert.matches("/host%d+/", gsh("for h in /sys/class/scsi_host/host*; do readlink -f $h; done | grep /"
+        .. vm:pci_address(c) .. "/"))
+    end
+    assert_clean()
+  end)
+
+  it("maps an ext4 image made on the host and reads its file in the guest at the returned path", function()
+    need_guest()
+    local img = ext4("hello.img", { ["hello.txt"] = "hello from the host\n" })
+    local log = {}
+    local ctl <close> = new_ctl(log)
+    local id = value(ctl:reserve({ host_path = img }, { filesystem = "ext4" }))
+    local path = value(ctl:map_to_guest(id))
+    assert.equal("/run/mounts/scsi/0_0_0", path)
+    assert.equal("hello from the host\n", gsh("cat " .. path .. "/hello.txt"))
+    local mounts = guest_mounts()
+    assert.equal(1, #mounts)
+    assert.matches("^/dev/sd%a+ /run/mounts/scsi/0_0_0$", mounts[1])
+    assert.same({ ("scsictl-disk-c0-l0 scsi0.0 lun 0") }, qemu_disks())
+    value(ctl:unmap_from_guest(id))
+    assert.same({ "add_scsi_disk", "add_mapped_virtual_disk", "remove_mapped_virtual_disk",
+      "remove_scsi_device", "remove_scsi_disk" }, names(log))
+    assert_clean(ctl)
+  end)
+
+  it("mounts partition 1 of a partitioned disk", function()
+    need_guest()
+    local img = partitioned("parted.img", { ["p1.txt"] = "partition one\n" })
+    local ctl <close> = new_ctl({})
+    local id = value(ctl:reserve({ host_path = img }, { partition = 1 }))
+    local path = value(ctl:map_to_guest(id))
+    assert.equal("/run/mounts/scsi/0_0_1", path)
+    assert.equal("partition one\n", gsh("cat " .. path .. "/p1.txt"))
+    assert.matches("^/dev/sd%a+1 /run/mounts/scsi/0_0_1$", guest_mounts()[1])
+    -- Partition 2 does not exist: a clear failure, then a clean release.
+    local id2 = value(ctl:reserve({ host_path = img }, { partition = 2 }))
+    local ok, msg, code = ctl:map_to_guest(id2)
+    assert.is_nil(ok)
+    assert.equal("backend", code)
+    assert.matches("has no partition 2", msg)
+    value(ctl:unmap_from_guest(id2))
+    value(ctl:unmap_from_guest(id))
+    assert_clean(ctl)
+  end)
+
+  it("enforces read_only in the guest: reads work, writes fail", function()
+    need_guest()
+    local img = ext4("ro.img", { ["data.txt"] = "read me\n" })
+    local ctl <close> = new_ctl({})
+    -- A writable disk mounted read-only, and a read-only disk (read-only in
+    -- QEMU too) mounted read-only.
+    local id = value(ctl:reserve({ host_path = img }, { read_only = true }))
+    local path = value(ctl:map_to_guest(id))
+    assert.equal("read me\n", gsh("cat " .. path .. "/data.txt"))
+    local out, msg = guest:sh("echo x > " .. path .. "/new.txt")
+    assert.is_nil(out)
+    assert.matches("[Rr]ead%-only file system", msg)
+    assert.matches("ro[,%s]", gsh("grep ' " .. path .. " ' /proc/mounts"))
+    value(ctl:unmap_from_guest(id))
+
+    local id2 = value(ctl:reserve({ host_path = img, read_only = true }, { read_only = true }))
+    path = value(ctl:map_to_guest(id2))
+    assert.is_true(value(qemu.scsi_disks(vm:qmp()))[1].ro)
+    assert.equal("read me\n", gsh("cat " .. path .. "/data.txt"))
+    out = guest:sh("touch " .. path .. "/new.txt")
+    assert.is_nil(out)
+    value(ctl:unmap_from_guest(id2))
+    assert_clean(ctl)
+  end)
+
+  it("shares one mount between two reservations", function()
+    need_guest()
+    local img = ext4("shared.img", { ["layer.txt"] = "shared layer\n" })
+    local log = {}
+    local ctl <close> = new_ctl(log)
+    local a = value(ctl:reserve({ host_path = img }))
+    local b = value(ctl:reserve({ host_path = img }))
+    local pa = value(ctl:map_to_guest(a))
+    local pb = value(ctl:map_to_guest(b))
+    assert.equal(pa, pb)
+    assert.same({ "add_scsi_disk", "add_mapped_virtual_disk" }, names(log))
+    value(ctl:unmap_from_guest(a))
+    assert.equal(2, #log)                        -- still mounted for b
+    assert.equal("shared layer\n", gsh("cat " .. pb .. "/layer.txt"))
+    value(ctl:unmap_from_guest(b))
+    assert.same({ "add_scsi_disk", "add_mapped_virtual_disk", "remove_mapped_virtual_disk",
+      "remove_scsi_device", "remove_scsi_disk" }, names(log))
+    assert_clean(ctl)
+  end)
+
+  it("maps disks on two controllers, each to its own guest SCSI host", function()
+    need_guest()
+    local ctl <close> = new_ctl({}, 2, 1)
+    local ids, paths = {}, {}
+    for i = 1, 2 do
+      local img = ext4(("ctl%d.img"):format(i), { ["who.txt"] = ("disk %d\n"):format(i) })
+      ids[i] = value(ctl:reserve({ host_path = img }))
+      paths[i] = value(ctl:map_to_guest(ids[i]))
+    end
+    assert.same({ "/run/mounts/scsi/0_0_0", "/run/mounts/scsi/1_0_0" }, paths)
+    assert.equal("disk 1\n", gsh("cat " .. paths[1] .. "/who.txt"))
+    assert.equal("disk 2\n", gsh("cat " .. paths[2] .. "/who.txt"))
+    assert.same({ "scsictl-disk-c0-l0 scsi0.0 lun 0", "scsictl-disk-c1-l0 scsi1.0 lun 0" }, qemu_disks())
+    -- The two disks sit on two different SCSI hosts in the guest.
+    local disks = guest_scsi_disks()
+    assert.equal(2, #disks)
+    assert.are_not.equal(disks[1]:match("^%d+"), disks[2]:match("^%d+"))
+    for i = 1, 2 do value(ctl:unmap_from_guest(ids[i])) end
+    assert_clean(ctl)
+  end)
+
+  it("ensure_filesystem formats a blank disk once; the data survives a remap", function()
+    need_guest()
+    local img = blank("blank-ensure.img", 16)
+    local ctl <close> = new_ctl({})
+    local mount = { ensure_filesystem = true, filesystem = "ext4" }
+    local id = value(ctl:reserve({ host_path = img }, mount))
+    local path = value(ctl:map_to_guest(id))
+    assert.matches(" ext4 ", gsh("grep ' " .. path .. " ' /proc/mounts"))
+    gsh("echo kept > " .. path .. "/kept.txt")
+    value(ctl:unmap_from_guest(id))
+    assert_clean(ctl)
+    id = value(ctl:reserve({ host_path = img }, mount))
+    path = value(ctl:map_to_guest(id))
+    assert.equal("kept\n", gsh("cat " .. path .. "/kept.txt"))
+    value(ctl:unmap_from_guest(id))
+    assert_clean(ctl)
+  end)
+
+  it("a mount failure (no file system) then unmap leaves nothing in the guest or QEMU", function()
+    need_guest()
+    local img = blank("blank-fail.img", 8)
+    local log = {}
+    local ctl <close> = new_ctl(log)
+    local id = value(ctl:reserve({ host_path = img }, { filesystem = "ext4" }))
+    local ok, msg, code = ctl:map_to_guest(id)
+    assert.is_nil(ok)
+    assert.equal("backend", code)
+    -- The guest's mount error, with context.
+    assert.matches("add_mapped_virtual_disk failed", msg)
+    assert.matches("mount: mounting /dev/sd%a+ on /run/mounts/scsi/0_0_0 failed", msg)
+    assert.same({}, guest_mounts())
+    assert.equal(1, #guest_scsi_disks())          -- the disk is still attached
+    value(ctl:unmap_from_guest(id))
+    assert.same({ "add_scsi_disk", "add_mapped_virtual_disk", "remove_scsi_device", "remove_scsi_disk" },
+      names(log))
+    assert.is_false(log[2].ok)
+    assert_clean(ctl)
+    -- Nothing at all in query-block either (no SCSI disk, no scsictl node).
+    for _, b in ipairs(value(vm:qmp():execute("query-block"))) do
+      assert.is_nil(tostring(b.qdev or ""):find("scsictl"))
+    end
+  end)
+
+  it("ejects in the guest before the hot-remove", function()
+    need_guest()
+    local img = ext4("order.img", { ["f"] = "x" })
+    local log = {}
+    local ctl <close> = new_ctl(log, 2, 4)
+    local held = value(ctl:reserve({ host_path = img }))
+    value(ctl:map_to_guest(held))
+    local disk = guest_scsi_disks()[1]
+    value(ctl:unmap_from_guest(held))
+    assert.same({ "add_scsi_disk", "add_mapped_virtual_disk", "remove_mapped_virtual_disk",
+      "remove_scsi_device", "remove_scsi_disk" }, names(log))
+    local eject, remove = log[4], log[5]
+    assert.is_true(eject.ok and remove.ok)
+    assert.same({ controller = 0, lun = 0 }, eject[2])
+    assert.is_true(eject.t <= remove.t)
+    -- When QEMU's hot-remove began, the guest had already let the device go.
+    assert.is_false(remove.guest_had_device)
+    assert.is_string(disk)
+    assert_clean(ctl)
+  end)
+
+  it("re-issued guest steps that already took effect succeed (SPEC §8)", function()
+    need_guest()
+    local img = ext4("again.img", { ["a.txt"] = "again\n" })
+    local vmb = vm:vm_backend()
+    value(vmb:add_scsi_disk({ path = img, type = "VirtualDisk", read_only = false }, 1, 2))
+    local s = { mount_path = "/run/mounts/scsi/1_2_0", controller = 1, lun = 2, partition = 0,
+      read_only = false, encrypted = false, options = { "noatime" }, ensure_filesystem = false,
+      filesystem = "ext4", block_dev = false }
+    value(guest:add_mapped_virtual_disk(s))
+    value(guest:add_mapped_virtual_disk(s))          -- already mounted: success
+    assert.equal(1, #guest_mounts())
+    assert.matches("noatime", gsh("grep ' /run/mounts/scsi/1_2_0 ' /proc/mounts"))
+    -- Another device at the same path is refused.
+    local other = { mount_path = s.mount_path, controller = 0, lun = 3, partition = 0, options = {} }
+    value(vmb:add_scsi_disk({ path = ext4("other.img", { o = "o" }), type = "VirtualDisk", read_only = false }, 0, 3))
+    local ok, msg = guest:add_mapped_virtual_disk(other)
+    assert.is_nil(ok)
+    assert.matches("already has something else mounted", msg)
+    value(guest:remove_mapped_virtual_disk(s))
+    value(guest:remove_mapped_virtual_disk(s))       -- already gone: success
+    for _, d in ipairs({ { controller = 1, lun = 2 }, { controller = 0, lun = 3 } }) do
+      value(guest:remove_scsi_device(d))
+      value(guest:remove_scsi_device(d))             -- already gone: success
+      value(vmb:remove_scsi_disk(d.controller, d.lun))
+    end
+    assert_clean()
+  end)
+
+  it("block_dev exposes the device node at the mount path; encrypted is not supported", function()
+    need_guest()
+    local img = blank("raw.img", 8)
+    local f = assert(io.open(img, "r+b"))
+    f:write("RAW-DISK-MARKER")
+    f:close()
+    local ctl <close> = new_ctl({})
+    local id = value(ctl:reserve({ host_path = img }, { block_dev = true, read_only = true }))
+    local path = value(ctl:map_to_guest(id))
+    assert.equal("RAW-DISK-MARKER", gsh("dd if=" .. path .. " bs=15 count=1 2>/dev/null"))
+    local out = guest:sh("echo x | dd of=" .. path .. " 2>&1")
+    assert.is_nil(out)                               -- read-only bind
+    value(ctl:unmap_from_guest(id))
+    assert_clean(ctl)
+
+    local enc = value(ctl:reserve({ host_path = img }, { encrypted = true }))
+    local ok, msg, code = ctl:map_to_guest(enc)
+    assert.is_nil(ok)
+    assert.equal("backend", code)
+    assert.matches("encrypted disks are not supported", msg)
+    value(ctl:unmap_from_guest(enc))
+    release_all(ctl)
+    assert_clean(ctl)
+  end)
+end)
