@@ -255,21 +255,7 @@ function Agent:_send(data, deadline)
   return true
 end
 
-local function integers(v)
-  if type(v) == "table" then
-    for k, x in pairs(v) do
-      if type(x) == "number" or type(x) == "table" then v[k] = integers(x) end
-    end
-    return v
-  end
-  if math.type(v) == "float" then return math.tointeger(v) or v end
-  return v
-end
-
-local function decode(line)
-  local ok, obj = pcall(cjson.decode, line)
-  if ok and type(obj) == "table" then return integers(obj) end
-end
+local decode = qmp.decode -- JSON object, integral numbers as integers
 
 function Agent:sync(timeout)
   timeout = timeout or self.timeout

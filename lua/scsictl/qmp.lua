@@ -98,8 +98,9 @@ function Client:_read_line(deadline)
   end
 end
 
--- cjson decodes every JSON number as a float; QMP's numbers (luns, ids,
--- sizes, timestamps) are integers, so integral values become Lua integers.
+-- cjson decodes every JSON number as a float; QMP's (and qemu-ga's) numbers
+-- (luns, ids, sizes, timestamps, pids) are integers, so integral values
+-- become Lua integers.
 local function integers(v)
   if type(v) == "table" then
     for k, x in pairs(v) do
@@ -115,11 +116,10 @@ end
 function Client:_read_message(deadline)
   local line, msg, class = self:_read_line(deadline)
   if not line then return nil, msg, class end
-  local ok, obj = pcall(cjson.decode, line)
-  if not ok or type(obj) ~= "table" then
+  local obj = qmp.decode(line)
+  if not obj then
     return nil, "undecodable QMP message: " .. line:sub(1, 200), "Protocol"
   end
-  integers(obj)
   if obj.event then
     self._queue[#self._queue + 1] = obj
   end
@@ -309,6 +309,13 @@ function qmp.connect(path, opts)
     return nil, ("QMP connect to %s: %s"):format(path, msg), class
   end
   return self
+end
+
+-- Decodes one JSON object, integral numbers as Lua integers; nil if the
+-- text is not a JSON object. Shared with the guest-agent client.
+function qmp.decode(text)
+  local ok, obj = pcall(cjson.decode, text)
+  if ok and type(obj) == "table" then return integers(obj) end
 end
 
 return qmp
