@@ -96,21 +96,7 @@ qemu.launch(opts) -> vm | nil, msg
              temporary directory. Idempotent. Also run by <close> and __gc.
 ]==]
 
-local function need_deps()
-  local missing = {}
-  local oks = pcall(require, "socket")
-  local oku = oks and pcall(require, "socket.unix")
-  if not oku then missing[#missing + 1] = "lua-socket" end
-  if not pcall(require, "cjson") then missing[#missing + 1] = "lua-cjson" end
-  if #missing > 0 then
-    error(("scsictl.qemu needs the Debian package%s %s: apt-get install %s")
-      :format(#missing > 1 and "s" or "", table.concat(missing, " and "),
-        table.concat(missing, " ")), 0)
-  end
-end
-need_deps()
-
-local socket = require("socket")
+local _, socket = require("scsictl.deps")("scsictl.qemu")
 local qmp = require("scsictl.qmp")
 
 local qemu = {}

@@ -124,17 +124,7 @@ qemu_guest.image([opts]) -> { kernel, vmlinux, initrd, dir, kver } | nil, msg
   missing (unless opts.build == false).
 ]==]
 
-local okj, cjson = pcall(require, "cjson")
-local oks, socket = pcall(require, "socket")
-local oku, unix = pcall(require, "socket.unix")
-if not (okj and oks and oku) then
-  local missing = {}
-  if not (oks and oku) then missing[#missing + 1] = "lua-socket" end
-  if not okj then missing[#missing + 1] = "lua-cjson" end
-  error(("scsictl.qemu_guest needs the Debian package%s %s: apt-get install %s")
-    :format(#missing > 1 and "s" or "", table.concat(missing, " and "),
-      table.concat(missing, " ")), 0)
-end
+local cjson, socket, unix = require("scsictl.deps")("scsictl.qemu_guest")
 local qemu = require("scsictl.qemu")
 local qmp = require("scsictl.qmp")
 

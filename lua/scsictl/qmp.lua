@@ -42,18 +42,7 @@ API
   client.greeting                      the decoded greeting's QMP member
 ]==]
 
-local okj, cjson = pcall(require, "cjson")
-local oks, socket = pcall(require, "socket")
-local oku, unix = pcall(require, "socket.unix")
-if not (okj and oks and oku) then
-  local missing = {}
-  if not (oks and oku) then missing[#missing + 1] = "lua-socket" end
-  if not okj then missing[#missing + 1] = "lua-cjson" end
-  error(("scsictl.qmp needs the Debian package%s %s (apt-get install %s): %s")
-    :format(#missing > 1 and "s" or "", table.concat(missing, " and "),
-      table.concat(missing, " "),
-      tostring(not okj and cjson or not oks and socket or unix)), 0)
-end
+local cjson, socket, unix = require("scsictl.deps")("scsictl.qmp")
 
 local qmp = {}
 qmp.null = cjson.null
