@@ -598,61 +598,40 @@ describe("snapshots", function()
         assert.is_true(vm:is_empty())
       end)
 
-      it(guest .. ": after a crash in the hot-add, re-mapping re-issues it and the teardown leaks nothing", function()
-        local ctl, vm, image = agent(guest, "add_scsi_disk")
-        local id = assert(ctl:reserve{ host_path = "/img/a" })
-        local co = coroutine.create(function() return ctl:map_to_guest(id) end)
-        assert(coroutine.resume(co))
-        local ctl2 = reopen(image(), vm, guest)
-        assert(ctl2:map_to_guest(id))
-        assert.are.equal(1, #vm:events(function(e) return e.already end))
-        assert.is_true(ctl2:unmap_from_guest(id))
-        assert.is_true(vm:is_empty())
-      end)
+      -- An add or mount may have taken effect when the agent died inside it:
+      -- re-mapping re-issues it, and releasing instead removes it anyway.
+      for step, what in pairs{ add_scsi_disk = "hot-add", add_mapped_virtual_disk = "mount" } do
+        it(("%s: after a crash in the %s, re-mapping re-issues it and the teardown leaks nothing")
+          :format(guest, what), function()
+          local ctl, vm, image = agent(guest, step)
+          local id = assert(ctl:reserve{ host_path = "/img/a" })
+          local co = coroutine.create(function() return ctl:map_to_guest(id) end)
+          assert(coroutine.resume(co))
+          local ctl2 = reopen(image(), vm, guest)
+          assert(ctl2:map_to_guest(id))
+          assert.are.equal(1, #vm:events(function(e) return e.already end))
+          assert.is_true(ctl2:unmap_from_guest(id))
+          assert.is_true(vm:is_empty())
+        end)
 
-      it(guest .. ": after a crash in the hot-add, releasing without re-mapping leaks nothing (SPEC §1)", function()
-        local ctl, vm, image = agent(guest, "add_scsi_disk")
-        local id = assert(ctl:reserve{ host_path = "/img/a" })
-        local co = coroutine.create(function() return ctl:map_to_guest(id) end)
-        assert(coroutine.resume(co))
-        local ctl2 = reopen(image(), vm, guest)
-        local ok, msg
-        for _ = 1, 3 do
-          ok, msg = ctl2:unmap_from_guest(id)
-          if ok then break end
-        end
-        assert(ok, msg)
-        assert.is_true(vm:is_empty())
-        assert.are.equal(0, ctl2:stats().used)
-      end)
-
-      it(guest .. ": after a crash in the mount, re-mapping re-issues it and the teardown leaks nothing", function()
-        local ctl, vm, image = agent(guest, "add_mapped_virtual_disk")
-        local id = assert(ctl:reserve{ host_path = "/img/a" })
-        local co = coroutine.create(function() return ctl:map_to_guest(id) end)
-        assert(coroutine.resume(co))
-        local ctl2 = reopen(image(), vm, guest)
-        assert(ctl2:map_to_guest(id))
-        assert.are.equal(1, #vm:events(function(e) return e.already end))
-        assert.is_true(ctl2:unmap_from_guest(id))
-        assert.is_true(vm:is_empty())
-      end)
-
-      it(guest .. ": after a crash in the mount, releasing without re-mapping leaks nothing (SPEC §1)", function()
-        local ctl, vm, image = agent(guest, "add_mapped_virtual_disk")
-        local id = assert(ctl:reserve{ host_path = "/img/a" })
-        local co = coroutine.create(function() return ctl:map_to_guest(id) end)
-        assert(coroutine.resume(co))
-        local ctl2 = reopen(image(), vm, guest)
-        local ok, msg
-        for _ = 1, 3 do
-          ok, msg = ctl2:unmap_from_guest(id)
-          if ok then break end
-        end
-        assert(ok, msg)
-        assert.are.same({}, vm:mounts())
-        assert.is_true(vm:is_empty())
-      end)
+        it(("%s: after a crash in the %s, releasing without re-mapping leaks nothing (SPEC §1)")
+          :format(guest, what), function()
+          local ctl, vm, image = agent(guest, step)
+          local id = assert(ctl:reserve{ host_path = "/img/a" })
+          local co = coroutine.create(function() return ctl:map_to_guest(id) end)
+          assert(coroutine.resume(co))
+          local ctl2 = reopen(image(), vm, guest)
+          local ok, msg
+          for _ = 1, 3 do
+            ok, msg = ctl2:unmap_from_guest(id)
+            if ok then break end
+          end
+          assert(ok, msg)
+          assert.are.same({}, vm:mounts())
+          assert.is_true(vm:is_empty())
+          assert.are.equal(0, ctl2:stats().used)
+        end)
+      end
     end
   end)
 
