@@ -40,6 +40,10 @@ int sc_fail(scsictl_error *err, int code, const char *fmt, ...)
 
 size_t sc_fmt_u64(char *out, uint64_t v)
 {
+    if (v < 10) { /* controllers, luns and partitions are mostly small */
+        out[0] = (char)('0' + v);
+        return 1;
+    }
     char tmp[20];
     size_t n = 0;
     do {

@@ -68,7 +68,9 @@ bool sc_mount_config_equal(const scsictl_mount_config *a, const scsictl_mount_co
 
 uint64_t sc_mount_hash(const disk *d, uint64_t partition)
 {
-    return hash_mix(hash_mix(d->hash ^ 0x2545f4914f6cdd1dull) ^ partition);
+    /* d->hash is already well mixed: one multiply folds the partition in. */
+    uint64_t x = (d->hash ^ partition) * 0x9e3779b97f4a7c15ull;
+    return x ^ x >> 32;
 }
 
 typedef struct mount_key {
