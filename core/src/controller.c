@@ -56,7 +56,6 @@ int scsictl_new(const scsictl_options *opts, scsictl **out, scsictl_error *err)
     ctl->luns = luns;
     ctl->nslots = opts->controllers * luns;
     ctl->guest = opts->guest;
-    ctl->ids.used = 4; /* keyed on first use */
     ctl->pinned = sc_calloc(a, (ctl->nslots + 63) / 64 + 1, sizeof(uint64_t));
     if (!ctl->pinned || !slotmap_init(&ctl->taken, ctl->nslots, a) ||
         pthread_mutex_init(&ctl->lock, NULL) != 0) {

@@ -21,12 +21,15 @@
 
 typedef struct mount mount;
 
-/* Id generator state (ids.c): a ChaCha20 keystream keyed from libuuid. */
+/* Id generator state (ids.c): a ChaCha8 keystream keyed from libuuid;
+ * all zero is a valid, empty generator (keyed on first use). */
+#define SC_IDS_PER_BUFFER 16
+
 typedef struct sc_idgen {
     uint32_t key[8];
     uint64_t counter;
-    uint8_t block[64];
-    unsigned used; /* ids taken from block (4 = empty) */
+    uint8_t buf[16 * SC_IDS_PER_BUFFER]; /* four keystream blocks */
+    unsigned left; /* ids not yet taken from buf (0 = empty) */
 } sc_idgen;
 
 typedef struct disk {
@@ -101,6 +104,7 @@ int sc_fail(scsictl_error *err, int code, const char *fmt, ...)
 /* ids.c */
 void sc_id_generate(sc_idgen *g, scsictl_id *id);
 void sc_chacha_block(const uint32_t key[8], uint64_t counter, int rounds, uint8_t out[64]);
+void sc_chacha_blocks4(const uint32_t key[8], uint64_t counter, int rounds, uint8_t out[256]);
 uint64_t sc_id_hash(const scsictl_id *id);
 
 /* disk.c — disk configs and the disk state machine */

@@ -26,6 +26,18 @@ static void test_chacha_vector(void)
     sc_chacha_block(key, 0, 8, out8b);
     CHECK(memcmp(out8, out, sizeof out) != 0);
     CHECK(memcmp(out8, out8b, sizeof out8) != 0);
+
+    TEST("four blocks at once: block k is the single block at counter + k");
+    uint8_t four[256], one[64];
+    key[3] = 0xdeadbeef;
+    const uint64_t counter = 0xfffffffeull; /* the counter's low word wraps */
+    sc_chacha_blocks4(key, counter, 8, four);
+    for (int k = 0; k < 4; k++) {
+        sc_chacha_blocks4(key, counter + (uint64_t)k, 8, four + 0); /* lane 0 */
+        memcpy(one, four, 64);
+        sc_chacha_blocks4(key, counter, 8, four);
+        CHECK(memcmp(four + 64 * k, one, 64) == 0);
+    }
 }
 
 static void test_generated_ids(void)
@@ -33,7 +45,7 @@ static void test_generated_ids(void)
     TEST("generated ids: version 4, RFC 4122 variant, all distinct, distinct streams");
     enum { N = 200000 };
     static scsictl_id ids[N];
-    sc_idgen g = { .used = 4 }, h = { .used = 4 };
+    sc_idgen g = { .left = 0 }, h = { .left = 0 };
     for (int i = 0; i < N; i++) {
         sc_id_generate(&g, &ids[i]);
         CHECK((ids[i].bytes[6] >> 4) == 4);
@@ -56,7 +68,7 @@ static void test_generated_ids(void)
     /* two generators are keyed independently (libuuid randomness) */
     scsictl_id a, b;
     sc_id_generate(&h, &a);
-    sc_idgen g2 = { .used = 4 };
+    sc_idgen g2 = { .left = 0 };
     sc_id_generate(&g2, &b);
     CHECK(memcmp(&a, &b, sizeof a) != 0);
 }
