@@ -16,12 +16,34 @@ uint64_t hash_mix(uint64_t x)
     return x;
 }
 
+/* The last len (< 8) bytes at p as a word, with whole loads (a byte loop
+ * into a word stalls on the reload). Distinct tails may share a word: the
+ * length is mixed in separately. */
+static uint64_t load_tail(const unsigned char *p, size_t len, size_t total)
+{
+    uint64_t w = 0;
+    if (len == 0)
+        return 0;
+    if (total >= 8) { /* the last 8 bytes, overlapping words already read */
+        memcpy(&w, p + len - 8, 8);
+        return w;
+    }
+    if (len >= 4) {
+        uint32_t a, b;
+        memcpy(&a, p, 4);
+        memcpy(&b, p + len - 4, 4);
+        return (uint64_t)a << 32 | b;
+    }
+    return (uint64_t)p[0] << 16 | (uint64_t)p[len / 2] << 8 | p[len - 1];
+}
+
 uint64_t hash_bytes(const void *data, size_t len)
 {
     /* One multiply and shift per 8 bytes (a short dependency chain), then
      * the full finaliser so that every byte reaches the low bits the map
      * indexes with. */
     const unsigned char *p = data;
+    const size_t total = len;
     uint64_t h = 0x9e3779b97f4a7c15ull ^ len;
     while (len >= 8) {
         uint64_t w;
@@ -31,9 +53,7 @@ uint64_t hash_bytes(const void *data, size_t len)
         p += 8;
         len -= 8;
     }
-    uint64_t tail = 0;
-    memcpy(&tail, p, len);
-    return hash_mix(h ^ tail);
+    return hash_mix(h ^ load_tail(p, len, total));
 }
 
 void hmap_destroy(hmap *m, const scsictl_allocator *a)
