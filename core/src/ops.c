@@ -187,8 +187,11 @@ static int start(scsictl *ctl, scsictl_op *op, const scsictl_id *id, int kind,
 {
     if (!op)
         return sc_fail(err, SCSICTL_E_INVALID_ARGUMENT, "no operation given");
-    memset(op, 0, sizeof *op);
+    op->step = (scsictl_step){ 0 }; /* guest_path is written before it is valid */
+    op->guest_path[0] = '\0';
+    op->res_ = NULL;
     op->kind_ = kind;
+    op->phase_ = 0;
     if (!ctl || !id)
         return sc_fail(err, SCSICTL_E_INVALID_ARGUMENT, "%s: no controller or id", op_name(op));
     char ids[SCSICTL_ID_STRLEN + 1];
