@@ -63,11 +63,11 @@ void sc_chacha_blocks4(const uint32_t key[8], uint64_t counter, int rounds, uint
     for (int i = 0; i < 16; i++) {
         u32x4 v = x[i] + in[i];
         for (int l = 0; l < 4; l++) {
-            uint8_t *o = out + 64 * l + 4 * i;
-            o[0] = (uint8_t)v[l];
-            o[1] = (uint8_t)(v[l] >> 8);
-            o[2] = (uint8_t)(v[l] >> 16);
-            o[3] = (uint8_t)(v[l] >> 24);
+            uint32_t w = v[l];
+#if __BYTE_ORDER__ != __ORDER_LITTLE_ENDIAN__
+            w = __builtin_bswap32(w); /* the keystream is little-endian */
+#endif
+            memcpy(out + 64 * l + 4 * i, &w, 4);
         }
     }
 }
@@ -102,9 +102,21 @@ void sc_id_generate(sc_idgen *g, scsictl_id *id)
         g->counter += 4;
         g->left = SC_IDS_PER_BUFFER;
     }
-    memcpy(id->bytes, g->buf + 16 * (SC_IDS_PER_BUFFER - g->left--), 16);
-    id->bytes[6] = (uint8_t)((id->bytes[6] & 0x0f) | 0x40); /* version 4 */
-    id->bytes[8] = (uint8_t)((id->bytes[8] & 0x3f) | 0x80); /* RFC 4122 variant */
+    /* Version and variant bits set in registers: byte stores into the id
+     * would stall the word loads that hash it right after. */
+    const uint8_t *src = g->buf + 16 * (SC_IDS_PER_BUFFER - g->left--);
+    uint64_t a, b;
+    memcpy(&a, src, 8);
+    memcpy(&b, src + 8, 8);
+#if __BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__
+    a = (a & ~(0xf0ull << 48)) | 0x40ull << 48; /* byte 6: version 4 */
+    b = (b & ~0xc0ull) | 0x80ull;               /* byte 8: RFC 4122 variant */
+#else
+    a = (a & ~(0xf0ull << 8)) | 0x40ull << 8;
+    b = (b & ~(0xc0ull << 56)) | 0x80ull << 56;
+#endif
+    memcpy(id->bytes, &a, 8);
+    memcpy(id->bytes + 8, &b, 8);
 }
 
 uint64_t sc_id_hash(const scsictl_id *id)
