@@ -31,57 +31,81 @@ void largs_known_keys(lua_State *L, int arg, const char *const known[], const ch
     }
 }
 
-/* Raises if the table at arg has a key that is not a known field: cheap
- * when every raw key was one of the `found` known fields, else a scan
- * that names the offending key. */
-static void no_unknown_keys(lua_State *L, int arg, int found, const char *const known[],
-                            const char *what)
+/* Pushes the fields keys[0..n-1] of the table at arg and stores each
+ * one's stack index in at[] (0 when nil). Raises, naming the key, if the
+ * table has a key that is not one of them.
+ *
+ * A plain table (no metatable, the common case) takes one lua_next pass
+ * over its raw keys: a call usually sets one or two of the eight fields,
+ * so that is far cheaper than looking every field up. A table with a
+ * metatable gets each field looked up (so __index is honoured) and its
+ * raw keys counted against the fields found. Unknown keys are reported
+ * after the caller has checked the fields' values, in both cases. */
+static int gather(lua_State *L, int arg, const int *keys, int n, int *at)
 {
-    int n = 0;
-    lua_pushnil(L);
-    while (lua_next(L, arg)) {
+    int unknown = 0;
+    luaL_checkstack(L, n + 3, "scsictl: checking a table argument");
+    for (int i = 0; i < n; i++)
+        at[i] = 0;
+    if (lua_getmetatable(L, arg)) {
         lua_pop(L, 1);
-        n++;
+        int found = 0, raw = 0;
+        for (int i = 0; i < n; i++) {
+            if (lkey_get(L, arg, keys[i]) == LUA_TNIL) {
+                lua_pop(L, 1);
+            } else {
+                at[i] = lua_gettop(L);
+                found++;
+            }
+        }
+        lua_pushnil(L);
+        while (lua_next(L, arg)) {
+            lua_pop(L, 1);
+            raw++;
+        }
+        return raw != found;
     }
-    if (n != found)
-        largs_known_keys(L, arg, known, what);
+    lua_pushnil(L);
+    while (lua_next(L, arg)) { /* ... key value */
+        int i = 0;
+        while (i < n && !lua_rawequal(L, -2, lua_upvalueindex(keys[i])))
+            i++;
+        if (i == n) {
+            unknown++;
+            lua_pop(L, 1);
+            continue;
+        }
+        lua_insert(L, -2); /* ... value key: the value stays */
+        at[i] = lua_gettop(L) - 1;
+    }
+    return unknown > 0;
 }
 
-/* Optional boolean field of the table at arg. */
-static bool opt_bool(lua_State *L, int arg, const char *what, int key, int *present)
+/* Optional boolean at stack index idx (0 = absent). */
+static bool opt_bool(lua_State *L, int arg, int idx, const char *what, int key)
 {
-    const char *field = lkey_name(key);
-    int t = lkey_get(L, arg, key);
-    bool v = false;
-    *present += t != LUA_TNIL; /* counted to detect unknown keys cheaply */
-    if (t == LUA_TBOOLEAN)
-        v = lua_toboolean(L, -1);
-    else if (t != LUA_TNIL)
+    if (idx == 0)
+        return false;
+    if (lua_type(L, idx) != LUA_TBOOLEAN)
         luaL_argerror(L, arg, lua_pushfstring(L, "%s.%s must be a boolean, got %s", what,
-                                              field, luaL_typename(L, -1)));
-    lua_pop(L, 1);
-    return v;
+                                              lkey_name(key), luaL_typename(L, idx)));
+    return lua_toboolean(L, idx);
 }
 
-/* Optional string field without NUL bytes; NULL when absent. The string
- * stays referenced by the table, which the caller keeps on the stack. */
-static const char *opt_string(lua_State *L, int arg, const char *what, int key,
-                              int *present)
+/* Optional string without NUL bytes at stack index idx (0 = absent: NULL).
+ * The string stays referenced from the stack. */
+static const char *opt_string(lua_State *L, int arg, int idx, const char *what, int key)
 {
-    const char *field = lkey_name(key);
-    int t = lkey_get(L, arg, key);
-    const char *s = NULL;
-    *present += t != LUA_TNIL; /* counted to detect unknown keys cheaply */
-    if (t == LUA_TSTRING) {
-        size_t len;
-        s = lua_tolstring(L, -1, &len);
-        if (strlen(s) != len)
-            luaL_argerror(L, arg, lua_pushfstring(L, "%s.%s contains a NUL byte", what, field));
-    } else if (t != LUA_TNIL) {
+    if (idx == 0)
+        return NULL;
+    if (lua_type(L, idx) != LUA_TSTRING)
         luaL_argerror(L, arg, lua_pushfstring(L, "%s.%s must be a string, got %s", what,
-                                              field, luaL_typename(L, -1)));
-    }
-    lua_pop(L, 1);
+                                              lkey_name(key), luaL_typename(L, idx)));
+    size_t len;
+    const char *s = lua_tolstring(L, idx, &len);
+    if (strlen(s) != len)
+        luaL_argerror(L, arg, lua_pushfstring(L, "%s.%s contains a NUL byte", what,
+                                              lkey_name(key)));
     return s;
 }
 
@@ -111,15 +135,18 @@ uint64_t largs_uint_check(lua_State *L, int arg, const char *what)
 
 void largs_disk_check(lua_State *L, int arg, largs_disk *out)
 {
+    enum { PATH, RO, TYPE, EVD, N };
+    static const int keys[N] = { K_HOST_PATH, K_READ_ONLY, K_TYPE, K_EVD_TYPE };
     luaL_checktype(L, arg, LUA_TTABLE);
     memset(out, 0, sizeof *out);
-    int present = 0; /* known fields found, to detect unknown keys cheaply */
-    const char *path = opt_string(L, arg, "disk", K_HOST_PATH, &present);
+    int at[N];
+    int unknown = gather(L, arg, keys, N, at);
+    const char *path = opt_string(L, arg, at[PATH], "disk", K_HOST_PATH);
     if (!path || !path[0])
         luaL_argerror(L, arg, "disk.host_path must be a non-empty string");
     out->cfg.host_path = path;
-    out->cfg.read_only = opt_bool(L, arg, "disk", K_READ_ONLY, &present);
-    const char *type = opt_string(L, arg, "disk", K_TYPE, &present);
+    out->cfg.read_only = opt_bool(L, arg, at[RO], "disk", K_READ_ONLY);
+    const char *type = opt_string(L, arg, at[TYPE], "disk", K_TYPE);
     if (!type || strcmp(type, "VirtualDisk") == 0)
         out->cfg.type = SCSICTL_DISK_VIRTUAL_DISK;
     else if (strcmp(type, "PassThru") == 0)
@@ -130,20 +157,19 @@ void largs_disk_check(lua_State *L, int arg, largs_disk *out)
         luaL_argerror(L, arg, lua_pushfstring(L, "disk.type must be \"VirtualDisk\", "
                                                  "\"PassThru\" or \"ExtensibleVirtualDisk\", "
                                                  "got \"%s\"", type));
-    out->cfg.evd_type = opt_string(L, arg, "disk", K_EVD_TYPE, &present);
-    no_unknown_keys(L, arg, present, disk_keys, "disk");
+    out->cfg.evd_type = opt_string(L, arg, at[EVD], "disk", K_EVD_TYPE);
+    if (unknown)
+        largs_known_keys(L, arg, disk_keys, "disk");
 }
 
-/* Returns 1 when options is present, 0 when absent. */
-static int options_check(lua_State *L, int arg, largs_mount *out)
+/* Checks the options array at stack index opts (0 = absent). */
+static void options_check(lua_State *L, int arg, int opts, largs_mount *out)
 {
-    int t = lkey_get(L, arg, K_OPTIONS); /* stays on the stack */
-    if (t == LUA_TNIL)
-        return 0;
-    if (t != LUA_TTABLE)
+    if (opts == 0)
+        return;
+    if (lua_type(L, opts) != LUA_TTABLE)
         luaL_argerror(L, arg, lua_pushfstring(L, "mount.options must be an array of strings, "
-                                                 "got %s", luaL_typename(L, -1)));
-    int opts = lua_gettop(L);
+                                                 "got %s", luaL_typename(L, opts)));
     lua_Integer n = (lua_Integer)lua_rawlen(L, opts);
     /* Every key must be 1..n: no holes, no named fields. */
     lua_pushnil(L);
@@ -172,32 +198,32 @@ static int options_check(lua_State *L, int arg, largs_mount *out)
     }
     out->cfg.options = list;
     out->cfg.n_options = (size_t)n;
-    return 1;
 }
 
 void largs_mount_check(lua_State *L, int arg, largs_mount *out)
 {
+    enum { PART, RO, ENC, ENSURE, BLOCK, REFS, FS, OPTS, N };
+    static const int keys[N] = { K_PARTITION, K_READ_ONLY, K_ENCRYPTED,
+                                 K_ENSURE_FILESYSTEM, K_BLOCK_DEV, K_FORMAT_WITH_REFS,
+                                 K_FILESYSTEM, K_OPTIONS };
     memset(out, 0, sizeof *out);
     if (lua_isnoneornil(L, arg))
         return;
     luaL_checktype(L, arg, LUA_TTABLE);
-    int present = 0; /* known fields found, to detect unknown keys cheaply */
-    if (lkey_get(L, arg, K_PARTITION) != LUA_TNIL) {
-        present++;
-        if (!to_uint(L, -1, &out->cfg.partition))
-            luaL_argerror(L, arg, "mount.partition must be a non-negative integer");
-    }
-    lua_pop(L, 1);
-    out->cfg.read_only = opt_bool(L, arg, "mount", K_READ_ONLY, &present);
-    out->cfg.encrypted = opt_bool(L, arg, "mount", K_ENCRYPTED, &present);
-    out->cfg.ensure_filesystem = opt_bool(L, arg, "mount", K_ENSURE_FILESYSTEM, &present);
-    out->cfg.block_dev = opt_bool(L, arg, "mount", K_BLOCK_DEV, &present);
-    out->cfg.format_with_refs = opt_bool(L, arg, "mount", K_FORMAT_WITH_REFS, &present);
-    const char *fs = opt_string(L, arg, "mount", K_FILESYSTEM, &present);
+    int at[N];
+    int unknown = gather(L, arg, keys, N, at);
+    if (at[PART] && !to_uint(L, at[PART], &out->cfg.partition))
+        luaL_argerror(L, arg, "mount.partition must be a non-negative integer");
+    out->cfg.read_only = opt_bool(L, arg, at[RO], "mount", K_READ_ONLY);
+    out->cfg.encrypted = opt_bool(L, arg, at[ENC], "mount", K_ENCRYPTED);
+    out->cfg.ensure_filesystem = opt_bool(L, arg, at[ENSURE], "mount", K_ENSURE_FILESYSTEM);
+    out->cfg.block_dev = opt_bool(L, arg, at[BLOCK], "mount", K_BLOCK_DEV);
+    out->cfg.format_with_refs = opt_bool(L, arg, at[REFS], "mount", K_FORMAT_WITH_REFS);
+    const char *fs = opt_string(L, arg, at[FS], "mount", K_FILESYSTEM);
     out->cfg.filesystem = fs ? fs : "";
-    int found = present;
-    found += options_check(L, arg, out);
-    no_unknown_keys(L, arg, found, mount_keys, "mount");
+    options_check(L, arg, at[OPTS], out);
+    if (unknown)
+        largs_known_keys(L, arg, mount_keys, "mount");
 }
 
 void largs_id_check(lua_State *L, int arg, scsictl_id *out)

@@ -271,6 +271,7 @@ static int l_reserve(lua_State *L)
     lctl *c = lscsictl_check(L, 1);
     largs_disk disk;
     largs_mount mount;
+    lua_settop(L, 3); /* the checks push the fields' values above the arguments */
     largs_disk_check(L, 2, &disk);
     largs_mount_check(L, 3, &mount);
     scsictl_id id;
