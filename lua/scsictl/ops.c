@@ -2,7 +2,8 @@
  *
  * An operation lives in an "op" userdata, never on the C stack:
  *
- *   stack: [1] controller  [2] id  [3] op (to-be-closed)  [4..] callback results
+ *   stack: [1] controller  [2] id  [3] op (to-be-closed once a step is issued)
+ *          [4..] callback results
  *
  * drive() asks the core for the next step, calls the backend callback with
  * lua_pcallk and, when the callback returns without yielding, calls the
@@ -23,6 +24,7 @@ typedef struct lop {
     lctl *ctl;     /* kept alive by the op's uservalue */
     int kind;
     bool active;   /* a step is in flight */
+    bool closing;  /* its stack slot is to-be-closed in the current call */
 } lop;
 
 /* Reports an in-flight step as failed. Shared by __gc and __close. */
@@ -203,6 +205,10 @@ static int drive(lua_State *L, lop *o, int st, const scsictl_error *err)
 {
     if (st == SCSICTL_STEP) {
         const scsictl_step *s = &o->op.step;
+        if (!o->closing) { /* from the first step on, a close must report it */
+            o->closing = true;
+            lua_toclose(L, IDX_OP);
+        }
         o->active = true;
         lua_getiuservalue(L, IDX_CTL, s->kind == SCSICTL_STEP_ADD_SCSI_DISK ||
                                               s->kind == SCSICTL_STEP_REMOVE_SCSI_DISK
@@ -268,7 +274,8 @@ static int start(lua_State *L, int kind)
     lop *o = push_op(L, c);
     o->kind = kind;
     o->active = false;
-    lua_toclose(L, IDX_OP);
+    o->closing = false; /* marked at the first step: a call without one
+                           (already mapped, nothing left) needs no close */
     scsictl_error err;
     int st = kind == OP_MAP ? scsictl_op_start_map(c->core, &o->op, &id, &err)
                             : scsictl_op_start_unmap(c->core, &o->op, &id, &err);
