@@ -32,12 +32,17 @@
 #define NSLOTS_TRACKED 4096
 
 /* Per-slot shadow of the VM and guest, for P1/P2 on the steps handed out.
- * Seeded from the imported state (attached / ejected / mounted). */
+ * Seeded from the imported state (attached / ejected / mounted). A disk
+ * saved as "adding" or a partition saved as "mounting" had its step in
+ * flight: it may or may not have taken effect, and a release issues the
+ * eject / remove / unmount anyway (ops.c), so those count as "maybe". */
 typedef struct shadow {
     uint32_t luns;
     uint8_t attached[NSLOTS_TRACKED];
     uint8_t ejected[NSLOTS_TRACKED];
+    uint8_t maybe_attached[NSLOTS_TRACKED];
     uint16_t mounted[NSLOTS_TRACKED]; /* count of mounted partitions */
+    uint16_t maybe_mounted[NSLOTS_TRACKED];
 } shadow;
 
 static shadow S;
@@ -46,6 +51,32 @@ static void die(const char *what, const char *detail)
 {
     fprintf(stderr, "fuzz_import: %s: %s\n", what, detail ? detail : "");
     abort();
+}
+
+/* Marks the slots of "adding" disks and "mounting" partitions in a saved
+ * snapshot (records "disk C L adding ..." and "part C L P mounting ..."). */
+static void seed_maybe(const char *snap, size_t len)
+{
+    const char *p = snap, *end = snap + len;
+    while (p < end) {
+        const char *nl = memchr(p, '\n', (size_t)(end - p));
+        size_t n = nl ? (size_t)(nl - p) : (size_t)(end - p);
+        char line[128];
+        if (n < sizeof line) {
+            memcpy(line, p, n);
+            line[n] = '\0';
+            unsigned c, l;
+            unsigned long long part;
+            char state[16];
+            if (sscanf(line, "disk %u %u %15s", &c, &l, state) == 3 &&
+                strcmp(state, "adding") == 0 && (uint64_t)c * S.luns + l < NSLOTS_TRACKED)
+                S.maybe_attached[(uint64_t)c * S.luns + l] = 1;
+            if (sscanf(line, "part %u %u %llu %15s", &c, &l, &part, state) == 4 &&
+                strcmp(state, "mounting") == 0 && (uint64_t)c * S.luns + l < NSLOTS_TRACKED)
+                S.maybe_mounted[(uint64_t)c * S.luns + l]++;
+        }
+        p += n + 1;
+    }
 }
 
 static void seed_shadow(scsictl *ctl)
@@ -79,27 +110,30 @@ static void shadow_step(const scsictl_step *st, bool ok)
     switch (st->kind) {
     case SCSICTL_STEP_ADD_SCSI_DISK:
         if (S.attached[slot]) die("P1", "add while attached");
-        if (ok) S.attached[slot] = 1, S.ejected[slot] = 0;
+        if (ok) S.attached[slot] = 1, S.ejected[slot] = 0, S.maybe_attached[slot] = 0;
         break;
     case SCSICTL_STEP_LINUX_EJECT:
-        if (!S.attached[slot] || S.ejected[slot]) die("P1", "eject while not attached");
+        if ((!S.attached[slot] && !S.maybe_attached[slot]) || S.ejected[slot])
+            die("P1", "eject while not attached");
         if (S.mounted[slot]) die("P2", "eject with a partition mounted");
-        if (ok) S.ejected[slot] = 1;
+        if (ok) S.ejected[slot] = 1, S.attached[slot] = 1;
         break;
     case SCSICTL_STEP_REMOVE_SCSI_DISK:
-        if (!S.attached[slot]) die("P1", "remove while not attached");
+        if (!S.attached[slot] && !S.maybe_attached[slot]) die("P1", "remove while not attached");
         if (S.mounted[slot]) die("P2", "remove with a partition mounted");
-        if (ok) S.attached[slot] = 0, S.ejected[slot] = 0;
+        if (ok) S.attached[slot] = 0, S.ejected[slot] = 0, S.maybe_attached[slot] = 0;
         break;
     case SCSICTL_STEP_LINUX_MOUNT:
     case SCSICTL_STEP_WINDOWS_MOUNT:
     case SCSICTL_STEP_WINDOWS_MOUNT_SCRATCH:
         if (!S.attached[slot] || S.ejected[slot]) die("P2", "mount on a disk not attached");
         if (ok) S.mounted[slot]++;
+        if (ok && S.maybe_mounted[slot]) S.maybe_mounted[slot]--; /* now certain */
         break;
     default:
-        if (!S.mounted[slot]) die("P1", "unmount with nothing mounted");
-        if (ok) S.mounted[slot]--;
+        if (!S.mounted[slot] && !S.maybe_mounted[slot]) die("P1", "unmount with nothing mounted");
+        if (ok && S.mounted[slot]) S.mounted[slot]--;
+        else if (ok) S.maybe_mounted[slot]--;
         break;
     }
 }
@@ -141,12 +175,13 @@ static int run_one(const uint8_t *data, size_t size)
     size_t n2 = 0;
     if (scsictl_save(ctl2, &s2, &n2, &err) != SCSICTL_OK) die("save 2", err.message);
     if (n1 != n2 || memcmp(s1, s2, n1) != 0) die("round trip", "bytes differ");
-    scsictl_info_free(ctl, s1);
     scsictl_info_free(ctl2, s2);
     scsictl_free(ctl2);
 
     /* A few operations. */
     seed_shadow(ctl);
+    seed_maybe(s1, n1);
+    scsictl_info_free(ctl, s1);
     uint32_t bits = 0x9A3u ^ (uint32_t)size;
     scsictl_reservation_info *ri = NULL;
     size_t n = 0;
