@@ -103,7 +103,6 @@ int sc_fail(scsictl_error *err, int code, const char *fmt, ...)
 
 /* ids.c */
 void sc_id_generate(sc_idgen *g, scsictl_id *id);
-void sc_chacha_block(const uint32_t key[8], uint64_t counter, int rounds, uint8_t out[64]);
 void sc_chacha_blocks4(const uint32_t key[8], uint64_t counter, int rounds, uint8_t out[256]);
 uint64_t sc_id_hash(const scsictl_id *id);
 
