@@ -275,6 +275,8 @@ typedef struct scsictl_op {
     void *res_;
     int kind_;
     int phase_;
+    scsictl_disk_config disk_;   /* step.disk and step.mount point here */
+    scsictl_mount_config mount_;
 } scsictl_op;
 
 /* Starts mapping reservation *id (SPEC §3). Returns

@@ -2,6 +2,7 @@
 #include "alloc.h"
 
 #include <stdlib.h>
+#include <string.h>
 
 static void *default_malloc(void *ud, size_t n)
 {
@@ -25,43 +26,51 @@ const scsictl_allocator sc_default_allocator = {
     default_malloc, default_realloc, default_free, NULL
 };
 
-typedef struct header {
-    size_t cap;
-    size_t pad; /* keeps the object 16-byte aligned */
-} header;
+/* The class of an n-byte block, or -1 when blocks of that size are not
+ * cached. A class-k block holds (k + 1) * 8 bytes. */
+static int class_of(size_t n)
+{
+    if (n == 0 || n > SC_CACHE_MAX_BYTES)
+        return -1;
+    return (int)((n - 1) / SC_CACHE_CLASS_BYTES);
+}
 
 void *sc_obj_alloc(const scsictl_allocator *a, sc_cache *c, size_t n)
 {
-    /* First fit among cached blocks that are not much larger than asked. */
-    for (unsigned i = 0; i < c->n; i++) {
-        header *h = c->blocks[i];
-        if (h->cap >= n && h->cap / 2 <= n + 64) {
-            c->blocks[i] = c->blocks[--c->n];
-            return h + 1;
-        }
+    int k = class_of(n);
+    if (k < 0)
+        return sc_malloc(a, n);
+    void *p = c->head[k];
+    if (p) {
+        memcpy(&c->head[k], p, sizeof(void *)); /* the next free block */
+        c->n[k]--;
+        return p;
     }
-    if (n > SIZE_MAX - sizeof(header))
-        return NULL;
-    header *h = sc_malloc(a, sizeof(header) + n);
-    if (!h)
-        return NULL;
-    h->cap = n;
-    return h + 1;
+    return sc_malloc(a, (size_t)(k + 1) * SC_CACHE_CLASS_BYTES);
 }
 
-void sc_obj_free(const scsictl_allocator *a, sc_cache *c, void *p)
+void sc_obj_free(const scsictl_allocator *a, sc_cache *c, void *p, size_t n)
 {
     if (!p)
         return;
-    header *h = (header *)p - 1;
-    if (c->n < SC_CACHE_SLOTS && h->cap <= 4096)
-        c->blocks[c->n++] = h;
-    else
-        sc_free(a, h);
+    int k = class_of(n);
+    if (k < 0 || c->n[k] == SC_CACHE_DEPTH) {
+        sc_free(a, p);
+        return;
+    }
+    memcpy(p, &c->head[k], sizeof(void *));
+    c->head[k] = p;
+    c->n[k]++;
 }
 
 void sc_cache_drain(const scsictl_allocator *a, sc_cache *c)
 {
-    while (c->n)
-        sc_free(a, c->blocks[--c->n]);
+    for (int k = 0; k < SC_CACHE_CLASSES; k++) {
+        while (c->head[k]) {
+            void *p = c->head[k];
+            memcpy(&c->head[k], p, sizeof(void *));
+            sc_free(a, p);
+        }
+        c->n[k] = 0;
+    }
 }

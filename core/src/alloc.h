@@ -29,19 +29,24 @@ static inline void sc_free(const scsictl_allocator *a, void *p)
         a->free_fn(a->ud, p);
 }
 
-/* Object blocks (disks, mounts, reservations) go through a small per-
- * controller cache of freed blocks, so a steady reserve/map/unmap cycle
- * reuses memory instead of calling the allocator. Each block carries its
- * capacity in a header. */
-#define SC_CACHE_SLOTS 16
+/* Object blocks (disks, mounts, reservations, pins) go through a small
+ * per-controller cache of freed blocks, so a steady reserve/map/unmap cycle
+ * reuses memory instead of calling the allocator. Blocks up to
+ * SC_CACHE_MAX_BYTES are sized in 8-byte classes, each class a short free
+ * list threaded through the freed blocks themselves; the caller passes the
+ * size it asked for when it frees, so blocks carry no header. */
+#define SC_CACHE_CLASS_BYTES 8
+#define SC_CACHE_MAX_BYTES 256
+#define SC_CACHE_CLASSES (SC_CACHE_MAX_BYTES / SC_CACHE_CLASS_BYTES)
+#define SC_CACHE_DEPTH 4 /* blocks kept per class */
 
 typedef struct sc_cache {
-    void *blocks[SC_CACHE_SLOTS]; /* header pointers */
-    unsigned n;
+    void *head[SC_CACHE_CLASSES];
+    uint8_t n[SC_CACHE_CLASSES];
 } sc_cache;
 
 void *sc_obj_alloc(const scsictl_allocator *a, sc_cache *c, size_t n);
-void sc_obj_free(const scsictl_allocator *a, sc_cache *c, void *p);
+void sc_obj_free(const scsictl_allocator *a, sc_cache *c, void *p, size_t n);
 void sc_cache_drain(const scsictl_allocator *a, sc_cache *c);
 
 #endif

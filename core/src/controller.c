@@ -14,6 +14,11 @@ static bool res_eq(const void *item, const void *key)
     return memcmp(r->id.bytes, key, sizeof r->id.bytes) == 0;
 }
 
+void sc_res_free(scsictl *ctl, reservation *r)
+{
+    sc_obj_del(ctl, r, sizeof *r);
+}
+
 reservation *sc_res_find(scsictl *ctl, const scsictl_id *id)
 {
     return hmap_find(&ctl->res, sc_id_hash(id), id->bytes, res_eq);
@@ -21,8 +26,8 @@ reservation *sc_res_find(scsictl *ctl, const scsictl_id *id)
 
 void sc_res_forget(scsictl *ctl, reservation *r)
 {
-    hmap_remove(&ctl->res, r->hash, r);
-    sc_obj_del(ctl, r);
+    hmap_remove(&ctl->res, sc_id_hash(&r->id), r);
+    sc_res_free(ctl, r);
 }
 
 int scsictl_new(const scsictl_options *opts, scsictl **out, scsictl_error *err)
@@ -56,6 +61,10 @@ int scsictl_new(const scsictl_options *opts, scsictl **out, scsictl_error *err)
     ctl->luns = luns;
     ctl->nslots = opts->controllers * luns;
     ctl->guest = opts->guest;
+    hmap_init(&ctl->disks, sc_disk_hash_of);
+    hmap_init(&ctl->mounts, sc_mount_hash_of);
+    hmap_init(&ctl->res, NULL); /* keeps hashes: see hmap.h */
+    hmap_init(&ctl->pins, sc_pin_hash_of);
     ctl->pinned = sc_calloc(a, (ctl->nslots + 63) / 64 + 1, sizeof(uint64_t));
     if (!ctl->pinned || !slotmap_init(&ctl->taken, ctl->nslots, a) ||
         pthread_mutex_init(&ctl->lock, NULL) != 0) {
@@ -68,24 +77,30 @@ int scsictl_new(const scsictl_options *opts, scsictl **out, scsictl_error *err)
     return SCSICTL_OK;
 }
 
-static void free_all_items(scsictl *ctl, hmap *m)
+static void free_all_items(scsictl *ctl, hmap *m, void (*free_item)(scsictl *, void *))
 {
-    for (size_t i = 0; i < m->cap; i++) {
-        sc_obj_del(ctl, m->e[i].item);
-        sc_cache_drain(&ctl->alloc, &ctl->cache);
-    }
+    for (size_t i = 0; i < m->cap; i++)
+        if (hmap_item(m, i)) {
+            free_item(ctl, hmap_item(m, i));
+            sc_cache_drain(&ctl->alloc, &ctl->cache);
+        }
     hmap_destroy(m, &ctl->alloc);
 }
+
+static void free_res(scsictl *ctl, void *p) { sc_res_free(ctl, p); }
+static void free_mount(scsictl *ctl, void *p) { sc_mount_free(ctl, p); }
+static void free_disk(scsictl *ctl, void *p) { sc_disk_free(ctl, p); }
+static void free_pin(scsictl *ctl, void *p) { sc_pin_free(ctl, p); }
 
 void scsictl_free(scsictl *ctl)
 {
     if (!ctl)
         return;
     scsictl_allocator a = ctl->alloc;
-    free_all_items(ctl, &ctl->res);
-    free_all_items(ctl, &ctl->mounts);
-    free_all_items(ctl, &ctl->disks);
-    free_all_items(ctl, &ctl->pins);
+    free_all_items(ctl, &ctl->res, free_res);
+    free_all_items(ctl, &ctl->mounts, free_mount);
+    free_all_items(ctl, &ctl->disks, free_disk);
+    free_all_items(ctl, &ctl->pins, free_pin);
     sc_cache_drain(&a, &ctl->cache);
     slotmap_destroy(&ctl->taken, &a);
     sc_free(&a, ctl->pinned);
@@ -173,12 +188,12 @@ static int reserve_locked(scsictl *ctl, const scsictl_disk_config *dc,
                            dc->host_path, d->slot / ctl->luns, d->slot % ctl->luns,
                            d->busy ? "busy with a backend call"
                                    : "being torn down by a pending release");
-        if (!sc_disk_config_equal(&d->cfg, dc))
+        if (!sc_disk_same_settings(d, dc))
             return sc_fail(err, SCSICTL_E_CONFIG_MISMATCH,
                            "reserve: '%.200s' is already in use with a different disk config",
                            dc->host_path);
         m = sc_mount_find(ctl, d, mc->partition);
-        if (m && !sc_mount_config_equal(&m->cfg, mc))
+        if (m && !sc_mount_matches(m, mc))
             return sc_fail(err, SCSICTL_E_CONFIG_MISMATCH,
                            "reserve: partition %llu of '%.200s' is already in use "
                            "with a different mount config",
@@ -211,10 +226,9 @@ static int reserve_locked(scsictl *ctl, const scsictl_disk_config *dc,
         goto nomem;
 
     /* Commit. */
-    do {
+    do { /* a repeat is 2^-122 per pair, but an id must never alias */
         sc_id_generate(&ctl->ids, &r->id);
-    } while (sc_res_find(ctl, &r->id)); /* 2^-122 per pair, but never alias */
-    r->hash = sc_id_hash(&r->id);
+    } while (!hmap_insert_unique(&ctl->res, sc_id_hash(&r->id), r, r->id.bytes, res_eq));
     r->disk = d;
     r->mount = m;
     r->partition = mc->partition;
@@ -225,7 +239,6 @@ static int reserve_locked(scsictl *ctl, const scsictl_disk_config *dc,
         sc_mount_insert(ctl, new_mount);
     d->refs++;
     m->refs++;
-    hmap_insert(&ctl->res, r->hash, r);
     ctl->dirty = true;
     int rc = sc_persist_locked(ctl, err);
     if (rc != SCSICTL_OK) {
@@ -236,9 +249,9 @@ static int reserve_locked(scsictl *ctl, const scsictl_disk_config *dc,
     return SCSICTL_OK;
 
 nomem:
-    sc_obj_del(ctl, new_mount);
-    sc_obj_del(ctl, new_disk);
-    sc_obj_del(ctl, r);
+    sc_mount_free(ctl, new_mount);
+    sc_disk_free(ctl, new_disk);
+    sc_res_free(ctl, r);
     return sc_fail(err, SCSICTL_E_NO_MEMORY, "reserve: out of memory for '%.200s'",
                    dc->host_path);
 }
@@ -293,7 +306,7 @@ static int pin_locked(scsictl *ctl, uint64_t controller, uint64_t lun,
         }
         p = sc_pin_create(ctl, dc, len, hash, slot);
         if (!p || !hmap_reserve(&ctl->pins, ctl->pins.len + 1, &ctl->alloc)) {
-            sc_obj_del(ctl, p);
+            sc_pin_free(ctl, p);
             return sc_fail(err, SCSICTL_E_NO_MEMORY, "reserve_for_rootfs: out of memory");
         }
         hmap_insert(&ctl->pins, p->hash, p);
@@ -306,7 +319,7 @@ static int pin_locked(scsictl *ctl, uint64_t controller, uint64_t lun,
     if (rc != SCSICTL_OK) { /* not recorded: undo the pin */
         if (p) {
             hmap_remove(&ctl->pins, p->hash, p);
-            sc_obj_del(ctl, p);
+            sc_pin_free(ctl, p);
         }
         ctl->pinned[slot >> 6] &= ~(1ull << (slot & 63));
         ctl->npinned--;

@@ -73,37 +73,49 @@ const char *scsictl_disk_state_name(scsictl_disk_state s)
     return "unknown";
 }
 
-/* Allocates `head` bytes followed by copies of c's host_path and evd_type.
- * Shared by disks and pins (head = the struct's size). */
-void *sc_config_copy(scsictl *ctl, size_t head, const scsictl_disk_config *c)
+/* The size of a block of `head` bytes followed by c's host_path (len
+ * bytes) and evd_type, each with its NUL; 0 when that would not fit in
+ * 32 bits (such a path is refused as out of memory). */
+static size_t config_block_size(size_t head, const scsictl_disk_config *c, size_t len)
 {
-    size_t plen = strlen(c->host_path) + 1;
     size_t elen = c->evd_type ? strlen(c->evd_type) + 1 : 0;
-    if (plen > SIZE_MAX - head - elen)
-        return NULL;
-    char *block = sc_obj_new(ctl, head + plen + elen);
-    if (!block)
-        return NULL;
-    char *s = block + head;
-    memcpy(s, c->host_path, plen);
-    if (elen)
-        memcpy(s + plen, c->evd_type, elen);
-    return block;
+    if (len >= UINT32_MAX / 2 || elen >= UINT32_MAX / 2)
+        return 0;
+    return head + len + 1 + elen;
 }
 
-static void config_point(scsictl_disk_config *dst, const scsictl_disk_config *src,
-                         char *strings, size_t path_len)
+/* Copies c's strings to `to`: host_path, then evd_type if set. */
+static void copy_strings(char *to, const scsictl_disk_config *c, size_t len)
 {
-    *dst = *src;
-    dst->host_path = strings;
-    dst->evd_type = src->evd_type ? strings + path_len + 1 : NULL;
+    memcpy(to, c->host_path, len + 1);
+    if (c->evd_type)
+        memcpy(to + len + 1, c->evd_type, strlen(c->evd_type) + 1);
+}
+
+/* Whether a disk found by c's host path was made with the rest of c. */
+bool sc_disk_same_settings(const disk *d, const scsictl_disk_config *c)
+{
+    return d->read_only == c->read_only && d->type == (uint8_t)c->type &&
+           str_equal_nullable(d->has_evd ? d->strings + d->path_len + 1 : NULL,
+                              c->evd_type);
+}
+
+size_t sc_disk_size(const disk *d)
+{
+    size_t n = sizeof *d + d->path_len + 1;
+    return d->has_evd ? n + strlen(d->strings + d->path_len + 1) + 1 : n;
 }
 
 static bool disk_eq(const void *item, const void *key)
 {
     const disk *d = item;
     const scsictl_disk_config *k = key;
-    return strcmp(d->cfg.host_path, k->host_path) == 0;
+    return strcmp(d->strings, k->host_path) == 0;
+}
+
+uint64_t sc_disk_hash_of(const void *item)
+{
+    return ((const disk *)item)->hash;
 }
 
 disk *sc_disk_find(scsictl *ctl, const char *path, size_t len, uint64_t hash)
@@ -116,23 +128,33 @@ disk *sc_disk_find(scsictl *ctl, const char *path, size_t len, uint64_t hash)
 disk *sc_disk_create(scsictl *ctl, const scsictl_disk_config *c, size_t len,
                      uint64_t hash, uint32_t slot)
 {
-    disk *d = sc_config_copy(ctl, sizeof *d, c);
+    size_t size = config_block_size(sizeof(disk), c, len);
+    disk *d = size ? sc_obj_new(ctl, size) : NULL;
     if (!d)
         return NULL;
-    config_point(&d->cfg, c, (char *)(d + 1), len);
-    d->path_len = len;
+    copy_strings(d->strings, c, len);
+    /* Field by field: a memset of the record compiles to rep stos, which
+     * costs more than the rest of this function. */
     d->hash = hash;
+    d->step_mount = NULL;
+    d->refs = 0;
     d->slot = slot;
+    d->path_len = (uint32_t)len;
+    d->type = (uint8_t)c->type;
+    d->read_only = c->read_only;
+    d->has_evd = c->evd_type != NULL;
     d->state = SCSICTL_DISK_RESERVED;
     d->busy = false;
     d->tearing_down = false;
     d->uncertain = false;
     d->step_kind = 0;
-    d->step_mount = NULL;
-    d->refs = 0;
-    d->n_mounts = 0;
-    d->mounts = NULL;
     return d;
+}
+
+void sc_disk_free(scsictl *ctl, disk *d)
+{
+    if (d)
+        sc_obj_del(ctl, d, sc_disk_size(d));
 }
 
 void sc_disk_insert(scsictl *ctl, disk *d)
@@ -146,7 +168,7 @@ void sc_disk_forget(scsictl *ctl, disk *d)
 {
     hmap_remove(&ctl->disks, d->hash, d);
     sc_slot_release(ctl, d->slot);
-    sc_obj_del(ctl, d);
+    sc_disk_free(ctl, d);
 }
 
 static bool pin_eq(const void *item, const void *key)
@@ -154,6 +176,11 @@ static bool pin_eq(const void *item, const void *key)
     const pin *p = item;
     const scsictl_disk_config *k = key;
     return strcmp(p->cfg.host_path, k->host_path) == 0;
+}
+
+uint64_t sc_pin_hash_of(const void *item)
+{
+    return ((const pin *)item)->hash;
 }
 
 pin *sc_pin_find(scsictl *ctl, const char *path, size_t len, uint64_t hash)
@@ -166,14 +193,25 @@ pin *sc_pin_find(scsictl *ctl, const char *path, size_t len, uint64_t hash)
 pin *sc_pin_create(scsictl *ctl, const scsictl_disk_config *c, size_t len,
                    uint64_t hash, uint32_t slot)
 {
-    pin *p = sc_config_copy(ctl, sizeof *p, c);
+    size_t size = config_block_size(sizeof(pin), c, len);
+    pin *p = size ? sc_obj_new(ctl, size) : NULL;
     if (!p)
         return NULL;
-    config_point(&p->cfg, c, (char *)(p + 1), len);
+    char *strings = (char *)(p + 1);
+    copy_strings(strings, c, len);
+    p->cfg = *c;
+    p->cfg.host_path = strings;
+    p->cfg.evd_type = c->evd_type ? strings + len + 1 : NULL;
     p->path_len = len;
     p->hash = hash;
     p->slot = slot;
     return p;
+}
+
+void sc_pin_free(scsictl *ctl, pin *p)
+{
+    if (p)
+        sc_obj_del(ctl, p, config_block_size(sizeof *p, &p->cfg, p->path_len));
 }
 
 bool sc_slot_pinned(const scsictl *ctl, uint32_t slot)

@@ -56,19 +56,37 @@ uint64_t hash_bytes(const void *data, size_t len)
     return hash_mix(h ^ load_tail(p, len, total));
 }
 
-void hmap_destroy(hmap *m, const scsictl_allocator *a)
+void hmap_init(hmap *m, hmap_hash_fn hash_of)
 {
-    sc_free(a, m->e);
-    *m = (hmap){ 0 };
+    *m = (hmap){ .stride = hash_of ? 1 : 2, .hash_of = hash_of };
 }
 
-static void place(hmap_entry *e, size_t cap, uint64_t hash, void *item)
+void hmap_destroy(hmap *m, const scsictl_allocator *a)
+{
+    sc_free(a, m->w);
+    m->w = NULL;
+    m->cap = m->len = 0;
+}
+
+static uint64_t hash_at(const hmap *m, size_t i)
+{
+    return m->hash_of ? m->hash_of(hmap_item(m, i)) : m->w[i * 2 + 1].hash;
+}
+
+static void set_slot(hmap_word *w, size_t stride, size_t i, void *item, uint64_t hash)
+{
+    w[i * stride].item = item;
+    if (stride == 2)
+        w[i * 2 + 1].hash = hash;
+}
+
+/* The first empty slot of hash's probe run. */
+static size_t empty_slot(const hmap_word *w, size_t stride, size_t cap, uint64_t hash)
 {
     size_t i = (size_t)hash & (cap - 1);
-    while (e[i].item)
+    while (w[i * stride].item)
         i = (i + 1) & (cap - 1);
-    e[i].hash = hash;
-    e[i].item = item;
+    return i;
 }
 
 bool hmap_reserve(hmap *m, size_t n, const scsictl_allocator *a)
@@ -77,20 +95,32 @@ bool hmap_reserve(hmap *m, size_t n, const scsictl_allocator *a)
         return true;
     size_t cap = m->cap ? m->cap : 8;
     while (n > cap / 2) {
-        if (cap > SIZE_MAX / 4 / sizeof(hmap_entry))
+        if (cap > SIZE_MAX / 4 / (m->stride * sizeof(hmap_word)))
             return false;
         cap *= 2;
     }
-    hmap_entry *e = sc_calloc(a, cap, sizeof *e);
-    if (!e)
+    hmap_word *w = sc_calloc(a, cap * m->stride, sizeof *w);
+    if (!w)
         return false;
-    for (size_t i = 0; i < m->cap; i++)
-        if (m->e[i].item)
-            place(e, cap, m->e[i].hash, m->e[i].item);
-    sc_free(a, m->e);
-    m->e = e;
+    for (size_t i = 0; i < m->cap; i++) {
+        void *item = hmap_item(m, i);
+        if (item) {
+            uint64_t hash = hash_at(m, i);
+            set_slot(w, m->stride, empty_slot(w, m->stride, cap, hash), item, hash);
+        }
+    }
+    sc_free(a, m->w);
+    m->w = w;
     m->cap = cap;
     return true;
+}
+
+/* Whether slot i may hold key: its stored hash agrees (when kept) and
+ * eq() says so. */
+static bool holds(const hmap *m, size_t i, void *item, uint64_t hash, const void *key,
+                  hmap_eq_fn eq)
+{
+    return (m->hash_of || m->w[i * 2 + 1].hash == hash) && eq(item, key);
 }
 
 void *hmap_find(const hmap *m, uint64_t hash, const void *key, hmap_eq_fn eq)
@@ -98,41 +128,59 @@ void *hmap_find(const hmap *m, uint64_t hash, const void *key, hmap_eq_fn eq)
     if (m->len == 0)
         return NULL;
     for (size_t i = (size_t)hash & (m->cap - 1);; i = (i + 1) & (m->cap - 1)) {
-        if (!m->e[i].item)
+        void *item = hmap_item(m, i);
+        if (!item)
             return NULL;
-        if (m->e[i].hash == hash && eq(m->e[i].item, key))
-            return m->e[i].item;
+        if (holds(m, i, item, hash, key, eq))
+            return item;
     }
 }
 
 void hmap_insert(hmap *m, uint64_t hash, void *item)
 {
-    place(m->e, m->cap, hash, item);
+    set_slot(m->w, m->stride, empty_slot(m->w, m->stride, m->cap, hash), item, hash);
     m->len++;
+}
+
+bool hmap_insert_unique(hmap *m, uint64_t hash, void *item, const void *key, hmap_eq_fn eq)
+{
+    size_t mask = m->cap - 1, i = (size_t)hash & mask;
+    for (void *other; (other = hmap_item(m, i)) != NULL; i = (i + 1) & mask)
+        if (holds(m, i, other, hash, key, eq))
+            return false;
+    set_slot(m->w, m->stride, i, item, hash);
+    m->len++;
+    return true;
+}
+
+size_t hmap_index_of(const hmap *m, uint64_t hash, const void *item)
+{
+    if (m->len == 0)
+        return SIZE_MAX;
+    size_t mask = m->cap - 1;
+    for (size_t i = (size_t)hash & mask; hmap_item(m, i); i = (i + 1) & mask)
+        if (hmap_item(m, i) == item)
+            return i;
+    return SIZE_MAX;
 }
 
 bool hmap_remove(hmap *m, uint64_t hash, const void *item)
 {
-    if (m->len == 0)
+    size_t hole = hmap_index_of(m, hash, item);
+    if (hole == SIZE_MAX)
         return false;
-    size_t mask = m->cap - 1;
-    size_t i = (size_t)hash & mask;
-    while (m->e[i].item != item) {
-        if (!m->e[i].item)
-            return false;
-        i = (i + 1) & mask;
-    }
     /* Backward shift: pull later entries of the probe run into the hole
      * when their home position is at or before it. */
-    size_t hole = i;
-    for (size_t j = (hole + 1) & mask; m->e[j].item; j = (j + 1) & mask) {
-        size_t home = (size_t)m->e[j].hash & mask;
+    size_t mask = m->cap - 1;
+    for (size_t j = (hole + 1) & mask; hmap_item(m, j); j = (j + 1) & mask) {
+        uint64_t h = hash_at(m, j);
+        size_t home = (size_t)h & mask;
         if (((j - home) & mask) >= ((j - hole) & mask)) {
-            m->e[hole] = m->e[j];
+            set_slot(m->w, m->stride, hole, hmap_item(m, j), h);
             hole = j;
         }
     }
-    m->e[hole] = (hmap_entry){ 0 };
+    m->w[hole * m->stride].item = NULL;
     m->len--;
     return true;
 }

@@ -1,10 +1,19 @@
 /* hmap.h — an open-addressing hash map of item pointers.
  *
  * Linear probing, capacity a power of two, at most half full, deletion by
- * backward shift (no tombstones). The map stores each item's hash beside
- * it; the caller supplies the key comparison. Growth happens only in
- * hmap_reserve(), so a caller can make room first and then insert without
- * any failure point (this is what keeps reserve all-or-nothing). */
+ * backward shift (no tombstones). Growth happens only in hmap_reserve(), so
+ * a caller can make room first and then insert without any failure point
+ * (this is what keeps reserve all-or-nothing).
+ *
+ * Two slot layouts, chosen at hmap_init():
+ * - with hash_of: a slot is just the item pointer (8 bytes). Lookups
+ *   compare keys through eq(); moving items (growth, removal) asks
+ *   hash_of() for an item's hash. Map memory is most of what a live
+ *   reservation costs, so the disk and mount maps use this.
+ * - without: a slot keeps the item's hash beside it (16 bytes), so probes
+ *   and moves never touch other items. The reservation map uses this: its
+ *   keys are random, every access lands on a cold part of a big map, and a
+ *   visit to each neighbouring item would cost a cache miss. */
 #ifndef SCSICTL_HMAP_H
 #define SCSICTL_HMAP_H
 
@@ -14,19 +23,24 @@
 
 #include "scsictl.h"
 
-typedef struct hmap_entry {
+typedef bool (*hmap_eq_fn)(const void *item, const void *key);
+typedef uint64_t (*hmap_hash_fn)(const void *item);
+
+typedef union hmap_word {
+    void *item;
     uint64_t hash;
-    void *item; /* NULL = empty */
-} hmap_entry;
+} hmap_word;
 
 typedef struct hmap {
-    hmap_entry *e;
-    size_t cap; /* 0 or a power of two */
+    hmap_word *w;         /* cap slots of `stride` words: item [, hash] */
+    size_t cap;           /* 0 or a power of two */
     size_t len;
+    size_t stride;        /* 1: item only; 2: item and its hash */
+    hmap_hash_fn hash_of; /* NULL when the slots keep the hashes */
 } hmap;
 
-typedef bool (*hmap_eq_fn)(const void *item, const void *key);
-
+/* hash_of NULL: slots keep the hashes (see above). */
+void hmap_init(hmap *m, hmap_hash_fn hash_of);
 void hmap_destroy(hmap *m, const scsictl_allocator *a);
 
 /* Makes room for `n` items in total. False when out of memory (unchanged). */
@@ -37,10 +51,25 @@ void *hmap_find(const hmap *m, uint64_t hash, const void *key, hmap_eq_fn eq);
 /* Inserts an item not already present. Room must have been reserved. */
 void hmap_insert(hmap *m, uint64_t hash, void *item);
 
-/* Removes this exact item pointer. Returns false if it was not there. */
+/* Inserts item unless an item equal to key is present (then returns false
+ * and changes nothing): one probe instead of a find and an insert. Room
+ * must have been reserved. */
+bool hmap_insert_unique(hmap *m, uint64_t hash, void *item, const void *key, hmap_eq_fn eq);
+
+/* Removes this exact item pointer, inserted with this hash. Returns false
+ * if it was not there. */
 bool hmap_remove(hmap *m, uint64_t hash, const void *item);
 
-/* Iteration: for (size_t i = 0; i < m->cap; i++) if (m->e[i].item) ... */
+/* The slot of this exact item, inserted with this hash, or SIZE_MAX if it
+ * is not there. */
+size_t hmap_index_of(const hmap *m, uint64_t hash, const void *item);
+
+/* The item in slot i (NULL when empty), for iteration:
+ * for (size_t i = 0; i < m->cap; i++) if (hmap_item(m, i)) ... */
+static inline void *hmap_item(const hmap *m, size_t i)
+{
+    return m->w[i * m->stride].item;
+}
 
 uint64_t hash_bytes(const void *data, size_t len);
 uint64_t hash_mix(uint64_t x);

@@ -32,39 +32,45 @@ typedef struct sc_idgen {
     unsigned left; /* ids not yet taken from buf (0 = empty) */
 } sc_idgen;
 
+/* Records are kept small: a live reservation on a disk of its own costs a
+ * reservation, a mount, a disk and three hash-map slots (bench: mem_live).
+ * Configs are stored compactly after the record and handed out as the
+ * public structs by sc_disk_cfg() / sc_mount_cfg(). */
 typedef struct disk {
-    scsictl_disk_config cfg; /* strings live in `strings` below */
-    size_t path_len;
-    uint64_t hash;
+    uint64_t hash;      /* of the host path */
+    mount *step_mount;  /* the step in flight's mount, for a mount step */
+    size_t refs;        /* claims (reservations) on this disk */
     uint32_t slot;
+    uint32_t path_len;
+    uint8_t type;       /* scsictl_disk_type */
+    bool read_only;
+    bool has_evd;       /* evd_type follows the host path */
     uint8_t state;      /* scsictl_disk_state */
     bool busy;          /* a step is in flight */
     bool tearing_down;  /* the last claim's release reached the disk stage */
     bool uncertain;     /* imported while its add was in flight: it may be
                            in the VM, so a release removes it anyway */
     uint8_t step_kind;  /* the step in flight, when busy */
-    mount *step_mount;  /* its mount, for a mount step */
-    size_t refs;        /* claims (reservations) on this disk */
-    size_t n_mounts;
-    mount *mounts;      /* intrusive list of this disk's partition mounts */
-    /* followed in the same allocation by host_path and evd_type */
+    char strings[];     /* host_path NUL [evd_type NUL] */
 } disk;
 
+/* A partition mount; its options and filesystem follow it in the same
+ * block (an array of n_options pointers, then the strings). */
 struct mount {
-    scsictl_mount_config cfg; /* options/filesystem live in `data` below */
+    uint64_t partition;
     disk *disk;
-    mount *prev, *next;
-    uint64_t hash;
     size_t refs;        /* claims on this partition */
+    uint32_t n_options;
+    uint32_t fs_offset; /* filesystem string at (char *)m + fs_offset; 0 = "" */
+    bool read_only, encrypted, ensure_filesystem, block_dev, format_with_refs;
     uint8_t state;      /* scsictl_mount_state */
     bool uncertain;     /* imported while its mount was in flight */
     /* the guest path is derived (slot, partition), formatted when needed */
-    /* followed in the same allocation by the options array and strings */
 };
 
+/* The id comes first: its first 8 random bytes are the map hash. */
 typedef struct reservation {
     scsictl_id id;
-    uint64_t hash;
     disk *disk;
     mount *mount;       /* NULL once the partition claim is released */
     uint64_t partition;
@@ -109,15 +115,20 @@ uint64_t sc_id_hash(const scsictl_id *id);
 /* disk.c — disk configs and the disk state machine */
 bool sc_disk_config_valid(const scsictl_disk_config *c);
 bool sc_disk_config_equal(const scsictl_disk_config *a, const scsictl_disk_config *b);
+bool sc_disk_same_settings(const disk *d, const scsictl_disk_config *c);
+size_t sc_disk_size(const disk *d);
 disk *sc_disk_find(scsictl *ctl, const char *path, size_t len, uint64_t hash);
 disk *sc_disk_create(scsictl *ctl, const scsictl_disk_config *c, size_t len,
                      uint64_t hash, uint32_t slot);
 void sc_disk_insert(scsictl *ctl, disk *d);
 void sc_disk_forget(scsictl *ctl, disk *d);
+void sc_disk_free(scsictl *ctl, disk *d);      /* NULL is fine */
+uint64_t sc_disk_hash_of(const void *disk_item);
 pin *sc_pin_find(scsictl *ctl, const char *path, size_t len, uint64_t hash);
 pin *sc_pin_create(scsictl *ctl, const scsictl_disk_config *c, size_t len,
                    uint64_t hash, uint32_t slot);
-void *sc_config_copy(scsictl *ctl, size_t head, const scsictl_disk_config *c);
+void sc_pin_free(scsictl *ctl, pin *p);         /* NULL is fine */
+uint64_t sc_pin_hash_of(const void *pin_item);
 bool sc_slot_pinned(const scsictl *ctl, uint32_t slot);
 void sc_slot_take(scsictl *ctl, uint32_t slot);
 void sc_slot_release(scsictl *ctl, uint32_t slot);
@@ -125,15 +136,25 @@ void sc_slot_release(scsictl *ctl, uint32_t slot);
 /* mount.c — mount configs and the mount state machine */
 bool sc_mount_config_valid(const scsictl_mount_config *c);
 bool sc_mount_config_equal(const scsictl_mount_config *a, const scsictl_mount_config *b);
+bool sc_mount_matches(const mount *m, const scsictl_mount_config *c);
 mount *sc_mount_find(scsictl *ctl, const disk *d, uint64_t partition);
 mount *sc_mount_create(scsictl *ctl, disk *d, const scsictl_mount_config *c);
 void sc_mount_insert(scsictl *ctl, mount *m);
 void sc_mount_forget(scsictl *ctl, mount *m);
+void sc_mount_free(scsictl *ctl, mount *m);    /* NULL is fine */
+size_t sc_mount_size(const mount *m);          /* its block's size */
+uint64_t sc_mount_hash_of(const void *mount_item);
 uint64_t sc_mount_hash(const disk *d, uint64_t partition);
 
 /* controller.c */
 reservation *sc_res_find(scsictl *ctl, const scsictl_id *id);
 void sc_res_forget(scsictl *ctl, reservation *r);
+void sc_res_free(scsictl *ctl, reservation *r); /* NULL is fine */
+
+/* introspect.c: every item of map m in a fresh array sorted with cmp
+ * (NULL when the map is empty); sets *nomem if the array cannot be had. */
+void **sc_sorted_items(scsictl *ctl, const hmap *m, int (*cmp)(const void *, const void *),
+                       bool *nomem);
 
 /* snapshot.c, persist.c — the caller holds the lock */
 int sc_snapshot_write(scsictl *ctl, char **out, size_t *len, scsictl_error *err);
@@ -145,9 +166,43 @@ static inline void *sc_obj_new(scsictl *ctl, size_t n)
     return sc_obj_alloc(&ctl->alloc, &ctl->cache, n);
 }
 
-static inline void sc_obj_del(scsictl *ctl, void *p)
+/* n is the size p was allocated with. */
+static inline void sc_obj_del(scsictl *ctl, void *p, size_t n)
 {
-    sc_obj_free(&ctl->alloc, &ctl->cache, p);
+    sc_obj_free(&ctl->alloc, &ctl->cache, p, n);
+}
+
+/* The public configs of a disk and a mount, pointing into the records.
+ * Inline, so that they are built in place (a copy of an out-of-line
+ * result stalls on store forwarding in the step path). */
+static inline scsictl_disk_config sc_disk_cfg(const disk *d)
+{
+    return (scsictl_disk_config){
+        .host_path = d->strings,
+        .read_only = d->read_only,
+        .type = (scsictl_disk_type)d->type,
+        .evd_type = d->has_evd ? d->strings + d->path_len + 1 : NULL,
+    };
+}
+
+static inline const char *const *sc_mount_options(const mount *m)
+{
+    return m->n_options ? (const char *const *)(const void *)(m + 1) : NULL;
+}
+
+static inline scsictl_mount_config sc_mount_cfg(const mount *m)
+{
+    return (scsictl_mount_config){
+        .partition = m->partition,
+        .read_only = m->read_only,
+        .encrypted = m->encrypted,
+        .ensure_filesystem = m->ensure_filesystem,
+        .block_dev = m->block_dev,
+        .format_with_refs = m->format_with_refs,
+        .filesystem = m->fs_offset ? (const char *)m + m->fs_offset : "",
+        .options = sc_mount_options(m),
+        .n_options = m->n_options,
+    };
 }
 
 /* Formatting helpers (errors.c) */

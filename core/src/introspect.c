@@ -57,7 +57,7 @@ static void fill_reservation(const scsictl *ctl, const reservation *r,
         .controller = r->disk->slot / ctl->luns,
         .lun = r->disk->slot % ctl->luns,
         .partition = r->partition,
-        .host_path = arena_str(a, r->disk->cfg.host_path),
+        .host_path = arena_str(a, r->disk->strings),
         .release_pending = r->pending,
     };
 }
@@ -110,7 +110,7 @@ int scsictl_list_reservations(scsictl *ctl, scsictl_reservation_info **out,
     pthread_mutex_lock(&ctl->lock);
     size_t count = ctl->res.len, bytes = count * sizeof(scsictl_reservation_info);
     for (size_t i = 0; i < ctl->res.cap; i++) {
-        const reservation *r = ctl->res.e[i].item;
+        const reservation *r = hmap_item(&ctl->res, i);
         if (r)
             bytes += r->disk->path_len + 1;
     }
@@ -122,8 +122,8 @@ int scsictl_list_reservations(scsictl *ctl, scsictl_reservation_info **out,
             arena a = { (char *)(list + count) };
             size_t k = 0;
             for (size_t i = 0; i < ctl->res.cap; i++)
-                if (ctl->res.e[i].item)
-                    fill_reservation(ctl, ctl->res.e[i].item, &list[k++], &a);
+                if (hmap_item(&ctl->res, i))
+                    fill_reservation(ctl, hmap_item(&ctl->res, i), &list[k++], &a);
             qsort(list, count, sizeof *list, cmp_reservation);
             *out = list;
             *n = count;
@@ -131,6 +131,12 @@ int scsictl_list_reservations(scsictl *ctl, scsictl_reservation_info **out,
     }
     pthread_mutex_unlock(&ctl->lock);
     return rc;
+}
+
+static int cmp_disk(const void *pa, const void *pb)
+{
+    const disk *x = *(const disk *const *)pa, *y = *(const disk *const *)pb;
+    return x->slot < y->slot ? -1 : x->slot > y->slot;
 }
 
 static int cmp_slot(const void *pa, const void *pb)
@@ -141,14 +147,20 @@ static int cmp_slot(const void *pa, const void *pb)
     return sa < sb ? -1 : sa > sb;
 }
 
-static int cmp_partition(const void *pa, const void *pb)
+/* Mounts in slot order, then partition order. */
+static int cmp_mount(const void *pa, const void *pb)
 {
-    const scsictl_partition_info *a = pa, *b = pb;
-    return a->partition < b->partition ? -1 : a->partition > b->partition;
+    const mount *x = *(const mount *const *)pa, *y = *(const mount *const *)pb;
+    if (x->disk->slot != y->disk->slot)
+        return x->disk->slot < y->disk->slot ? -1 : 1;
+    return x->partition < y->partition ? -1 : x->partition > y->partition;
 }
 
+/* Fills the slot entry of disk d; its partitions are the next run of
+ * `mounts` (sorted by slot, then partition), starting at *next. */
 static void fill_disk_slot(const scsictl *ctl, const disk *d, scsictl_slot_info *s,
-                           scsictl_partition_info *parts, arena *a)
+                           scsictl_partition_info *parts, mount *const *mounts,
+                           size_t n_mounts, size_t *next, arena *a)
 {
     *s = (scsictl_slot_info){
         .controller = d->slot / ctl->luns,
@@ -156,27 +168,45 @@ static void fill_disk_slot(const scsictl *ctl, const disk *d, scsictl_slot_info 
         .pinned = sc_slot_pinned(ctl, d->slot),
         .busy = d->busy,
         .has_disk = true,
-        .host_path = arena_str(a, d->cfg.host_path),
+        .host_path = arena_str(a, d->strings),
         .state = (scsictl_disk_state)d->state,
         .reservations = d->refs,
-        .n_partitions = d->n_mounts,
-        .partitions = d->n_mounts ? parts : NULL,
     };
     size_t k = 0;
-    for (const mount *m = d->mounts; m; m = m->next) {
+    for (; *next < n_mounts && mounts[*next]->disk == d; ++*next) {
+        const mount *m = mounts[*next];
         char path[SCSICTL_GUEST_PATH_MAX];
         bool mounted = m->state == SCSICTL_MOUNT_MOUNTED;
         if (mounted)
-            scsictl_guest_path(ctl->guest, s->controller, s->lun, m->cfg.partition, path,
+            scsictl_guest_path(ctl->guest, s->controller, s->lun, m->partition, path,
                                sizeof path);
         parts[k++] = (scsictl_partition_info){
-            .partition = m->cfg.partition,
+            .partition = m->partition,
             .state = (scsictl_mount_state)m->state,
             .refs = m->refs,
             .guest_path = mounted ? arena_str(a, path) : NULL,
         };
     }
-    qsort(parts, k, sizeof *parts, cmp_partition);
+    s->n_partitions = k;
+    s->partitions = k ? parts : NULL;
+}
+
+void **sc_sorted_items(scsictl *ctl, const hmap *m, int (*cmp)(const void *, const void *),
+                       bool *nomem)
+{
+    if (m->len == 0)
+        return NULL;
+    void **v = sc_malloc(&ctl->alloc, m->len * sizeof *v);
+    if (!v) {
+        *nomem = true;
+        return NULL;
+    }
+    size_t k = 0;
+    for (size_t i = 0; i < m->cap; i++)
+        if (hmap_item(m, i))
+            v[k++] = hmap_item(m, i);
+    qsort(v, k, sizeof *v, cmp);
+    return v;
 }
 
 int scsictl_list_slots(scsictl *ctl, scsictl_slot_info **out, size_t *n,
@@ -189,37 +219,37 @@ int scsictl_list_slots(scsictl *ctl, scsictl_slot_info **out, size_t *n,
     int rc = SCSICTL_OK;
     pthread_mutex_lock(&ctl->lock);
     /* Count: a slot per disk, plus pinned slots with no disk. */
-    size_t count = ctl->disks.len, nparts = 0, strings = 0;
+    size_t count = ctl->disks.len, nparts = ctl->mounts.len, strings = 0;
     for (size_t i = 0; i < ctl->disks.cap; i++) {
-        const disk *d = ctl->disks.e[i].item;
+        const disk *d = hmap_item(&ctl->disks, i);
         if (!d)
             continue;
-        nparts += d->n_mounts;
-        strings += d->path_len + 1 + d->n_mounts * SCSICTL_GUEST_PATH_MAX;
+        strings += d->path_len + 1;
         if (sc_slot_pinned(ctl, d->slot))
             count--; /* counted again below with the pins */
     }
     count += ctl->npinned;
+    strings += nparts * SCSICTL_GUEST_PATH_MAX;
     size_t bytes = count * sizeof(scsictl_slot_info) +
                    nparts * sizeof(scsictl_partition_info) + strings;
-    if (count) {
+    bool nomem = false;
+    void **disks = sc_sorted_items(ctl, &ctl->disks, cmp_disk, &nomem);
+    void **mounts = sc_sorted_items(ctl, &ctl->mounts, cmp_mount, &nomem);
+    if (nomem) {
+        rc = sc_fail(err, SCSICTL_E_NO_MEMORY, "slots: out of memory");
+    } else if (count) {
         scsictl_slot_info *list = sc_malloc(&ctl->alloc, bytes);
         if (!list) {
             rc = sc_fail(err, SCSICTL_E_NO_MEMORY, "slots: out of memory");
         } else {
             scsictl_partition_info *parts = (scsictl_partition_info *)(list + count);
             arena a = { (char *)(parts + nparts) };
-            size_t k = 0;
-            for (size_t i = 0; i < ctl->disks.cap; i++) {
-                const disk *d = ctl->disks.e[i].item;
-                if (!d)
-                    continue;
-                fill_disk_slot(ctl, d, &list[k++], parts, &a);
-                parts += d->n_mounts;
-            }
+            size_t k = 0, next = 0;
+            for (size_t i = 0; i < ctl->disks.len; i++)
+                fill_disk_slot(ctl, disks[i], &list[k++], parts + next,
+                               (mount *const *)mounts, nparts, &next, &a);
             /* Bare pins: pinned slots that hold no disk right now. The disk
-             * entries are sorted first so each pin is a binary search. */
-            qsort(list, k, sizeof *list, cmp_slot);
+             * entries are in slot order, so each pin is a binary search. */
             size_t ndisks = k;
             for (uint32_t w = 0; w < (ctl->nslots + 63) / 64; w++) {
                 for (uint64_t bits = ctl->pinned[w]; bits; bits &= bits - 1) {
@@ -239,6 +269,8 @@ int scsictl_list_slots(scsictl *ctl, scsictl_slot_info **out, size_t *n,
             *n = k;
         }
     }
+    sc_free(&ctl->alloc, disks);
+    sc_free(&ctl->alloc, mounts);
     pthread_mutex_unlock(&ctl->lock);
     return rc;
 }

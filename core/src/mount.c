@@ -82,7 +82,13 @@ static bool mount_eq(const void *item, const void *key)
 {
     const mount *m = item;
     const mount_key *k = key;
-    return m->disk == k->disk && m->cfg.partition == k->partition;
+    return m->disk == k->disk && m->partition == k->partition;
+}
+
+uint64_t sc_mount_hash_of(const void *item)
+{
+    const mount *m = item;
+    return sc_mount_hash(m->disk, m->partition);
 }
 
 mount *sc_mount_find(scsictl *ctl, const disk *d, uint64_t partition)
@@ -91,26 +97,47 @@ mount *sc_mount_find(scsictl *ctl, const disk *d, uint64_t partition)
     return hmap_find(&ctl->mounts, sc_mount_hash(d, partition), &key, mount_eq);
 }
 
-/* One allocation: the mount, its option pointer array, then the strings. */
+/* Whether m was made with config c (the mount's partition included). */
+bool sc_mount_matches(const mount *m, const scsictl_mount_config *c)
+{
+    scsictl_mount_config cur = sc_mount_cfg(m);
+    return sc_mount_config_equal(&cur, c);
+}
+
+size_t sc_mount_size(const mount *m)
+{
+    if (m->fs_offset) {
+        const char *fs = (const char *)m + m->fs_offset;
+        return m->fs_offset + strlen(fs) + 1;
+    }
+    if (m->n_options) {
+        const char *last = sc_mount_options(m)[m->n_options - 1];
+        return (size_t)(last - (const char *)m) + strlen(last) + 1;
+    }
+    return sizeof *m;
+}
+
+/* Blocks are limited to 32-bit offsets; a bigger config is refused as out
+ * of memory. */
+#define MOUNT_MAX_BYTES (UINT32_MAX / 2)
+
 mount *sc_mount_create(scsictl *ctl, disk *d, const scsictl_mount_config *c)
 {
     static const scsictl_mount_config defaults = { 0 };
     if (!c)
         c = &defaults;
-    size_t bytes = sizeof(mount);
-    if (c->n_options > (SIZE_MAX / 2) / sizeof(char *))
+    if (c->n_options > MOUNT_MAX_BYTES / sizeof(char *))
         return NULL;
-    bytes += c->n_options * sizeof(char *);
-    size_t strings = strlen(fs_of(c)) + 1;
-    for (size_t i = 0; i < c->n_options; i++) {
-        size_t n = strlen(c->options[i]) + 1;
-        if (n > SIZE_MAX / 2 - strings)
-            return NULL;
-        strings += n;
-    }
-    if (strings > SIZE_MAX / 2 - bytes)
+    size_t bytes = sizeof(mount) + c->n_options * sizeof(char *);
+    for (size_t i = 0; i < c->n_options && bytes <= MOUNT_MAX_BYTES; i++)
+        bytes += strlen(c->options[i]) + 1; /* stays far below SIZE_MAX */
+    size_t fs_len = strlen(fs_of(c));
+    size_t fs_offset = fs_len ? bytes : 0;
+    if (bytes > MOUNT_MAX_BYTES || fs_len >= MOUNT_MAX_BYTES - bytes)
         return NULL;
-    mount *m = sc_obj_new(ctl, bytes + strings);
+    if (fs_len)
+        bytes += fs_len + 1;
+    mount *m = sc_obj_new(ctl, bytes);
     if (!m)
         return NULL;
     const char **opts = (const char **)(void *)(m + 1); /* mount is pointer-aligned */
@@ -121,44 +148,39 @@ mount *sc_mount_create(scsictl *ctl, disk *d, const scsictl_mount_config *c)
         opts[i] = s;
         s += n;
     }
-    memcpy(s, fs_of(c), strlen(fs_of(c)) + 1);
+    if (fs_len)
+        memcpy(s, c->filesystem, fs_len + 1);
     /* Field by field: a memset of the record compiles to rep stos, which
      * costs more than the rest of this function. */
-    m->cfg = *c;
-    m->cfg.filesystem = s;
-    m->cfg.options = c->n_options ? opts : NULL;
+    m->partition = c->partition;
     m->disk = d;
-    m->prev = m->next = NULL;
-    m->hash = sc_mount_hash(d, c->partition);
     m->refs = 0;
+    m->n_options = (uint32_t)c->n_options;
+    m->fs_offset = (uint32_t)fs_offset;
+    m->read_only = c->read_only;
+    m->encrypted = c->encrypted;
+    m->ensure_filesystem = c->ensure_filesystem;
+    m->block_dev = c->block_dev;
+    m->format_with_refs = c->format_with_refs;
     m->state = SCSICTL_MOUNT_RESERVED;
     m->uncertain = false;
     return m;
 }
 
+void sc_mount_free(scsictl *ctl, mount *m)
+{
+    if (m)
+        sc_obj_del(ctl, m, sc_mount_size(m));
+}
+
 void sc_mount_insert(scsictl *ctl, mount *m)
 {
-    disk *d = m->disk;
-    hmap_insert(&ctl->mounts, m->hash, m);
-    m->prev = NULL;
-    m->next = d->mounts;
-    if (d->mounts)
-        d->mounts->prev = m;
-    d->mounts = m;
-    d->n_mounts++;
+    hmap_insert(&ctl->mounts, sc_mount_hash(m->disk, m->partition), m);
 }
 
 /* Drops a mount whose last claim is gone and that is not mounted. */
 void sc_mount_forget(scsictl *ctl, mount *m)
 {
-    disk *d = m->disk;
-    hmap_remove(&ctl->mounts, m->hash, m);
-    if (m->prev)
-        m->prev->next = m->next;
-    else
-        d->mounts = m->next;
-    if (m->next)
-        m->next->prev = m->prev;
-    d->n_mounts--;
-    sc_obj_del(ctl, m);
+    hmap_remove(&ctl->mounts, sc_mount_hash(m->disk, m->partition), m);
+    sc_mount_free(ctl, m);
 }

@@ -74,16 +74,21 @@ static int issue(scsictl *ctl, scsictl_op *op, reservation *r, scsictl_step_kind
                  const mount *m)
 {
     disk *d = r->disk;
+    /* The configs are copied into the op (their strings stay in the
+     * records, which outlive the step and never change). */
+    op->disk_ = sc_disk_cfg(d);
     op->step = (scsictl_step){
         .kind = kind,
         .controller = d->slot / ctl->luns,
         .lun = d->slot % ctl->luns,
-        .disk = &d->cfg,
-        .mount = m ? &m->cfg : NULL,
+        .disk = &op->disk_,
+        .mount = NULL,
         .guest_path = NULL,
     };
     if (m) { /* formatted into the op, which outlives the step */
-        scsictl_guest_path(ctl->guest, op->step.controller, op->step.lun, m->cfg.partition,
+        op->mount_ = sc_mount_cfg(m);
+        op->step.mount = &op->mount_;
+        scsictl_guest_path(ctl->guest, op->step.controller, op->step.lun, m->partition,
                            op->guest_path, sizeof op->guest_path);
         op->step.guest_path = op->guest_path;
         op->phase_ = 1; /* op->guest_path holds this mount's path */
@@ -104,7 +109,7 @@ static scsictl_step_kind mount_step(const scsictl *ctl, const mount *m)
 {
     if (ctl->guest == SCSICTL_GUEST_LINUX)
         return SCSICTL_STEP_LINUX_MOUNT;
-    return m->cfg.format_with_refs ? SCSICTL_STEP_WINDOWS_MOUNT_SCRATCH
+    return m->format_with_refs ? SCSICTL_STEP_WINDOWS_MOUNT_SCRATCH
                                    : SCSICTL_STEP_WINDOWS_MOUNT;
 }
 
@@ -115,7 +120,7 @@ static int map_next(scsictl *ctl, scsictl_op *op, reservation *r)
         const disk *d = r->disk;
         if (op->phase_ != 1) /* not formatted by this op's mount step */
             scsictl_guest_path(ctl->guest, d->slot / ctl->luns, d->slot % ctl->luns,
-                               m->cfg.partition, op->guest_path, sizeof op->guest_path);
+                               m->partition, op->guest_path, sizeof op->guest_path);
         return SCSICTL_DONE;
     }
     if (r->disk->state == SCSICTL_DISK_RESERVED)
@@ -208,7 +213,7 @@ static int start(scsictl *ctl, scsictl_op *op, const scsictl_id *id, int kind,
         rc = sc_fail(err, SCSICTL_E_BUSY,
                      "%s: reservation %s: '%.200s' at controller %u lun %u is busy "
                      "with a backend call; retry later",
-                     op_name(op), ids, r->disk->cfg.host_path,
+                     op_name(op), ids, r->disk->strings,
                      r->disk->slot / ctl->luns, r->disk->slot % ctl->luns);
     } else if (kind == OP_MAP && r->pending) {
         scsictl_id_format(id, ids);
@@ -297,13 +302,13 @@ int scsictl_op_report(scsictl *ctl, scsictl_op *op, bool ok,
             rc = sc_fail(err, SCSICTL_E_BACKEND,
                          "%s: %s failed for '%.200s' at controller %u lun %u "
                          "partition %llu: %.200s",
-                         op_name(op), scsictl_step_name(s->kind), d->cfg.host_path,
+                         op_name(op), scsictl_step_name(s->kind), d->strings,
                          s->controller, s->lun, (unsigned long long)s->mount->partition,
                          backend_message ? backend_message : "failed");
         else
             rc = sc_fail(err, SCSICTL_E_BACKEND,
                          "%s: %s failed for '%.200s' at controller %u lun %u: %.200s",
-                         op_name(op), scsictl_step_name(s->kind), d->cfg.host_path,
+                         op_name(op), scsictl_step_name(s->kind), d->strings,
                          s->controller, s->lun,
                          backend_message ? backend_message : "failed");
     }

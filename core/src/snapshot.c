@@ -146,7 +146,7 @@ static int cmp_mount_ptr(const void *a, const void *b)
     const mount *x = *(const mount *const *)a, *y = *(const mount *const *)b;
     if (x->disk->slot != y->disk->slot)
         return x->disk->slot < y->disk->slot ? -1 : 1;
-    return x->cfg.partition < y->cfg.partition ? -1 : x->cfg.partition > y->cfg.partition;
+    return x->partition < y->partition ? -1 : x->partition > y->partition;
 }
 
 static int cmp_res_ptr(const void *a, const void *b)
@@ -160,25 +160,6 @@ static int cmp_res_ptr(const void *a, const void *b)
     return memcmp(x->id.bytes, y->id.bytes, sizeof x->id.bytes);
 }
 
-/* Copies the items of m into a fresh sorted array (NULL when empty). */
-static void **sorted_items(scsictl *ctl, const hmap *m, int (*cmp)(const void *, const void *),
-                           bool *nomem)
-{
-    if (m->len == 0)
-        return NULL;
-    void **v = sc_calloc(&ctl->alloc, m->len, sizeof *v);
-    if (!v) {
-        *nomem = true;
-        return NULL;
-    }
-    size_t k = 0;
-    for (size_t i = 0; i < m->cap; i++)
-        if (m->e[i].item)
-            v[k++] = m->e[i].item;
-    qsort(v, k, sizeof *v, cmp);
-    return v;
-}
-
 static int cmp_pin_ptr(const void *a, const void *b)
 {
     const pin *x = *(const pin *const *)a, *y = *(const pin *const *)b;
@@ -189,10 +170,10 @@ static int cmp_pin_ptr(const void *a, const void *b)
 int sc_snapshot_write(scsictl *ctl, char **out, size_t *len, scsictl_error *err)
 {
     bool nomem = false;
-    void **disks = sorted_items(ctl, &ctl->disks, cmp_disk_ptr, &nomem);
-    void **mounts = sorted_items(ctl, &ctl->mounts, cmp_mount_ptr, &nomem);
-    void **res = sorted_items(ctl, &ctl->res, cmp_res_ptr, &nomem);
-    void **pins = sorted_items(ctl, &ctl->pins, cmp_pin_ptr, &nomem);
+    void **disks = sc_sorted_items(ctl, &ctl->disks, cmp_disk_ptr, &nomem);
+    void **mounts = sc_sorted_items(ctl, &ctl->mounts, cmp_mount_ptr, &nomem);
+    void **res = sc_sorted_items(ctl, &ctl->res, cmp_res_ptr, &nomem);
+    void **pins = sc_sorted_items(ctl, &ctl->pins, cmp_pin_ptr, &nomem);
     outbuf o = { .a = &ctl->alloc };
     size_t records = 2;
 
@@ -222,13 +203,14 @@ int sc_snapshot_write(scsictl *ctl, char **out, size_t *len, scsictl_error *err)
         out_slot(&o, ctl, d->slot);
         out_word(&o, adding ? "adding" : scsictl_disk_state_name((scsictl_disk_state)d->state));
         out_u64(&o, d->tearing_down);
-        out_disk_config(&o, &d->cfg);
+        scsictl_disk_config dc = sc_disk_cfg(d);
+        out_disk_config(&o, &dc);
         out_str(&o, "\n");
         records++;
     }
     for (size_t i = 0; !nomem && i < ctl->mounts.len; i++) {
         const mount *m = mounts[i];
-        const scsictl_mount_config *c = &m->cfg;
+        const scsictl_mount_config mc = sc_mount_cfg(m), *c = &mc;
         const disk *md = m->disk;
         bool mounting = m->uncertain ||
                         (md->busy && md->step_mount == m &&
@@ -603,7 +585,7 @@ static int parse_disk(parser *ps, scsictl *ctl, disk **by_slot)
         return bad(ps, "two disks in one slot, or a disk outside its pinned slot");
     disk *d = sc_disk_create(ctl, &c, len, hash, slot);
     if (!d || !hmap_reserve(&ctl->disks, ctl->disks.len + 1, &ctl->alloc)) {
-        sc_obj_del(ctl, d);
+        sc_disk_free(ctl, d);
         ps->nomem = true;
         return nomem_or_bad(ps, "");
     }
@@ -677,7 +659,7 @@ static int parse_part(parser *ps, scsictl *ctl, disk **by_slot)
         c.n_options = (size_t)nopt;
         mount *m = sc_mount_create(ctl, d, &c);
         if (!m || !hmap_reserve(&ctl->mounts, ctl->mounts.len + 1, &ctl->alloc)) {
-            sc_obj_del(ctl, m);
+            sc_mount_free(ctl, m);
             ps->nomem = true;
             rc = nomem_or_bad(ps, "");
         } else {
@@ -721,13 +703,13 @@ static int parse_res(parser *ps, scsictl *ctl, disk **by_slot)
         return bad(ps, "reservation without its partition claim must have a pending release");
     reservation *r = sc_obj_new(ctl, sizeof *r);
     if (!r || !hmap_reserve(&ctl->res, ctl->res.len + 1, &ctl->alloc)) {
-        sc_obj_del(ctl, r);
+        sc_res_free(ctl, r);
         ps->nomem = true;
         return nomem_or_bad(ps, "");
     }
-    *r = (reservation){ .id = id, .hash = sc_id_hash(&id), .disk = d, .mount = m,
+    *r = (reservation){ .id = id, .disk = d, .mount = m,
                         .partition = partition, .pending = pending };
-    hmap_insert(&ctl->res, r->hash, r);
+    hmap_insert(&ctl->res, sc_id_hash(&id), r);
     d->refs++;
     return SCSICTL_OK;
 }
@@ -742,35 +724,31 @@ static int check_counts(parser *ps, scsictl *ctl)
         return sc_fail(ps->err, SCSICTL_E_NO_MEMORY, "import: out of memory");
     int rc = SCSICTL_OK;
     for (size_t i = 0; i < ctl->res.cap; i++) {
-        const reservation *r = ctl->res.e[i].item;
-        if (!r || !r->mount)
-            continue;
-        for (size_t j = (size_t)r->mount->hash & (mounts->cap - 1);;
-             j = (j + 1) & (mounts->cap - 1))
-            if (mounts->e[j].item == r->mount) {
-                held[j]++;
-                break;
-            }
+        const reservation *r = hmap_item(&ctl->res, i);
+        if (r && r->mount) { /* parse_res found the mount in the map */
+            const mount *m = r->mount;
+            held[hmap_index_of(mounts, sc_mount_hash(m->disk, m->partition), m)]++;
+        }
     }
     for (size_t j = 0; j < mounts->cap && rc == SCSICTL_OK; j++) {
-        const mount *m = mounts->e[j].item;
+        const mount *m = hmap_item(mounts, j);
         if (m && m->refs != held[j])
             rc = sc_fail(ps->err, SCSICTL_E_INVALID_SNAPSHOT,
                          "import: invalid snapshot: partition %llu at controller %u lun %u "
                          "has refs %zu but %zu claims",
-                         (unsigned long long)m->cfg.partition, m->disk->slot / ctl->luns,
+                         (unsigned long long)m->partition, m->disk->slot / ctl->luns,
                          m->disk->slot % ctl->luns, m->refs, held[j]);
     }
     sc_free(ps->a, held);
     for (size_t i = 0; i < ctl->disks.cap && rc == SCSICTL_OK; i++) {
-        const disk *d = ctl->disks.e[i].item;
+        const disk *d = hmap_item(&ctl->disks, i);
         if (d && d->refs == 0)
             rc = sc_fail(ps->err, SCSICTL_E_INVALID_SNAPSHOT,
-                         "import: invalid snapshot: disk '%.200s' has no claims", d->cfg.host_path);
+                         "import: invalid snapshot: disk '%.200s' has no claims", d->strings);
         else if (d && d->tearing_down && d->refs != 1)
             rc = sc_fail(ps->err, SCSICTL_E_INVALID_SNAPSHOT,
                          "import: invalid snapshot: disk '%.200s' is torn down but has %zu claims",
-                         d->cfg.host_path, d->refs);
+                         d->strings, d->refs);
     }
     return rc;
 }

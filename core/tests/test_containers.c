@@ -1,0 +1,247 @@
+/* test_containers.c — the core's small containers, tested directly: the
+ * hash map in both slot layouts against a model, the object cache, and the
+ * block sizes that disks and mounts report when they are freed (a wrong
+ * size would put a block in the wrong cache class). */
+#include <string.h>
+
+#include "../src/internal.h"
+#include "test_util.h"
+
+/* ---- hash map ----------------------------------------------------------- */
+
+typedef struct item {
+    uint64_t key;
+    uint64_t hash;
+} item;
+
+static bool item_eq(const void *it, const void *key)
+{
+    return ((const item *)it)->key == *(const uint64_t *)key;
+}
+
+static uint64_t item_hash_of(const void *it)
+{
+    return ((const item *)it)->hash;
+}
+
+static uint64_t rng_state = 0x853c49e6748fea9bull;
+static uint64_t rnd(void)
+{
+    rng_state ^= rng_state << 13;
+    rng_state ^= rng_state >> 7;
+    rng_state ^= rng_state << 17;
+    return rng_state;
+}
+
+/* Random inserts, unique inserts, finds and removes against a plain array.
+ * Hashes take few distinct values so that probe runs are long and wrap
+ * around the end of the table, and removal has to shift entries back. */
+static void map_model(hmap_hash_fn hash_of, const char *name)
+{
+    TEST(name);
+    enum { N = 512 };
+    static item items[N];
+    static bool in[N];
+    memset(in, 0, sizeof in);
+    hmap m;
+    hmap_init(&m, hash_of);
+    for (int i = 0; i < N; i++)
+        items[i] = (item){ .key = (uint64_t)i * 7919, .hash = rnd() % 37 * 0x10001 };
+    size_t len = 0, bad = 0;
+    for (int step = 0; step < 200000; step++) {
+        int i = (int)(rnd() % N);
+        switch (rnd() % 4) {
+        case 0: /* insert if absent */
+            if (!in[i]) {
+                if (!hmap_reserve(&m, len + 1, &sc_default_allocator))
+                    bad++;
+                hmap_insert(&m, items[i].hash, &items[i]);
+                in[i] = true;
+                len++;
+            }
+            break;
+        case 1: { /* unique insert: refused exactly when present */
+            if (!hmap_reserve(&m, len + 1, &sc_default_allocator))
+                bad++;
+            bool added = hmap_insert_unique(&m, items[i].hash, &items[i], &items[i].key, item_eq);
+            if (added == in[i])
+                bad++;
+            if (added) {
+                in[i] = true;
+                len++;
+            }
+            break;
+        }
+        case 2: /* remove */
+            if (hmap_remove(&m, items[i].hash, &items[i]) != in[i])
+                bad++;
+            if (in[i]) {
+                in[i] = false;
+                len--;
+            }
+            break;
+        default: { /* find, and index_of agrees */
+            item *got = hmap_find(&m, items[i].hash, &items[i].key, item_eq);
+            if (got != (in[i] ? &items[i] : NULL))
+                bad++;
+            size_t at = hmap_index_of(&m, items[i].hash, &items[i]);
+            if (in[i] ? (at == SIZE_MAX || hmap_item(&m, at) != &items[i]) : at != SIZE_MAX)
+                bad++;
+            break;
+        }
+        }
+        if (m.len != len)
+            bad++;
+    }
+    /* every slot holds a present item, each once; the map stays half full */
+    size_t seen = 0;
+    for (size_t s = 0; s < m.cap; s++) {
+        const item *it = hmap_item(&m, s);
+        if (it) {
+            seen++;
+            if (!in[it - items])
+                bad++;
+        }
+    }
+    CHECK_EQ(bad, 0);
+    CHECK_EQ(seen, len);
+    CHECK(m.len <= m.cap / 2);
+    hmap_destroy(&m, &sc_default_allocator);
+    CHECK(m.cap == 0 && m.len == 0 && !m.w);
+}
+
+/* ---- object cache ------------------------------------------------------- */
+
+typedef struct rec_alloc {
+    size_t last_size;
+    long live, mallocs;
+} rec_alloc;
+
+static void *r_malloc(void *ud, size_t n)
+{
+    rec_alloc *r = ud;
+    r->last_size = n;
+    r->mallocs++;
+    r->live++;
+    return malloc(n);
+}
+
+static void *r_realloc(void *ud, void *p, size_t n)
+{
+    (void)ud;
+    return realloc(p, n);
+}
+
+static void r_free(void *ud, void *p)
+{
+    rec_alloc *r = ud;
+    if (p)
+        r->live--;
+    free(p);
+}
+
+static void test_cache(void)
+{
+    TEST("object cache: a freed block is reused by its size class, up to the depth");
+    rec_alloc r = { 0 };
+    scsictl_allocator a = { r_malloc, r_realloc, r_free, &r };
+    sc_cache c = { { 0 }, { 0 } };
+    void *p = sc_obj_alloc(&a, &c, 41);
+    CHECK_EQ(r.last_size, 48); /* rounded up to its 8-byte class */
+    sc_obj_free(&a, &c, p, 41);
+    CHECK_EQ(r.live, 1); /* kept */
+    CHECK(sc_obj_alloc(&a, &c, 48) == p); /* same class: reused, no malloc */
+    CHECK_EQ(r.mallocs, 1);
+    void *q = sc_obj_alloc(&a, &c, 49); /* next class: a new block */
+    CHECK(q != p);
+    CHECK_EQ(r.mallocs, 2);
+    sc_obj_free(&a, &c, q, 49);
+    sc_obj_free(&a, &c, p, 48);
+
+    void *blocks[SC_CACHE_DEPTH + 2];
+    for (int i = 0; i < SC_CACHE_DEPTH + 2; i++)
+        blocks[i] = sc_obj_alloc(&a, &c, 100);
+    long live = r.live;
+    for (int i = 0; i < SC_CACHE_DEPTH + 2; i++)
+        sc_obj_free(&a, &c, blocks[i], 100);
+    CHECK_EQ(r.live, live - 2); /* the two beyond the depth went back */
+
+    void *big = sc_obj_alloc(&a, &c, SC_CACHE_MAX_BYTES + 1); /* never cached */
+    CHECK_EQ(r.last_size, SC_CACHE_MAX_BYTES + 1);
+    sc_obj_free(&a, &c, big, SC_CACHE_MAX_BYTES + 1);
+    CHECK_EQ(r.live, live - 2);
+    sc_cache_drain(&a, &c);
+    CHECK_EQ(r.live, 0);
+}
+
+/* ---- record sizes ------------------------------------------------------- */
+
+/* What the allocator is asked for a block of n bytes through the cache. */
+static size_t asked_for(size_t n)
+{
+    return n > SC_CACHE_MAX_BYTES ? n : (n + 7) / 8 * 8;
+}
+
+static void test_record_sizes(void)
+{
+    TEST("disks and mounts free their blocks with the size they were allocated with");
+    rec_alloc r = { 0 };
+    scsictl_allocator a = { r_malloc, r_realloc, r_free, &r };
+    scsictl_options o = { .controllers = 1, .guest = SCSICTL_GUEST_LINUX, .allocator = &a };
+    scsictl *ctl = NULL;
+    CHECK_CODE(scsictl_new(&o, &ctl, NULL), SCSICTL_OK);
+    if (!ctl)
+        return;
+    char longs[300];
+    memset(longs, 'x', sizeof longs - 1);
+    longs[sizeof longs - 1] = '\0';
+    const char *opts[] = { "ro", "noatime", longs };
+    const scsictl_mount_config mounts[] = {
+        { 0 },
+        { .filesystem = "ext4" },
+        { .options = opts, .n_options = 2 },
+        { .options = opts, .n_options = 2, .filesystem = "xfs" },
+        { .options = opts, .n_options = 3 },            /* > the cache's largest class */
+        { .options = opts, .n_options = 1, .filesystem = longs },
+    };
+    for (size_t i = 0; i < sizeof mounts / sizeof mounts[0]; i++) {
+        sc_cache_drain(&ctl->alloc, &ctl->cache); /* so the block comes from malloc */
+        mount *m = sc_mount_create(ctl, NULL, &mounts[i]);
+        CHECK(m != NULL);
+        if (!m)
+            continue;
+        CHECK_EQ(r.last_size, asked_for(sc_mount_size(m)));
+        scsictl_mount_config back = sc_mount_cfg(m);
+        CHECK(sc_mount_config_equal(&back, &mounts[i]));
+        sc_mount_free(ctl, m);
+    }
+    const scsictl_disk_config disks[] = {
+        { .host_path = "/d" },
+        { .host_path = "/d/with/evd", .evd_type = "space", .type = SCSICTL_DISK_EXTENSIBLE_VIRTUAL_DISK },
+        { .host_path = longs, .read_only = true },
+        { .host_path = "/e", .evd_type = "" },
+    };
+    for (size_t i = 0; i < sizeof disks / sizeof disks[0]; i++) {
+        size_t len = strlen(disks[i].host_path);
+        sc_cache_drain(&ctl->alloc, &ctl->cache);
+        disk *d = sc_disk_create(ctl, &disks[i], len, hash_bytes(disks[i].host_path, len), 0);
+        CHECK(d != NULL);
+        if (!d)
+            continue;
+        CHECK_EQ(r.last_size, asked_for(sc_disk_size(d)));
+        scsictl_disk_config back = sc_disk_cfg(d);
+        CHECK(sc_disk_config_equal(&back, &disks[i]));
+        sc_disk_free(ctl, d);
+    }
+    scsictl_free(ctl);
+    CHECK_EQ(r.live, 0);
+}
+
+int main(void)
+{
+    map_model(item_hash_of, "hash map, item-only slots: model check with long, wrapping runs");
+    map_model(NULL, "hash map, slots with stored hashes: model check with long, wrapping runs");
+    test_cache();
+    test_record_sizes();
+    return tu_finish();
+}
