@@ -89,7 +89,8 @@ static size_t empty_slot(const hmap_word *w, size_t stride, size_t cap, uint64_t
     return i;
 }
 
-bool hmap_reserve(hmap *m, size_t n, const scsictl_allocator *a)
+/* The slow half of hmap_reserve(): a bigger table. */
+bool hmap_grow(hmap *m, size_t n, const scsictl_allocator *a)
 {
     if (n <= m->cap / 2)
         return true;

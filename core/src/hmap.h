@@ -43,8 +43,14 @@ typedef struct hmap {
 void hmap_init(hmap *m, hmap_hash_fn hash_of);
 void hmap_destroy(hmap *m, const scsictl_allocator *a);
 
-/* Makes room for `n` items in total. False when out of memory (unchanged). */
-bool hmap_reserve(hmap *m, size_t n, const scsictl_allocator *a);
+bool hmap_grow(hmap *m, size_t n, const scsictl_allocator *a);
+
+/* Makes room for `n` items in total. False when out of memory (unchanged).
+ * Inline: there is almost always room already. */
+static inline bool hmap_reserve(hmap *m, size_t n, const scsictl_allocator *a)
+{
+    return n <= m->cap / 2 || hmap_grow(m, n, a);
+}
 
 void *hmap_find(const hmap *m, uint64_t hash, const void *key, hmap_eq_fn eq);
 

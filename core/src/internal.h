@@ -158,7 +158,15 @@ void **sc_sorted_items(scsictl *ctl, const hmap *m, int (*cmp)(const void *, con
 
 /* snapshot.c, persist.c — the caller holds the lock */
 int sc_snapshot_write(scsictl *ctl, char **out, size_t *len, scsictl_error *err);
-int sc_persist_locked(scsictl *ctl, scsictl_error *err);
+int sc_persist_write(scsictl *ctl, scsictl_error *err);
+
+/* Writes the state file if there is one and the state changed since. */
+static inline int sc_persist_locked(scsictl *ctl, scsictl_error *err)
+{
+    if (!ctl->state_path || !ctl->dirty)
+        return SCSICTL_OK;
+    return sc_persist_write(ctl, err);
+}
 
 /* Disks, mounts, reservations and pins: blocks through the object cache. */
 static inline void *sc_obj_new(scsictl *ctl, size_t n)

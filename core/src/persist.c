@@ -86,10 +86,8 @@ static int write_atomic(const scsictl_allocator *a, const char *path, const char
     return rc == SCSICTL_OK ? fsync_dir_of(path, err, a) : rc;
 }
 
-int sc_persist_locked(scsictl *ctl, scsictl_error *err)
+int sc_persist_write(scsictl *ctl, scsictl_error *err)
 {
-    if (!ctl->state_path || !ctl->dirty)
-        return SCSICTL_OK;
     char *buf;
     size_t len;
     int rc = sc_snapshot_write(ctl, &buf, &len, err);
