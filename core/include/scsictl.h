@@ -209,7 +209,8 @@ SCSICTL_API int scsictl_close(scsictl *ctl, scsictl_error *err);
  * changed. Errors: INVALID_ARGUMENT (NULL/empty host path, unknown type,
  * partition > INT64_MAX, NULL option string), CONFIG_MISMATCH, NO_SLOTS,
  * BUSY (the disk has a step in flight or is being torn down), CLOSED,
- * NO_MEMORY. */
+ * NO_MEMORY (also for a host path, or a mount's options and filesystem
+ * together, of 2 GiB or more: records keep 32-bit offsets). */
 SCSICTL_API int scsictl_reserve(scsictl *ctl, const scsictl_disk_config *disk,
                     const scsictl_mount_config *mount, scsictl_id *id,
                     scsictl_error *err);
