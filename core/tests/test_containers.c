@@ -215,6 +215,15 @@ static void test_record_sizes(void)
         CHECK(sc_mount_config_equal(&back, &mounts[i]));
         sc_mount_free(ctl, m);
     }
+    /* an option array too big for the record's 32-bit offsets is refused
+     * before any option is read */
+    static const char *const one[1] = { "x" };
+    const scsictl_mount_config huge = { .options = one, .n_options = (size_t)1 << 29 };
+    sc_cache_drain(&ctl->alloc, &ctl->cache);
+    long before = r.mallocs;
+    CHECK(sc_mount_create(ctl, NULL, &huge) == NULL);
+    CHECK_EQ(r.mallocs, before);
+
     const scsictl_disk_config disks[] = {
         { .host_path = "/d" },
         { .host_path = "/d/with/evd", .evd_type = "space", .type = SCSICTL_DISK_EXTENSIBLE_VIRTUAL_DISK },
