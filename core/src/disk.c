@@ -139,6 +139,8 @@ disk *sc_disk_create(scsictl *ctl, const scsictl_disk_config *c, size_t len,
     d->step_mount = NULL;
     d->refs = 0;
     d->slot = slot;
+    d->controller = (uint16_t)(slot / ctl->luns); /* < 1024 */
+    d->lun = (uint16_t)(slot % ctl->luns);        /* < 16384 */
     d->path_len = (uint32_t)len;
     d->type = (uint8_t)c->type;
     d->read_only = c->read_only;

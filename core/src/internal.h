@@ -41,6 +41,8 @@ typedef struct disk {
     mount *step_mount;  /* the step in flight's mount, for a mount step */
     size_t refs;        /* claims (reservations) on this disk */
     uint32_t slot;
+    uint16_t controller, lun; /* the slot's coordinates, for the step path:
+                                 a division's latency grows with the quotient */
     uint32_t path_len;
     uint8_t type;       /* scsictl_disk_type */
     bool read_only;

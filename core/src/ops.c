@@ -79,8 +79,8 @@ static int issue(scsictl *ctl, scsictl_op *op, reservation *r, scsictl_step_kind
     op->disk_ = sc_disk_cfg(d);
     op->step = (scsictl_step){
         .kind = kind,
-        .controller = d->slot / ctl->luns,
-        .lun = d->slot % ctl->luns,
+        .controller = d->controller,
+        .lun = d->lun,
         .disk = &op->disk_,
         .mount = NULL,
         .guest_path = NULL,
@@ -119,7 +119,7 @@ static int map_next(scsictl *ctl, scsictl_op *op, reservation *r)
     if (m->state == SCSICTL_MOUNT_MOUNTED) {
         const disk *d = r->disk;
         if (op->phase_ != 1) /* not formatted by this op's mount step */
-            scsictl_guest_path(ctl->guest, d->slot / ctl->luns, d->slot % ctl->luns,
+            scsictl_guest_path(ctl->guest, d->controller, d->lun,
                                m->partition, op->guest_path, sizeof op->guest_path);
         return SCSICTL_DONE;
     }
