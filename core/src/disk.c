@@ -28,6 +28,7 @@
  * it is ejected or removed only when no partition is mounted (unmounts come
  * first); while tearing down, reserve of its host path is busy (D5); while a
  * step is in flight, everything touching it is busy. */
+#include <stddef.h>
 #include <string.h>
 
 #include "alloc.h"
@@ -102,7 +103,7 @@ bool sc_disk_same_settings(const disk *d, const scsictl_disk_config *c)
 
 size_t sc_disk_size(const disk *d)
 {
-    size_t n = sizeof *d + d->path_len + 1;
+    size_t n = offsetof(disk, strings) + d->path_len + 1;
     return d->has_evd ? n + strlen(d->strings + d->path_len + 1) + 1 : n;
 }
 
@@ -128,7 +129,8 @@ disk *sc_disk_find(scsictl *ctl, const char *path, size_t len, uint64_t hash)
 disk *sc_disk_create(scsictl *ctl, const scsictl_disk_config *c, size_t len,
                      uint64_t hash, uint32_t slot)
 {
-    size_t size = config_block_size(sizeof(disk), c, len);
+    /* the strings start where the fields end, before sizeof's padding */
+    size_t size = config_block_size(offsetof(disk, strings), c, len);
     disk *d = size ? sc_obj_new(ctl, size) : NULL;
     if (!d)
         return NULL;
