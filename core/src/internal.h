@@ -1,7 +1,7 @@
 /* internal.h — the controller's data structures, shared by the core's files.
  *
- *   scsictl ──disks (host path → disk)──► disk ──mounts list──► mount
- *           ──mounts ((disk, partition) → mount)──────────────────┘
+ *   scsictl ──disks (host path → disk)──► disk ◄── mount.disk
+ *           ──mounts ((disk, partition) → mount)──► mount
  *           ──res (id → reservation)──► reservation ─► disk, mount
  *           ──pins (host path → pin)──► pin (rootfs pin with a disk config)
  *           taken: multi-level bitmap of used slots; pinned: flat bitmap
