@@ -246,6 +246,10 @@ static int reserve_locked(scsictl *ctl, const scsictl_disk_config *dc,
         return rc;
     }
     *id = r->id;
+    /* The next id is already known, and in a big map its slot is a cache
+     * miss at a random place: start loading it now, so the next reserve
+     * finds it there. */
+    hmap_prefetch(&ctl->res, sc_id_next_hash(&ctl->ids));
     return SCSICTL_OK;
 
 nomem:

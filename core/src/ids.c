@@ -87,18 +87,12 @@ static void rekey(sc_idgen *g)
     g->counter = 0;
 }
 
-void sc_id_generate(sc_idgen *g, scsictl_id *id)
+/* The id in buffer position i (version and variant bits set in registers:
+ * byte stores into the id would stall the word loads that hash it right
+ * after). */
+static void id_at(const sc_idgen *g, unsigned i, scsictl_id *id)
 {
-    if (g->left == 0) {
-        if (g->counter % REKEY_BLOCKS == 0)
-            rekey(g);
-        sc_chacha_blocks4(g->key, g->counter, ID_ROUNDS, g->buf);
-        g->counter += 4;
-        g->left = SC_IDS_PER_BUFFER;
-    }
-    /* Version and variant bits set in registers: byte stores into the id
-     * would stall the word loads that hash it right after. */
-    const uint8_t *src = g->buf + 16 * (SC_IDS_PER_BUFFER - g->left--);
+    const uint8_t *src = g->buf + 16 * i;
     uint64_t a, b;
     memcpy(&a, src, 8);
     memcpy(&b, src + 8, 8);
@@ -113,16 +107,29 @@ void sc_id_generate(sc_idgen *g, scsictl_id *id)
     memcpy(id->bytes + 8, &b, 8);
 }
 
-uint64_t sc_id_hash(const scsictl_id *id)
+static void refill(sc_idgen *g)
 {
-    /* Generated ids are uniformly random (bar 6 fixed bits, none in the
-     * low bytes), so their bytes are a hash already. Ids that were not
-     * generated here (a lookup of an unknown id, an imported snapshot)
-     * only cost longer probes if crafted; correctness never depends on it. */
-    uint64_t a, b;
-    memcpy(&a, id->bytes, 8);
-    memcpy(&b, id->bytes + 8, 8);
-    return a ^ b;
+    if (g->counter % REKEY_BLOCKS == 0)
+        rekey(g);
+    sc_chacha_blocks4(g->key, g->counter, ID_ROUNDS, g->buf);
+    g->counter += 4;
+    g->left = SC_IDS_PER_BUFFER;
+}
+
+void sc_id_generate(sc_idgen *g, scsictl_id *id)
+{
+    if (g->left == 0)
+        refill(g);
+    id_at(g, SC_IDS_PER_BUFFER - g->left--, id);
+}
+
+uint64_t sc_id_next_hash(sc_idgen *g)
+{
+    if (g->left == 0)
+        refill(g);
+    scsictl_id next;
+    id_at(g, SC_IDS_PER_BUFFER - g->left, &next);
+    return sc_id_hash(&next);
 }
 
 void scsictl_id_format(const scsictl_id *id, char out[SCSICTL_ID_STRLEN + 1])

@@ -13,6 +13,7 @@
 
 #include <pthread.h>
 #include <stdarg.h>
+#include <string.h>
 
 #include "alloc.h"
 #include "bitmap.h"
@@ -111,8 +112,10 @@ int sc_fail(scsictl_error *err, int code, const char *fmt, ...)
 
 /* ids.c */
 void sc_id_generate(sc_idgen *g, scsictl_id *id);
+/* The hash of the id the next sc_id_generate() returns (computing that id
+ * now if needed). */
+uint64_t sc_id_next_hash(sc_idgen *g);
 void sc_chacha_blocks4(const uint32_t key[8], uint64_t counter, int rounds, uint8_t out[256]);
-uint64_t sc_id_hash(const scsictl_id *id);
 
 /* disk.c — disk configs and the disk state machine */
 bool sc_disk_config_valid(const scsictl_disk_config *c);
@@ -213,6 +216,19 @@ static inline scsictl_mount_config sc_mount_cfg(const mount *m)
         .options = sc_mount_options(m),
         .n_options = m->n_options,
     };
+}
+
+/* An id's hash for the reservation map. Generated ids are uniformly random
+ * (bar 6 fixed bits, none in the low bytes), so their bytes are a hash
+ * already. Ids that were not generated here (a lookup of an unknown id, an
+ * imported snapshot) only cost longer probes if crafted; correctness never
+ * depends on it. */
+static inline uint64_t sc_id_hash(const scsictl_id *id)
+{
+    uint64_t a, b;
+    memcpy(&a, id->bytes, 8);
+    memcpy(&b, id->bytes + 8, 8);
+    return a ^ b;
 }
 
 /* Formatting helpers (errors.c) */
