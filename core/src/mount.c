@@ -97,11 +97,22 @@ mount *sc_mount_find(scsictl *ctl, const disk *d, uint64_t partition)
     return hmap_find(&ctl->mounts, sc_mount_hash(d, partition), &key, mount_eq);
 }
 
-/* Whether m was made with config c (the mount's partition included). */
+/* Whether m was made with config c (the mount's partition included).
+ * Compared in place: every reserve of a shared partition asks. */
 bool sc_mount_matches(const mount *m, const scsictl_mount_config *c)
 {
-    scsictl_mount_config cur = sc_mount_cfg(m);
-    return sc_mount_config_equal(&cur, c);
+    const char *fs = fs_of(c);
+    if (m->partition != c->partition || m->read_only != c->read_only ||
+        m->encrypted != c->encrypted || m->ensure_filesystem != c->ensure_filesystem ||
+        m->block_dev != c->block_dev || m->format_with_refs != c->format_with_refs ||
+        m->n_options != c->n_options ||
+        (m->fs_offset ? strcmp((const char *)m + m->fs_offset, fs) != 0 : fs[0] != '\0'))
+        return false;
+    const char *const *options = sc_mount_options(m);
+    for (size_t i = 0; i < c->n_options; i++)
+        if (strcmp(options[i], c->options[i]) != 0)
+            return false;
+    return true;
 }
 
 size_t sc_mount_size(const mount *m)
