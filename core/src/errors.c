@@ -38,11 +38,36 @@ int sc_fail(scsictl_error *err, int code, const char *fmt, ...)
     return code;
 }
 
+/* "00" .. "99": two digits per lookup (a slot's controller and lun take up
+ * to five digits, and a digit loop is a chain of multiplies). */
+static const char two_digits[201] =
+    "0001020304050607080910111213141516171819"
+    "2021222324252627282930313233343536373839"
+    "4041424344454647484950515253545556575859"
+    "6061626364656667686970717273747576777879"
+    "8081828384858687888990919293949596979899";
+
 size_t sc_fmt_u64(char *out, uint64_t v)
 {
     if (v < 10) { /* controllers, luns and partitions are mostly small */
         out[0] = (char)('0' + v);
         return 1;
+    }
+    if (v < 100) {
+        memcpy(out, two_digits + 2 * v, 2);
+        return 2;
+    }
+    if (v < 10000) {
+        unsigned hi = (unsigned)v / 100, lo = (unsigned)v % 100;
+        size_t n = 0;
+        if (hi < 10)
+            out[n++] = (char)('0' + hi);
+        else {
+            memcpy(out, two_digits + 2 * hi, 2);
+            n = 2;
+        }
+        memcpy(out + n, two_digits + 2 * lo, 2);
+        return n + 2;
     }
     char tmp[20];
     size_t n = 0;

@@ -601,6 +601,22 @@ static void test_names_and_paths(void)
     CHECK_EQ(scsictl_guest_path(SCSICTL_GUEST_WINDOWS, 1023, 16383, 9, buf, sizeof buf),
              (int)strlen("C:\\mounts\\scsi\\1023_16383_9"));
     CHECK_STR(buf, "C:\\mounts\\scsi\\1023_16383_9");
+    /* every width the number formatting handles, against printf */
+    static const uint64_t parts[] = { 0, 9, 10, 99, 100, 999, 1000, 9999, 10000, 99999,
+                                      123456789, 9223372036854775807ull };
+    int wrong = 0;
+    for (uint32_t c = 0; c < 1024; c++) {
+        uint32_t lun = c * 16 + c % 16; /* 0 .. 16383 */
+        uint64_t part = parts[c % (sizeof parts / sizeof parts[0])];
+        char want[SCSICTL_GUEST_PATH_MAX];
+        snprintf(want, sizeof want, "/run/mounts/scsi/%u_%u_%llu", (unsigned)c, (unsigned)lun,
+                 (unsigned long long)part);
+        if (scsictl_guest_path(SCSICTL_GUEST_LINUX, c, lun, part, buf, sizeof buf) !=
+                (int)strlen(want) ||
+            strcmp(buf, want) != 0)
+            wrong++;
+    }
+    CHECK_EQ(wrong, 0);
     CHECK(scsictl_guest_path(SCSICTL_GUEST_LINUX, 0, 0, 0, buf, 5) == -1);
     CHECK_EQ(scsictl_guest_path(SCSICTL_GUEST_LINUX, 0, 0, 0, buf, 23), 22);
     CHECK(scsictl_guest_path(SCSICTL_GUEST_LINUX, 0, 0, 0, buf, 22) == -1);
