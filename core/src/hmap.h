@@ -54,18 +54,14 @@ static inline bool hmap_reserve(hmap *m, size_t n, const scsictl_allocator *a)
 
 void *hmap_find(const hmap *m, uint64_t hash, const void *key, hmap_eq_fn eq);
 
-/* Starts loading the slot where a probe for hash begins and the slot after
- * it (a probe, or the shift of a removal, often goes one slot on, which
- * may be the next cache line). No effect on the map's contents.
- * always_inline: GCC 12 takes a function that only prefetches for a const
- * one and drops calls to it. */
+/* Starts loading the slot where a probe for hash begins. No effect on the
+ * map's contents. always_inline: GCC 12 takes a function that only
+ * prefetches for a const one and drops calls to it. (Loading the next slot
+ * as well made no difference.) */
 __attribute__((always_inline)) static inline void hmap_prefetch(const hmap *m, uint64_t hash)
 {
-    if (m->cap) {
-        size_t i = (size_t)hash & (m->cap - 1);
-        __builtin_prefetch(&m->w[i * m->stride]);
-        __builtin_prefetch(&m->w[((i + 1) & (m->cap - 1)) * m->stride]);
-    }
+    if (m->cap)
+        __builtin_prefetch(&m->w[((size_t)hash & (m->cap - 1)) * m->stride]);
 }
 
 /* Inserts an item not already present. Room must have been reserved. */
