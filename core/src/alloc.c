@@ -1,12 +1,32 @@
-/* alloc.c — the default allocator: plain malloc/realloc/free. */
+/* alloc.c — the default allocator (malloc/realloc/free) and the object
+ * cache. */
+#define _DEFAULT_SOURCE /* madvise, posix_memalign */
+
 #include "alloc.h"
 
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
+
+/* Blocks this big are hash-map tables (or a big snapshot). A map of a
+ * million reservations is 32 MiB, and a lookup at a random place in it
+ * misses the TLB as well as the cache; on Linux, transparent huge pages
+ * (often enabled for those who ask only) take the TLB miss away. */
+#define HUGE_BLOCK ((size_t)4 << 20)
+#define HUGE_PAGE ((size_t)2 << 20)
 
 static void *default_malloc(void *ud, size_t n)
 {
     (void)ud;
+#ifdef MADV_HUGEPAGE
+    if (n >= HUGE_BLOCK) {
+        void *p;
+        if (posix_memalign(&p, HUGE_PAGE, n) != 0)
+            return NULL;
+        (void)madvise(p, n & ~(HUGE_PAGE - 1), MADV_HUGEPAGE); /* advice only */
+        return p;
+    }
+#endif
     return malloc(n);
 }
 
