@@ -23,7 +23,12 @@ static void *default_malloc(void *ud, size_t n)
         void *p;
         if (posix_memalign(&p, HUGE_PAGE, n) != 0)
             return NULL;
-        (void)madvise(p, n & ~(HUGE_PAGE - 1), MADV_HUGEPAGE); /* advice only */
+        /* Advice only. The block may reuse memory the process already
+         * touched (small pages): drop those pages first, so that the first
+         * write (calloc's zeroing) faults in huge ones. */
+        size_t whole = n & ~(HUGE_PAGE - 1);
+        (void)madvise(p, whole, MADV_HUGEPAGE);
+        (void)madvise(p, whole, MADV_DONTNEED);
         return p;
     }
 #endif

@@ -110,6 +110,31 @@ static void map_model(hmap_hash_fn hash_of, const char *name)
     CHECK(m.cap == 0 && m.len == 0 && !m.w);
 }
 
+/* A big table goes through the default allocator's huge-page path (4 MiB
+ * and more): it must come back zeroed and work like any other. */
+static void map_big(void)
+{
+    TEST("hash map, a 16 MiB table from the default allocator (huge-page advice)");
+    hmap m;
+    hmap_init(&m, NULL);
+    CHECK(hmap_reserve(&m, 300000, &sc_default_allocator));
+    CHECK(m.cap * m.stride * sizeof(hmap_word) >= ((size_t)4 << 20));
+    size_t nonempty = 0;
+    for (size_t i = 0; i < m.cap; i++)
+        nonempty += hmap_item(&m, i) != NULL;
+    CHECK_EQ(nonempty, 0);
+    static item items[1000];
+    for (int i = 0; i < 1000; i++) {
+        items[i] = (item){ .key = (uint64_t)i, .hash = rnd() };
+        hmap_insert(&m, items[i].hash, &items[i]);
+    }
+    int found = 0;
+    for (int i = 0; i < 1000; i++)
+        found += hmap_find(&m, items[i].hash, &items[i].key, item_eq) == &items[i];
+    CHECK_EQ(found, 1000);
+    hmap_destroy(&m, &sc_default_allocator);
+}
+
 /* ---- object cache ------------------------------------------------------- */
 
 typedef struct rec_alloc {
@@ -250,6 +275,7 @@ int main(void)
 {
     map_model(item_hash_of, "hash map, item-only slots: model check with long, wrapping runs");
     map_model(NULL, "hash map, slots with stored hashes: model check with long, wrapping runs");
+    map_big();
     test_cache();
     test_record_sizes();
     return tu_finish();
