@@ -177,7 +177,11 @@ typedef struct scsictl_options {
     uint32_t controllers;          /* 0 .. 1024                           */
     uint32_t luns_per_controller;  /* 1 .. 16384; 0 means the default 64  */
     scsictl_guest guest;
-    const scsictl_allocator *allocator; /* NULL: malloc/realloc/free;
+    const scsictl_allocator *allocator; /* NULL: malloc/realloc/free (on
+                                           Linux, blocks of 4 MiB or more,
+                                           i.e. big hash-map tables, are
+                                           2 MiB-aligned and advised for
+                                           transparent huge pages);
                                            copied, must outlive nothing  */
 } scsictl_options;
 
