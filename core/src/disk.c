@@ -107,11 +107,19 @@ size_t sc_disk_size(const disk *d)
     return d->has_evd ? n + strlen(d->strings + d->path_len + 1) + 1 : n;
 }
 
+/* A lookup key: the disk map keeps no hashes (hmap.h), so the stored one
+ * is compared first and most other disks are told apart without a strcmp
+ * over a long shared prefix. */
+typedef struct path_key {
+    const char *path;
+    uint64_t hash;
+} path_key;
+
 static bool disk_eq(const void *item, const void *key)
 {
     const disk *d = item;
-    const scsictl_disk_config *k = key;
-    return strcmp(d->strings, k->host_path) == 0;
+    const path_key *k = key;
+    return d->hash == k->hash && strcmp(d->strings, k->path) == 0;
 }
 
 uint64_t sc_disk_hash_of(const void *item)
@@ -122,7 +130,7 @@ uint64_t sc_disk_hash_of(const void *item)
 disk *sc_disk_find(scsictl *ctl, const char *path, size_t len, uint64_t hash)
 {
     (void)len;
-    scsictl_disk_config key = { .host_path = path };
+    path_key key = { path, hash };
     return hmap_find(&ctl->disks, hash, &key, disk_eq);
 }
 
@@ -178,8 +186,8 @@ void sc_disk_forget(scsictl *ctl, disk *d)
 static bool pin_eq(const void *item, const void *key)
 {
     const pin *p = item;
-    const scsictl_disk_config *k = key;
-    return strcmp(p->cfg.host_path, k->host_path) == 0;
+    const path_key *k = key;
+    return p->hash == k->hash && strcmp(p->cfg.host_path, k->path) == 0;
 }
 
 uint64_t sc_pin_hash_of(const void *item)
@@ -190,7 +198,7 @@ uint64_t sc_pin_hash_of(const void *item)
 pin *sc_pin_find(scsictl *ctl, const char *path, size_t len, uint64_t hash)
 {
     (void)len;
-    scsictl_disk_config key = { .host_path = path };
+    path_key key = { path, hash };
     return hmap_find(&ctl->pins, hash, &key, pin_eq);
 }
 
