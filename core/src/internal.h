@@ -160,6 +160,9 @@ void sc_res_free(scsictl *ctl, reservation *r); /* NULL is fine */
  * (NULL when the map is empty); sets *nomem if the array cannot be had. */
 void **sc_sorted_items(scsictl *ctl, const hmap *m, int (*cmp)(const void *, const void *),
                        bool *nomem);
+/* qsort comparators of disk / mount pointers: slot order (then partition). */
+int sc_cmp_disk_slot(const void *pa, const void *pb);
+int sc_cmp_mount_slot(const void *pa, const void *pb);
 
 /* snapshot.c, persist.c — the caller holds the lock */
 int sc_snapshot_write(scsictl *ctl, char **out, size_t *len, scsictl_error *err);

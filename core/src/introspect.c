@@ -133,7 +133,7 @@ int scsictl_list_reservations(scsictl *ctl, scsictl_reservation_info **out,
     return rc;
 }
 
-static int cmp_disk(const void *pa, const void *pb)
+int sc_cmp_disk_slot(const void *pa, const void *pb)
 {
     const disk *x = *(const disk *const *)pa, *y = *(const disk *const *)pb;
     return x->slot < y->slot ? -1 : x->slot > y->slot;
@@ -147,8 +147,7 @@ static int cmp_slot(const void *pa, const void *pb)
     return sa < sb ? -1 : sa > sb;
 }
 
-/* Mounts in slot order, then partition order. */
-static int cmp_mount(const void *pa, const void *pb)
+int sc_cmp_mount_slot(const void *pa, const void *pb)
 {
     const mount *x = *(const mount *const *)pa, *y = *(const mount *const *)pb;
     if (x->disk->slot != y->disk->slot)
@@ -233,8 +232,8 @@ int scsictl_list_slots(scsictl *ctl, scsictl_slot_info **out, size_t *n,
     size_t bytes = count * sizeof(scsictl_slot_info) +
                    nparts * sizeof(scsictl_partition_info) + strings;
     bool nomem = false;
-    void **disks = sc_sorted_items(ctl, &ctl->disks, cmp_disk, &nomem);
-    void **mounts = sc_sorted_items(ctl, &ctl->mounts, cmp_mount, &nomem);
+    void **disks = sc_sorted_items(ctl, &ctl->disks, sc_cmp_disk_slot, &nomem);
+    void **mounts = sc_sorted_items(ctl, &ctl->mounts, sc_cmp_mount_slot, &nomem);
     if (nomem) {
         rc = sc_fail(err, SCSICTL_E_NO_MEMORY, "slots: out of memory");
     } else if (count) {

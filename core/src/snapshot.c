@@ -135,20 +135,6 @@ static uint64_t fnv1a(const char *p, size_t n)
     return h;
 }
 
-static int cmp_disk_ptr(const void *a, const void *b)
-{
-    const disk *x = *(const disk *const *)a, *y = *(const disk *const *)b;
-    return x->slot < y->slot ? -1 : x->slot > y->slot;
-}
-
-static int cmp_mount_ptr(const void *a, const void *b)
-{
-    const mount *x = *(const mount *const *)a, *y = *(const mount *const *)b;
-    if (x->disk->slot != y->disk->slot)
-        return x->disk->slot < y->disk->slot ? -1 : 1;
-    return x->partition < y->partition ? -1 : x->partition > y->partition;
-}
-
 static int cmp_res_ptr(const void *a, const void *b)
 {
     const reservation *x = *(const reservation *const *)a;
@@ -170,8 +156,8 @@ static int cmp_pin_ptr(const void *a, const void *b)
 int sc_snapshot_write(scsictl *ctl, char **out, size_t *len, scsictl_error *err)
 {
     bool nomem = false;
-    void **disks = sc_sorted_items(ctl, &ctl->disks, cmp_disk_ptr, &nomem);
-    void **mounts = sc_sorted_items(ctl, &ctl->mounts, cmp_mount_ptr, &nomem);
+    void **disks = sc_sorted_items(ctl, &ctl->disks, sc_cmp_disk_slot, &nomem);
+    void **mounts = sc_sorted_items(ctl, &ctl->mounts, sc_cmp_mount_slot, &nomem);
     void **res = sc_sorted_items(ctl, &ctl->res, cmp_res_ptr, &nomem);
     void **pins = sc_sorted_items(ctl, &ctl->pins, cmp_pin_ptr, &nomem);
     outbuf o = { .a = &ctl->alloc };
