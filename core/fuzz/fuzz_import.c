@@ -61,10 +61,11 @@ static void seed_maybe(const char *snap, size_t len)
     while (p < end) {
         const char *nl = memchr(p, '\n', (size_t)(end - p));
         size_t n = nl ? (size_t)(nl - p) : (size_t)(end - p);
-        char line[128];
-        if (n < sizeof line) {
-            memcpy(line, p, n);
-            line[n] = '\0';
+        char line[128]; /* the fields read here come first: a prefix will do */
+        {
+            size_t k = n < sizeof line ? n : sizeof line - 1;
+            memcpy(line, p, k);
+            line[k] = '\0';
             unsigned c, l;
             unsigned long long part;
             char state[16];
