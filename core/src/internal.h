@@ -140,7 +140,6 @@ void sc_slot_release(scsictl *ctl, uint32_t slot);
 
 /* mount.c — mount configs and the mount state machine */
 bool sc_mount_config_valid(const scsictl_mount_config *c);
-bool sc_mount_config_equal(const scsictl_mount_config *a, const scsictl_mount_config *b);
 bool sc_mount_matches(const mount *m, const scsictl_mount_config *c);
 mount *sc_mount_find(scsictl *ctl, const disk *d, uint64_t partition);
 mount *sc_mount_create(scsictl *ctl, disk *d, const scsictl_mount_config *c);

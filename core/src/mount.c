@@ -51,21 +51,6 @@ static const char *fs_of(const scsictl_mount_config *c)
     return c->filesystem ? c->filesystem : "";
 }
 
-bool sc_mount_config_equal(const scsictl_mount_config *a, const scsictl_mount_config *b)
-{
-    if (a->partition != b->partition || a->read_only != b->read_only ||
-        a->encrypted != b->encrypted ||
-        a->ensure_filesystem != b->ensure_filesystem ||
-        a->block_dev != b->block_dev ||
-        a->format_with_refs != b->format_with_refs ||
-        a->n_options != b->n_options || strcmp(fs_of(a), fs_of(b)) != 0)
-        return false;
-    for (size_t i = 0; i < a->n_options; i++)
-        if (strcmp(a->options[i], b->options[i]) != 0)
-            return false;
-    return true;
-}
-
 uint64_t sc_mount_hash(const disk *d, uint64_t partition)
 {
     /* d->hash is already well mixed: one multiply folds the partition in. */
