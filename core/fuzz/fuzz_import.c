@@ -62,20 +62,18 @@ static void seed_maybe(const char *snap, size_t len)
         const char *nl = memchr(p, '\n', (size_t)(end - p));
         size_t n = nl ? (size_t)(nl - p) : (size_t)(end - p);
         char line[128]; /* the fields read here come first: a prefix will do */
-        {
-            size_t k = n < sizeof line ? n : sizeof line - 1;
-            memcpy(line, p, k);
-            line[k] = '\0';
-            unsigned c, l;
-            unsigned long long part;
-            char state[16];
-            if (sscanf(line, "disk %u %u %15s", &c, &l, state) == 3 &&
-                strcmp(state, "adding") == 0 && (uint64_t)c * S.luns + l < NSLOTS_TRACKED)
-                S.maybe_attached[(uint64_t)c * S.luns + l] = 1;
-            if (sscanf(line, "part %u %u %llu %15s", &c, &l, &part, state) == 4 &&
-                strcmp(state, "mounting") == 0 && (uint64_t)c * S.luns + l < NSLOTS_TRACKED)
-                S.maybe_mounted[(uint64_t)c * S.luns + l]++;
-        }
+        size_t k = n < sizeof line ? n : sizeof line - 1;
+        memcpy(line, p, k);
+        line[k] = '\0';
+        unsigned c, l;
+        unsigned long long part;
+        char state[16];
+        if (sscanf(line, "disk %u %u %15s", &c, &l, state) == 3 &&
+            strcmp(state, "adding") == 0 && (uint64_t)c * S.luns + l < NSLOTS_TRACKED)
+            S.maybe_attached[(uint64_t)c * S.luns + l] = 1;
+        if (sscanf(line, "part %u %u %llu %15s", &c, &l, &part, state) == 4 &&
+            strcmp(state, "mounting") == 0 && (uint64_t)c * S.luns + l < NSLOTS_TRACKED)
+            S.maybe_mounted[(uint64_t)c * S.luns + l]++;
         p += n + 1;
     }
 }
