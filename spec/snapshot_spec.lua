@@ -562,30 +562,36 @@ describe("snapshots", function()
       assert(ok, msg)
     end
 
+    -- Reserves /img/a, starts map_to_guest (op "map") or, after mapping,
+    -- unmap_from_guest (op "release"), lets the agent die while `step` is in
+    -- flight, and reopens its state file: the reopened controller, the VM,
+    -- the id.
+    local function crash_in(guest, step, op)
+      local ctl, vm, image = agent(guest, step)
+      local id = assert(ctl:reserve{ host_path = "/img/a" })
+      if op == "release" then assert(ctl:map_to_guest(id)) end
+      local co = coroutine.create(function()
+        if op == "map" then return ctl:map_to_guest(id) end
+        return ctl:unmap_from_guest(id)
+      end)
+      assert(coroutine.resume(co))
+      assert.are.equal("suspended", coroutine.status(co))
+      return reopen(image(), vm, guest), vm, id
+    end
+
     for _, guest in ipairs(GUESTS) do
       local release_steps = guest == "linux"
         and { "remove_mapped_virtual_disk", "remove_scsi_device", "remove_scsi_disk" }
         or { "remove_mapped_virtual_disk", "remove_scsi_disk" }
       for _, step in ipairs(release_steps) do
         it(("%s: the state file written while %s is in flight reopens"):format(guest, step), function()
-          local ctl, vm, image = agent(guest, step)
-          local id = assert(ctl:reserve{ host_path = "/img/a" })
-          assert(ctl:map_to_guest(id))
-          local co = coroutine.create(function() return ctl:unmap_from_guest(id) end)
-          assert(coroutine.resume(co))
-          assert.are.equal("suspended", coroutine.status(co))
-          local ctl2 = reopen(image(), vm, guest)
+          local ctl2 = crash_in(guest, step, "release")
           assert.are.equal(1, #ctl2:reservations())
         end)
 
         it(("%s: after a crash in %s, the retried release converges (the step is re-issued)"):format(guest, step),
           function()
-            local ctl, vm, image = agent(guest, step)
-            local id = assert(ctl:reserve{ host_path = "/img/a" })
-            assert(ctl:map_to_guest(id))
-            local co = coroutine.create(function() return ctl:unmap_from_guest(id) end)
-            assert(coroutine.resume(co))
-            local ctl2 = reopen(image(), vm, guest)
+            local ctl2, vm, id = crash_in(guest, step, "release")
             release(ctl2, id)
             assert.is_true(vm:is_empty())
           end)
@@ -596,11 +602,7 @@ describe("snapshots", function()
       for step, what in pairs{ add_scsi_disk = "hot-add", add_mapped_virtual_disk = "mount" } do
         it(("%s: after a crash in the %s, re-mapping re-issues it and the teardown leaks nothing")
           :format(guest, what), function()
-          local ctl, vm, image = agent(guest, step)
-          local id = assert(ctl:reserve{ host_path = "/img/a" })
-          local co = coroutine.create(function() return ctl:map_to_guest(id) end)
-          assert(coroutine.resume(co))
-          local ctl2 = reopen(image(), vm, guest)
+          local ctl2, vm, id = crash_in(guest, step, "map")
           assert(ctl2:map_to_guest(id))
           assert.are.equal(1, #vm:events(function(e) return e.already end))
           assert.is_true(ctl2:unmap_from_guest(id))
@@ -609,11 +611,7 @@ describe("snapshots", function()
 
         it(("%s: after a crash in the %s, releasing without re-mapping leaks nothing (SPEC §1)")
           :format(guest, what), function()
-          local ctl, vm, image = agent(guest, step)
-          local id = assert(ctl:reserve{ host_path = "/img/a" })
-          local co = coroutine.create(function() return ctl:map_to_guest(id) end)
-          assert(coroutine.resume(co))
-          local ctl2 = reopen(image(), vm, guest)
+          local ctl2, vm, id = crash_in(guest, step, "map")
           release(ctl2, id)
           assert.are.same({}, vm:mounts())
           assert.is_true(vm:is_empty())
