@@ -3,7 +3,7 @@
 #   make demo      install, build, run examples/quickstart.lua
 #   make repl      a Lua 5.4 prompt with the module and a simulated VM loaded
 #   make sanitize  the same tests built with AddressSanitizer + UBSan
-#   make tsan      the C thread test under ThreadSanitizer
+#   make tsan      the C thread and lock tests under ThreadSanitizer
 #   make bench     benchmarks (see bench/)
 #   make guest     build the Linux test guest (kernel + initramfs) into $(BUILD)/guest
 #   make fuzz      libFuzzer on the core's operations and on snapshot import
@@ -43,7 +43,7 @@ sanitize: deps
 tsan: deps
 	cmake -S . -B build-tsan -DCMAKE_BUILD_TYPE=Debug -DSCSICTL_TSAN=ON -DSCSICTL_BUILD_LUA=OFF
 	cmake --build build-tsan -j $(JOBS)
-	ctest --test-dir build-tsan --output-on-failure -R threads
+	ctest --test-dir build-tsan --output-on-failure -R "^c_(threads|lock)$$"
 
 bench: build
 	cmake --build $(BUILD) --target bench-run

@@ -66,8 +66,8 @@ int scsictl_new(const scsictl_options *opts, scsictl **out, scsictl_error *err)
     hmap_init(&ctl->res, NULL); /* keeps hashes: see hmap.h */
     hmap_init(&ctl->pins, sc_pin_hash_of);
     ctl->pinned = sc_calloc(a, (ctl->nslots + 63) / 64 + 1, sizeof(uint64_t));
-    if (!ctl->pinned || !slotmap_init(&ctl->taken, ctl->nslots, a) ||
-        pthread_mutex_init(&ctl->lock, NULL) != 0) {
+    sc_lock_init(&ctl->lock);
+    if (!ctl->pinned || !slotmap_init(&ctl->taken, ctl->nslots, a)) {
         slotmap_destroy(&ctl->taken, a);
         sc_free(a, ctl->pinned);
         sc_free(a, ctl);
@@ -105,7 +105,6 @@ void scsictl_free(scsictl *ctl)
     slotmap_destroy(&ctl->taken, &a);
     sc_free(&a, ctl->pinned);
     sc_free(&a, ctl->state_path);
-    pthread_mutex_destroy(&ctl->lock);
     sc_free(&a, ctl);
 }
 
@@ -114,7 +113,7 @@ int scsictl_close(scsictl *ctl, scsictl_error *err)
     if (!ctl)
         return sc_fail(err, SCSICTL_E_INVALID_ARGUMENT, "close: no controller");
     int rc = SCSICTL_OK;
-    pthread_mutex_lock(&ctl->lock);
+    sc_lock_acquire(&ctl->lock);
     if (ctl->inflight && !ctl->closed) {
         rc = sc_fail(err, SCSICTL_E_BUSY,
                      "close: %zu backend call(s) in flight; finish them first",
@@ -126,7 +125,7 @@ int scsictl_close(scsictl *ctl, scsictl_error *err)
         }
         rc = sc_persist_locked(ctl, err); /* also retries a failed write */
     }
-    pthread_mutex_unlock(&ctl->lock);
+    sc_lock_release(&ctl->lock);
     return rc;
 }
 
@@ -272,9 +271,9 @@ int scsictl_reserve(scsictl *ctl, const scsictl_disk_config *disk_cfg,
     if (!sc_mount_config_valid(mount_cfg))
         return sc_fail(err, SCSICTL_E_INVALID_ARGUMENT,
                        "reserve: mount partition must be 0..2^63-1 and options non-NULL strings");
-    pthread_mutex_lock(&ctl->lock);
+    sc_lock_acquire(&ctl->lock);
     int rc = reserve_locked(ctl, disk_cfg, mount_cfg, id, err);
-    pthread_mutex_unlock(&ctl->lock);
+    sc_lock_release(&ctl->lock);
     return rc;
 }
 
@@ -341,8 +340,8 @@ int scsictl_reserve_for_rootfs(scsictl *ctl, uint64_t controller, uint64_t lun,
     if (disk_cfg && !sc_disk_config_valid(disk_cfg))
         return sc_fail(err, SCSICTL_E_INVALID_ARGUMENT,
                        "reserve_for_rootfs: disk needs a non-empty host_path and a known type");
-    pthread_mutex_lock(&ctl->lock);
+    sc_lock_acquire(&ctl->lock);
     int rc = pin_locked(ctl, controller, lun, disk_cfg, err);
-    pthread_mutex_unlock(&ctl->lock);
+    sc_lock_release(&ctl->lock);
     return rc;
 }

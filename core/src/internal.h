@@ -11,13 +11,13 @@
 #ifndef SCSICTL_INTERNAL_H
 #define SCSICTL_INTERNAL_H
 
-#include <pthread.h>
 #include <stdarg.h>
 #include <string.h>
 
 #include "alloc.h"
 #include "bitmap.h"
 #include "hmap.h"
+#include "lock.h"
 #include "scsictl.h"
 
 typedef struct mount mount;
@@ -89,7 +89,7 @@ typedef struct pin {
 } pin;
 
 struct scsictl {
-    pthread_mutex_t lock;
+    sc_lock lock;
     scsictl_allocator alloc;
     uint32_t controllers, luns, nslots;
     scsictl_guest guest;

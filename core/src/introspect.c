@@ -13,7 +13,7 @@ void scsictl_get_stats(scsictl *ctl, scsictl_stats *out)
 {
     if (!ctl || !out)
         return;
-    pthread_mutex_lock(&ctl->lock);
+    sc_lock_acquire(&ctl->lock);
     *out = (scsictl_stats){
         .controllers = ctl->controllers,
         .luns_per_controller = ctl->luns,
@@ -27,7 +27,7 @@ void scsictl_get_stats(scsictl *ctl, scsictl_stats *out)
         .closed = ctl->closed,
         .busy = ctl->inflight > 0,
     };
-    pthread_mutex_unlock(&ctl->lock);
+    sc_lock_release(&ctl->lock);
 }
 
 void scsictl_info_free(scsictl *ctl, void *info)
@@ -68,7 +68,7 @@ int scsictl_get_reservation(scsictl *ctl, const scsictl_id *id,
     if (!ctl || !id || !out)
         return sc_fail(err, SCSICTL_E_INVALID_ARGUMENT, "reservation: missing argument");
     int rc = SCSICTL_OK;
-    pthread_mutex_lock(&ctl->lock);
+    sc_lock_acquire(&ctl->lock);
     reservation *r = sc_res_find(ctl, id);
     if (!r) {
         rc = sc_fail(err, SCSICTL_E_NOT_FOUND, "reservation: no such id");
@@ -83,7 +83,7 @@ int scsictl_get_reservation(scsictl *ctl, const scsictl_id *id,
             *out = info;
         }
     }
-    pthread_mutex_unlock(&ctl->lock);
+    sc_lock_release(&ctl->lock);
     return rc;
 }
 
@@ -107,7 +107,7 @@ int scsictl_list_reservations(scsictl *ctl, scsictl_reservation_info **out,
     *out = NULL;
     *n = 0;
     int rc = SCSICTL_OK;
-    pthread_mutex_lock(&ctl->lock);
+    sc_lock_acquire(&ctl->lock);
     size_t count = ctl->res.len, bytes = count * sizeof(scsictl_reservation_info);
     for (size_t i = 0; i < ctl->res.cap; i++) {
         const reservation *r = hmap_item(&ctl->res, i);
@@ -129,7 +129,7 @@ int scsictl_list_reservations(scsictl *ctl, scsictl_reservation_info **out,
             *n = count;
         }
     }
-    pthread_mutex_unlock(&ctl->lock);
+    sc_lock_release(&ctl->lock);
     return rc;
 }
 
@@ -216,7 +216,7 @@ int scsictl_list_slots(scsictl *ctl, scsictl_slot_info **out, size_t *n,
     *out = NULL;
     *n = 0;
     int rc = SCSICTL_OK;
-    pthread_mutex_lock(&ctl->lock);
+    sc_lock_acquire(&ctl->lock);
     /* Count: a slot per disk, plus pinned slots with no disk. */
     size_t count = ctl->disks.len, nparts = ctl->mounts.len, strings = 0;
     for (size_t i = 0; i < ctl->disks.cap; i++) {
@@ -270,6 +270,6 @@ int scsictl_list_slots(scsictl *ctl, scsictl_slot_info **out, size_t *n,
     }
     sc_free(&ctl->alloc, disks);
     sc_free(&ctl->alloc, mounts);
-    pthread_mutex_unlock(&ctl->lock);
+    sc_lock_release(&ctl->lock);
     return rc;
 }

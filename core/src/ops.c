@@ -201,7 +201,7 @@ static int start(scsictl *ctl, scsictl_op *op, const scsictl_id *id, int kind,
         return sc_fail(err, SCSICTL_E_INVALID_ARGUMENT, "%s: no controller or id", op_name(op));
     char ids[SCSICTL_ID_STRLEN + 1];
     int rc;
-    pthread_mutex_lock(&ctl->lock);
+    sc_lock_acquire(&ctl->lock);
     reservation *r = ctl->closed ? NULL : sc_res_find(ctl, id);
     if (ctl->closed) {
         rc = sc_fail(err, SCSICTL_E_CLOSED, "%s: controller is closed", op_name(op));
@@ -228,7 +228,7 @@ static int start(scsictl *ctl, scsictl_op *op, const scsictl_id *id, int kind,
         if (rc != SCSICTL_STEP)
             op->res_ = NULL;
     }
-    pthread_mutex_unlock(&ctl->lock);
+    sc_lock_release(&ctl->lock);
     return rc;
 }
 
@@ -283,7 +283,7 @@ int scsictl_op_report(scsictl *ctl, scsictl_op *op, bool ok,
     if (!ctl || !op || !op->res_ || !op->kind_)
         return sc_fail(err, SCSICTL_E_INVALID_ARGUMENT, "report: no operation in flight");
     int rc;
-    pthread_mutex_lock(&ctl->lock);
+    sc_lock_acquire(&ctl->lock);
     reservation *r = op->res_;
     disk *d = r->disk;
     d->busy = false;
@@ -316,6 +316,6 @@ int scsictl_op_report(scsictl *ctl, scsictl_op *op, bool ok,
         rc = persist_or_cancel(ctl, op, rc, err);
     if (rc != SCSICTL_STEP)
         op->res_ = NULL; /* the op is over; a stray report is refused */
-    pthread_mutex_unlock(&ctl->lock);
+    sc_lock_release(&ctl->lock);
     return rc;
 }

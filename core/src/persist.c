@@ -110,7 +110,7 @@ int scsictl_set_state_file(scsictl *ctl, const char *path, scsictl_error *err)
         return sc_fail(err, SCSICTL_E_NO_MEMORY, "state file: out of memory");
     memcpy(copy, path, n);
     int rc;
-    pthread_mutex_lock(&ctl->lock);
+    sc_lock_acquire(&ctl->lock);
     if (ctl->inflight) {
         rc = sc_fail(err, SCSICTL_E_BUSY, "state file: a backend call is in flight");
         sc_free(&ctl->alloc, copy);
@@ -128,7 +128,7 @@ int scsictl_set_state_file(scsictl *ctl, const char *path, scsictl_error *err)
             sc_free(&ctl->alloc, old);
         }
     }
-    pthread_mutex_unlock(&ctl->lock);
+    sc_lock_release(&ctl->lock);
     return rc;
 }
 

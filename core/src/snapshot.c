@@ -261,14 +261,14 @@ int scsictl_save(scsictl *ctl, char **out, size_t *len, scsictl_error *err)
     if (!ctl || !out || !len)
         return sc_fail(err, SCSICTL_E_INVALID_ARGUMENT, "save: missing argument");
     int rc;
-    pthread_mutex_lock(&ctl->lock);
+    sc_lock_acquire(&ctl->lock);
     if (ctl->inflight)
         rc = sc_fail(err, SCSICTL_E_BUSY,
                      "save: %zu backend call(s) in flight; save when they are done",
                      ctl->inflight);
     else
         rc = sc_snapshot_write(ctl, out, len, err);
-    pthread_mutex_unlock(&ctl->lock);
+    sc_lock_release(&ctl->lock);
     return rc;
 }
 
