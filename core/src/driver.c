@@ -31,56 +31,50 @@ void scsictl_step_windows_settings(const scsictl_step *step, scsictl_windows_set
     };
 }
 
-/* Performs one step; returns true on success. */
-static bool perform(const scsictl_callbacks *cb, const scsictl_step *s, char *msg,
-                    size_t size)
+/* Performs one step: the callback's result (0 ok, -1 failed or missing).
+ * Each kind builds only the arguments its callback takes. */
+static int perform(const scsictl_callbacks *cb, const scsictl_step *s, char *msg, size_t size)
 {
-    scsictl_linux_settings ls;
-    scsictl_windows_settings ws;
-    if (s->kind == SCSICTL_STEP_LINUX_MOUNT || s->kind == SCSICTL_STEP_LINUX_UNMOUNT)
-        scsictl_step_linux_settings(s, &ls);
-    else
-        scsictl_step_windows_settings(s, &ws);
-    int rc = -1;
     switch (s->kind) {
     case SCSICTL_STEP_ADD_SCSI_DISK:
-        if (cb->add_scsi_disk)
-            rc = cb->add_scsi_disk(cb->user, s->disk, s->controller, s->lun, msg, size);
-        break;
+        if (!cb->add_scsi_disk)
+            break;
+        return cb->add_scsi_disk(cb->user, s->disk, s->controller, s->lun, msg, size);
     case SCSICTL_STEP_REMOVE_SCSI_DISK:
-        if (cb->remove_scsi_disk)
-            rc = cb->remove_scsi_disk(cb->user, s->controller, s->lun, msg, size);
-        break;
+    case SCSICTL_STEP_LINUX_EJECT: {
+        int (*fn)(void *, uint32_t, uint32_t, char *, size_t) =
+            s->kind == SCSICTL_STEP_LINUX_EJECT ? cb->linux_eject : cb->remove_scsi_disk;
+        if (!fn)
+            break;
+        return fn(cb->user, s->controller, s->lun, msg, size);
+    }
     case SCSICTL_STEP_LINUX_MOUNT:
-        if (cb->linux_mount)
-            rc = cb->linux_mount(cb->user, &ls, msg, size);
-        break;
-    case SCSICTL_STEP_LINUX_UNMOUNT:
-        if (cb->linux_unmount)
-            rc = cb->linux_unmount(cb->user, &ls, msg, size);
-        break;
-    case SCSICTL_STEP_LINUX_EJECT:
-        if (cb->linux_eject)
-            rc = cb->linux_eject(cb->user, s->controller, s->lun, msg, size);
-        break;
+    case SCSICTL_STEP_LINUX_UNMOUNT: {
+        int (*fn)(void *, const scsictl_linux_settings *, char *, size_t) =
+            s->kind == SCSICTL_STEP_LINUX_MOUNT ? cb->linux_mount : cb->linux_unmount;
+        if (!fn)
+            break;
+        scsictl_linux_settings ls;
+        scsictl_step_linux_settings(s, &ls);
+        return fn(cb->user, &ls, msg, size);
+    }
     case SCSICTL_STEP_WINDOWS_MOUNT:
-        if (cb->windows_mount)
-            rc = cb->windows_mount(cb->user, &ws, msg, size);
-        break;
     case SCSICTL_STEP_WINDOWS_MOUNT_SCRATCH:
-        if (cb->windows_mount_scratch)
-            rc = cb->windows_mount_scratch(cb->user, &ws, msg, size);
-        break;
-    case SCSICTL_STEP_WINDOWS_UNMOUNT:
-        if (cb->windows_unmount)
-            rc = cb->windows_unmount(cb->user, &ws, msg, size);
-        break;
+    case SCSICTL_STEP_WINDOWS_UNMOUNT: {
+        int (*fn)(void *, const scsictl_windows_settings *, char *, size_t) =
+            s->kind == SCSICTL_STEP_WINDOWS_MOUNT           ? cb->windows_mount
+            : s->kind == SCSICTL_STEP_WINDOWS_MOUNT_SCRATCH ? cb->windows_mount_scratch
+                                                            : cb->windows_unmount;
+        if (!fn)
+            break;
+        scsictl_windows_settings ws;
+        scsictl_step_windows_settings(s, &ws);
+        return fn(cb->user, &ws, msg, size);
+    }
     case SCSICTL_STEP_KIND_COUNT:
         break;
     }
-    if (rc == -1 && msg[0] == '\0')
-        strcpy(msg, "no callback");
-    return rc == 0;
+    return -1;
 }
 
 static int run(scsictl *ctl, const scsictl_callbacks *cb, scsictl_op *op, int st,
@@ -89,8 +83,11 @@ static int run(scsictl *ctl, const scsictl_callbacks *cb, scsictl_op *op, int st
     char msg[SCSICTL_MESSAGE_MAX];
     while (st == SCSICTL_STEP) {
         msg[0] = '\0';
-        bool ok = perform(cb, &op->step, msg, sizeof msg);
+        int rc = perform(cb, &op->step, msg, sizeof msg);
         msg[sizeof msg - 1] = '\0';
+        bool ok = rc == 0;
+        if (rc == -1 && msg[0] == '\0')
+            strcpy(msg, "no callback");
         st = scsictl_op_report(ctl, op, ok, msg[0] ? msg : NULL, err);
     }
     return st;

@@ -187,6 +187,29 @@ static int persist_or_cancel(scsictl *ctl, scsictl_op *op, int rc, scsictl_error
     return prc;
 }
 
+/* Why r cannot start an op of this kind now (closed, unknown, busy, or a map
+ * over a pending release): the error, or SCSICTL_OK. Out of line and cold:
+ * it keeps start()'s frame small. */
+static __attribute__((noinline, cold)) int refusal(const scsictl *ctl, const scsictl_op *op,
+                                                  const scsictl_id *id,
+                                                  const reservation *r, scsictl_error *err)
+{
+    char ids[SCSICTL_ID_STRLEN + 1];
+    if (ctl->closed)
+        return sc_fail(err, SCSICTL_E_CLOSED, "%s: controller is closed", op_name(op));
+    scsictl_id_format(id, ids);
+    if (!r)
+        return sc_fail(err, SCSICTL_E_NOT_FOUND, "%s: no reservation %s", op_name(op), ids);
+    if (r->disk->busy)
+        return sc_fail(err, SCSICTL_E_BUSY,
+                       "%s: reservation %s: '%.200s' at controller %u lun %u is busy "
+                       "with a backend call; retry later",
+                       op_name(op), ids, r->disk->strings, r->disk->controller, r->disk->lun);
+    return sc_fail(err, SCSICTL_E_BUSY,
+                   "map_to_guest: reservation %s has a pending release; "
+                   "retry unmap_from_guest to finish it", ids);
+}
+
 static int start(scsictl *ctl, scsictl_op *op, const scsictl_id *id, int kind,
                  scsictl_error *err)
 {
@@ -199,27 +222,11 @@ static int start(scsictl *ctl, scsictl_op *op, const scsictl_id *id, int kind,
     op->phase_ = 0;
     if (!ctl || !id)
         return sc_fail(err, SCSICTL_E_INVALID_ARGUMENT, "%s: no controller or id", op_name(op));
-    char ids[SCSICTL_ID_STRLEN + 1];
     int rc;
     sc_lock_acquire(&ctl->lock);
     reservation *r = ctl->closed ? NULL : sc_res_find(ctl, id);
-    if (ctl->closed) {
-        rc = sc_fail(err, SCSICTL_E_CLOSED, "%s: controller is closed", op_name(op));
-    } else if (!r) {
-        scsictl_id_format(id, ids);
-        rc = sc_fail(err, SCSICTL_E_NOT_FOUND, "%s: no reservation %s", op_name(op), ids);
-    } else if (r->disk->busy) {
-        scsictl_id_format(id, ids);
-        rc = sc_fail(err, SCSICTL_E_BUSY,
-                     "%s: reservation %s: '%.200s' at controller %u lun %u is busy "
-                     "with a backend call; retry later",
-                     op_name(op), ids, r->disk->strings,
-                     r->disk->slot / ctl->luns, r->disk->slot % ctl->luns);
-    } else if (kind == OP_MAP && r->pending) {
-        scsictl_id_format(id, ids);
-        rc = sc_fail(err, SCSICTL_E_BUSY,
-                     "map_to_guest: reservation %s has a pending release; "
-                     "retry unmap_from_guest to finish it", ids);
+    if (!r || r->disk->busy || (kind == OP_MAP && r->pending)) {
+        rc = refusal(ctl, op, id, r, err);
     } else {
         op->res_ = r;
         rc = next(ctl, op);
@@ -277,6 +284,33 @@ static void apply_success(scsictl *ctl, scsictl_step_kind kind, reservation *r)
     }
 }
 
+/* A step failed: the op stops here (an unmap stays pending) and the error
+ * names the step. Out of line: it keeps the report path's frame small. */
+static __attribute__((noinline, cold)) int step_failed(scsictl *ctl, scsictl_op *op,
+                                                      const char *backend_message,
+                                                      scsictl_error *err)
+{
+    reservation *r = op->res_;
+    const disk *d = r->disk;
+    if (op->kind_ == OP_UNMAP)
+        r->pending = true;
+    /* The state file may have been written while this step was in
+     * flight (recording it as maybe done): write the outcome. */
+    ctl->dirty = true;
+    const scsictl_step *s = &op->step;
+    if (s->mount)
+        return sc_fail(err, SCSICTL_E_BACKEND,
+                       "%s: %s failed for '%.200s' at controller %u lun %u "
+                       "partition %llu: %.200s",
+                       op_name(op), scsictl_step_name(s->kind), d->strings, s->controller,
+                       s->lun, (unsigned long long)s->mount->partition,
+                       backend_message ? backend_message : "failed");
+    return sc_fail(err, SCSICTL_E_BACKEND,
+                   "%s: %s failed for '%.200s' at controller %u lun %u: %.200s",
+                   op_name(op), scsictl_step_name(s->kind), d->strings, s->controller, s->lun,
+                   backend_message ? backend_message : "failed");
+}
+
 int scsictl_op_report(scsictl *ctl, scsictl_op *op, bool ok,
                       const char *backend_message, scsictl_error *err)
 {
@@ -292,25 +326,7 @@ int scsictl_op_report(scsictl *ctl, scsictl_op *op, bool ok,
         apply_success(ctl, op->step.kind, r);
         rc = next(ctl, op);
     } else {
-        if (op->kind_ == OP_UNMAP)
-            r->pending = true;
-        /* The state file may have been written while this step was in
-         * flight (recording it as maybe done): write the outcome. */
-        ctl->dirty = true;
-        const scsictl_step *s = &op->step;
-        if (s->mount)
-            rc = sc_fail(err, SCSICTL_E_BACKEND,
-                         "%s: %s failed for '%.200s' at controller %u lun %u "
-                         "partition %llu: %.200s",
-                         op_name(op), scsictl_step_name(s->kind), d->strings,
-                         s->controller, s->lun, (unsigned long long)s->mount->partition,
-                         backend_message ? backend_message : "failed");
-        else
-            rc = sc_fail(err, SCSICTL_E_BACKEND,
-                         "%s: %s failed for '%.200s' at controller %u lun %u: %.200s",
-                         op_name(op), scsictl_step_name(s->kind), d->strings,
-                         s->controller, s->lun,
-                         backend_message ? backend_message : "failed");
+        rc = step_failed(ctl, op, backend_message, err);
     }
     if (ctl->state_path)
         rc = persist_or_cancel(ctl, op, rc, err);
