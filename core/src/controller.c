@@ -165,6 +165,30 @@ static void unreserve(scsictl *ctl, reservation *r)
     sc_res_forget(ctl, r);
 }
 
+/* Why the disk d, in use already, cannot take another reservation with
+ * these configs: busy, or a disk or partition config mismatch. Out of line
+ * and cold: it keeps reserve's frame small. */
+static __attribute__((noinline, cold)) int refuse_shared(const disk *d,
+                                                        const scsictl_disk_config *dc,
+                                                        const scsictl_mount_config *mc,
+                                                        scsictl_error *err)
+{
+    if (d->busy || d->tearing_down)
+        return sc_fail(err, SCSICTL_E_BUSY,
+                       "reserve: '%.200s' at controller %u lun %u is %s; retry later",
+                       dc->host_path, d->controller, d->lun,
+                       d->busy ? "busy with a backend call"
+                               : "being torn down by a pending release");
+    if (!sc_disk_same_settings(d, dc))
+        return sc_fail(err, SCSICTL_E_CONFIG_MISMATCH,
+                       "reserve: '%.200s' is already in use with a different disk config",
+                       dc->host_path);
+    return sc_fail(err, SCSICTL_E_CONFIG_MISMATCH,
+                   "reserve: partition %llu of '%.200s' is already in use "
+                   "with a different mount config",
+                   (unsigned long long)mc->partition, dc->host_path);
+}
+
 static int reserve_locked(scsictl *ctl, const scsictl_disk_config *dc,
                           const scsictl_mount_config *mc, scsictl_id *id,
                           scsictl_error *err)
@@ -181,22 +205,10 @@ static int reserve_locked(scsictl *ctl, const scsictl_disk_config *dc,
     mount *m = NULL;
     uint32_t slot = 0;
     if (d) {
-        if (d->busy || d->tearing_down)
-            return sc_fail(err, SCSICTL_E_BUSY,
-                           "reserve: '%.200s' at controller %u lun %u is %s; retry later",
-                           dc->host_path, d->slot / ctl->luns, d->slot % ctl->luns,
-                           d->busy ? "busy with a backend call"
-                                   : "being torn down by a pending release");
-        if (!sc_disk_same_settings(d, dc))
-            return sc_fail(err, SCSICTL_E_CONFIG_MISMATCH,
-                           "reserve: '%.200s' is already in use with a different disk config",
-                           dc->host_path);
         m = sc_mount_find(ctl, d, mc->partition);
-        if (m && !sc_mount_matches(m, mc))
-            return sc_fail(err, SCSICTL_E_CONFIG_MISMATCH,
-                           "reserve: partition %llu of '%.200s' is already in use "
-                           "with a different mount config",
-                           (unsigned long long)mc->partition, dc->host_path);
+        if (d->busy || d->tearing_down || !sc_disk_same_settings(d, dc) ||
+            (m && !sc_mount_matches(m, mc)))
+            return refuse_shared(d, dc, mc, err);
     } else {
         int rc = choose_slot(ctl, dc, len, hash, &slot, err);
         if (rc)

@@ -112,6 +112,7 @@ size_t sc_disk_size(const disk *d)
  * over a long shared prefix. */
 typedef struct path_key {
     const char *path;
+    size_t len;
     uint64_t hash;
 } path_key;
 
@@ -119,7 +120,8 @@ static bool disk_eq(const void *item, const void *key)
 {
     const disk *d = item;
     const path_key *k = key;
-    return d->hash == k->hash && strcmp(d->strings, k->path) == 0;
+    return d->hash == k->hash && d->path_len == k->len &&
+           memcmp(d->strings, k->path, k->len) == 0;
 }
 
 uint64_t sc_disk_hash_of(const void *item)
@@ -129,8 +131,7 @@ uint64_t sc_disk_hash_of(const void *item)
 
 disk *sc_disk_find(scsictl *ctl, const char *path, size_t len, uint64_t hash)
 {
-    (void)len;
-    path_key key = { path, hash };
+    path_key key = { path, len, hash };
     return hmap_find(&ctl->disks, hash, &key, disk_eq);
 }
 
@@ -187,7 +188,8 @@ static bool pin_eq(const void *item, const void *key)
 {
     const pin *p = item;
     const path_key *k = key;
-    return p->hash == k->hash && strcmp(p->cfg.host_path, k->path) == 0;
+    return p->hash == k->hash && p->path_len == k->len &&
+           memcmp(p->cfg.host_path, k->path, k->len) == 0;
 }
 
 uint64_t sc_pin_hash_of(const void *item)
@@ -197,8 +199,7 @@ uint64_t sc_pin_hash_of(const void *item)
 
 pin *sc_pin_find(scsictl *ctl, const char *path, size_t len, uint64_t hash)
 {
-    (void)len;
-    path_key key = { path, hash };
+    path_key key = { path, len, hash };
     return hmap_find(&ctl->pins, hash, &key, pin_eq);
 }
 

@@ -80,13 +80,11 @@ size_t sc_fmt_u64(char *out, uint64_t v)
     return n;
 }
 
-int scsictl_guest_path(scsictl_guest guest, uint32_t controller, uint32_t lun,
-                       uint64_t partition, char *out, size_t size)
+size_t sc_guest_path(scsictl_guest guest, uint32_t controller, uint32_t lun,
+                     uint64_t partition, char out[SCSICTL_GUEST_PATH_MAX])
 {
     /* At most 17 + 10 + 1 + 10 + 1 + 20 + 1 = 60 bytes: fits the buffer. */
-    char buf[SCSICTL_GUEST_PATH_MAX];
-    char *p = size >= SCSICTL_GUEST_PATH_MAX ? out : buf;
-    char *start = p;
+    char *p = out;
     if (guest == SCSICTL_GUEST_WINDOWS) {
         memcpy(p, "C:\\mounts\\scsi\\", 15);
         p += 15;
@@ -100,11 +98,18 @@ int scsictl_guest_path(scsictl_guest guest, uint32_t controller, uint32_t lun,
     *p++ = '_';
     p += sc_fmt_u64(p, partition);
     *p = '\0';
-    size_t n = (size_t)(p - start);
-    if (start == buf) {
-        if (!out || n + 1 > size)
-            return -1;
-        memcpy(out, buf, n + 1);
-    }
+    return (size_t)(p - out);
+}
+
+int scsictl_guest_path(scsictl_guest guest, uint32_t controller, uint32_t lun,
+                       uint64_t partition, char *out, size_t size)
+{
+    if (out && size >= SCSICTL_GUEST_PATH_MAX)
+        return (int)sc_guest_path(guest, controller, lun, partition, out);
+    char buf[SCSICTL_GUEST_PATH_MAX];
+    size_t n = sc_guest_path(guest, controller, lun, partition, buf);
+    if (!out || n + 1 > size)
+        return -1;
+    memcpy(out, buf, n + 1);
     return (int)n;
 }

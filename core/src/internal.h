@@ -235,5 +235,8 @@ static inline uint64_t sc_id_hash(const scsictl_id *id)
 
 /* Formatting helpers (errors.c) */
 size_t sc_fmt_u64(char *out, uint64_t v);
+/* scsictl_guest_path() into a buffer known to be big enough; the length. */
+size_t sc_guest_path(scsictl_guest guest, uint32_t controller, uint32_t lun,
+                     uint64_t partition, char out[SCSICTL_GUEST_PATH_MAX]);
 
 #endif

@@ -177,8 +177,7 @@ static void fill_disk_slot(const scsictl *ctl, const disk *d, scsictl_slot_info 
         char path[SCSICTL_GUEST_PATH_MAX];
         bool mounted = m->state == SCSICTL_MOUNT_MOUNTED;
         if (mounted)
-            scsictl_guest_path(ctl->guest, s->controller, s->lun, m->partition, path,
-                               sizeof path);
+            sc_guest_path(ctl->guest, s->controller, s->lun, m->partition, path);
         parts[k++] = (scsictl_partition_info){
             .partition = m->partition,
             .state = (scsictl_mount_state)m->state,

@@ -88,8 +88,8 @@ static int issue(scsictl *ctl, scsictl_op *op, reservation *r, scsictl_step_kind
     if (m) { /* formatted into the op, which outlives the step */
         op->mount_ = sc_mount_cfg(m);
         op->step.mount = &op->mount_;
-        scsictl_guest_path(ctl->guest, op->step.controller, op->step.lun, m->partition,
-                           op->guest_path, sizeof op->guest_path);
+        sc_guest_path(ctl->guest, op->step.controller, op->step.lun, m->partition,
+                      op->guest_path);
         op->step.guest_path = op->guest_path;
         op->phase_ = 1; /* op->guest_path holds this mount's path */
     }
@@ -119,8 +119,7 @@ static int map_next(scsictl *ctl, scsictl_op *op, reservation *r)
     if (m->state == SCSICTL_MOUNT_MOUNTED) {
         const disk *d = r->disk;
         if (op->phase_ != 1) /* not formatted by this op's mount step */
-            scsictl_guest_path(ctl->guest, d->controller, d->lun,
-                               m->partition, op->guest_path, sizeof op->guest_path);
+            sc_guest_path(ctl->guest, d->controller, d->lun, m->partition, op->guest_path);
         return SCSICTL_DONE;
     }
     if (r->disk->state == SCSICTL_DISK_RESERVED)
