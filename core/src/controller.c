@@ -257,10 +257,12 @@ static int reserve_locked(scsictl *ctl, const scsictl_disk_config *dc,
         return rc;
     }
     *id = r->id;
-    /* The next id is already known, and in a big map its slot is a cache
-     * miss at a random place: start loading it now, so the next reserve
-     * finds it there. */
-    hmap_prefetch(&ctl->res, sc_id_next_hash(&ctl->ids));
+    /* The ids of the next reserves are already known, and in a big map
+     * their slots are cache misses at random places: start loading the slot
+     * of the one SC_ID_LOOKAHEAD reserves from now (the nearer ones were
+     * started by the reserves before). A miss can take longer than a whole
+     * reserve-map-unmap cycle, so one reserve of warning is not enough. */
+    hmap_prefetch(&ctl->res, sc_id_next_hash(&ctl->ids, SC_ID_LOOKAHEAD - 1));
     return SCSICTL_OK;
 
 nomem:

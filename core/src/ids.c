@@ -4,7 +4,7 @@
  * random() per id (about 9,000 instructions, more than everything else in
  * a reserve/map/unmap cycle together). So each controller keys a ChaCha
  * keystream with 32 bytes from libuuid, takes four ids from every 64-byte
- * block (computed four blocks at a time), and draws a fresh key from
+ * block (computed four blocks at a time, a half ring ahead), and draws a fresh key from
  * libuuid every 2^16 ids. Ids stay unpredictable v4 UUIDs; uniqueness among live ids is checked on insert.
  * The stream uses 8 rounds (ChaCha8: the best known attacks reach 7, and
  * Aumasson's "Too Much Crypto" argues 8 keep a comfortable margin; ids are
@@ -87,12 +87,12 @@ static void rekey(sc_idgen *g)
     g->counter = 0;
 }
 
-/* The id in buffer position i (version and variant bits set in registers:
+/* The id in ring position i (version and variant bits set in registers:
  * byte stores into the id would stall the word loads that hash it right
  * after). */
 static void id_at(const sc_idgen *g, unsigned i, scsictl_id *id)
 {
-    const uint8_t *src = g->buf + 16 * i;
+    const uint8_t *src = g->ring + 16 * (i % SC_ID_RING);
     uint64_t a, b;
     memcpy(&a, src, 8);
     memcpy(&b, src + 8, 8);
@@ -107,28 +107,32 @@ static void id_at(const sc_idgen *g, unsigned i, scsictl_id *id)
     memcpy(id->bytes + 8, &b, 8);
 }
 
-static void refill(sc_idgen *g)
+/* Computes the half of the ring after the ready ids: 16 more ids. */
+static void top_up(sc_idgen *g)
 {
     if (g->counter % REKEY_BLOCKS == 0)
         rekey(g);
-    sc_chacha_blocks4(g->key, g->counter, ID_ROUNDS, g->buf);
+    unsigned at = (g->next + g->ready) % SC_ID_RING; /* 0 or SC_IDS_PER_HALF */
+    sc_chacha_blocks4(g->key, g->counter, ID_ROUNDS, g->ring + 16 * at);
     g->counter += 4;
-    g->left = SC_IDS_PER_BUFFER;
+    g->ready += SC_IDS_PER_HALF;
 }
 
 void sc_id_generate(sc_idgen *g, scsictl_id *id)
 {
-    if (g->left == 0)
-        refill(g);
-    id_at(g, SC_IDS_PER_BUFFER - g->left--, id);
+    if (g->ready <= SC_ID_LOOKAHEAD) /* then at most 8 + 16 are ready */
+        top_up(g);
+    id_at(g, g->next, id);
+    g->next = (g->next + 1) % SC_ID_RING;
+    g->ready--;
 }
 
-uint64_t sc_id_next_hash(sc_idgen *g)
+uint64_t sc_id_next_hash(sc_idgen *g, unsigned k)
 {
-    if (g->left == 0)
-        refill(g);
+    if (g->ready <= k) /* k < 8: only before the first id */
+        top_up(g);
     scsictl_id next;
-    id_at(g, SC_IDS_PER_BUFFER - g->left, &next);
+    id_at(g, g->next + k, &next);
     return sc_id_hash(&next);
 }
 

@@ -22,15 +22,21 @@
 
 typedef struct mount mount;
 
-/* Id generator state (ids.c): a ChaCha8 keystream keyed from libuuid;
- * all zero is a valid, empty generator (keyed on first use). */
-#define SC_IDS_PER_BUFFER 16
+/* Id generator state (ids.c): a ChaCha8 keystream keyed from libuuid, in
+ * a ring of two halves. The half after the ready ids is computed before
+ * fewer than SC_ID_LOOKAHEAD are left, so the ids of the next reserves are
+ * always known and reserve can prefetch their map slots (sc_id_next_hash).
+ * All zero is a valid, empty generator (keyed on first use). */
+#define SC_IDS_PER_HALF 16 /* four keystream blocks */
+#define SC_ID_RING (2 * SC_IDS_PER_HALF)
+#define SC_ID_LOOKAHEAD 8
 
 typedef struct sc_idgen {
     uint32_t key[8];
     uint64_t counter;
-    uint8_t buf[16 * SC_IDS_PER_BUFFER]; /* four keystream blocks */
-    unsigned left; /* ids not yet taken from buf (0 = empty) */
+    uint8_t ring[16 * SC_ID_RING];
+    unsigned next;  /* ring index of the next id */
+    unsigned ready; /* ids computed and not yet taken */
 } sc_idgen;
 
 /* Records are kept small: a live reservation on a disk of its own costs a
@@ -112,9 +118,9 @@ int sc_fail(scsictl_error *err, int code, const char *fmt, ...)
 
 /* ids.c */
 void sc_id_generate(sc_idgen *g, scsictl_id *id);
-/* The hash of the id the next sc_id_generate() returns (computing that id
- * now if needed). */
-uint64_t sc_id_next_hash(sc_idgen *g);
+/* The hash of the id that the (k+1)-th sc_id_generate() from now returns
+ * (k < SC_ID_LOOKAHEAD), computing it now if needed. */
+uint64_t sc_id_next_hash(sc_idgen *g, unsigned k);
 void sc_chacha_blocks4(const uint32_t key[8], uint64_t counter, int rounds, uint8_t out[256]);
 
 /* disk.c — disk configs and the disk state machine */

@@ -45,7 +45,7 @@ static void test_generated_ids(void)
     TEST("generated ids: version 4, RFC 4122 variant, all distinct, distinct streams");
     enum { N = 200000 };
     static scsictl_id ids[N];
-    sc_idgen g = { .left = 0 }, h = { .left = 0 };
+    sc_idgen g = { 0 }, h = { 0 };
     for (int i = 0; i < N; i++) {
         sc_id_generate(&g, &ids[i]);
         CHECK((ids[i].bytes[6] >> 4) == 4);
@@ -68,7 +68,7 @@ static void test_generated_ids(void)
     /* two generators are keyed independently (libuuid randomness) */
     scsictl_id a, b;
     sc_id_generate(&h, &a);
-    sc_idgen g2 = { .left = 0 };
+    sc_idgen g2 = { 0 };
     sc_id_generate(&g2, &b);
     CHECK(memcmp(&a, &b, sizeof a) != 0);
 }
