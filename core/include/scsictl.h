@@ -279,7 +279,7 @@ typedef struct scsictl_op {
     /* private */
     void *res_;
     int kind_;
-    int phase_;
+    int path_len_;               /* of guest_path once this op formatted it */
     scsictl_disk_config disk_;   /* step.disk and step.mount point here */
     scsictl_mount_config mount_;
 } scsictl_op;

@@ -103,7 +103,7 @@ int scsictl_map(scsictl *ctl, const scsictl_callbacks *cb, const scsictl_id *id,
     if (st != SCSICTL_DONE)
         return st;
     if (path && path_size) {
-        size_t n = strlen(op.guest_path);
+        size_t n = (size_t)op.path_len_; /* the path of a DONE map */
         if (n >= path_size)
             n = path_size - 1;
         memcpy(path, op.guest_path, n);

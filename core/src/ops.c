@@ -88,10 +88,9 @@ static int issue(scsictl *ctl, scsictl_op *op, reservation *r, scsictl_step_kind
     if (m) { /* formatted into the op, which outlives the step */
         op->mount_ = sc_mount_cfg(m);
         op->step.mount = &op->mount_;
-        sc_guest_path(ctl->guest, op->step.controller, op->step.lun, m->partition,
-                      op->guest_path);
+        op->path_len_ = (int)sc_guest_path(ctl->guest, op->step.controller, op->step.lun,
+                                           m->partition, op->guest_path);
         op->step.guest_path = op->guest_path;
-        op->phase_ = 1; /* op->guest_path holds this mount's path */
     }
     d->busy = true;
     d->step_kind = (uint8_t)kind;
@@ -118,8 +117,9 @@ static int map_next(scsictl *ctl, scsictl_op *op, reservation *r)
     mount *m = r->mount;
     if (m->state == SCSICTL_MOUNT_MOUNTED) {
         const disk *d = r->disk;
-        if (op->phase_ != 1) /* not formatted by this op's mount step */
-            sc_guest_path(ctl->guest, d->controller, d->lun, m->partition, op->guest_path);
+        if (!op->path_len_) /* not formatted by this op's mount step */
+            op->path_len_ = (int)sc_guest_path(ctl->guest, d->controller, d->lun, m->partition,
+                                               op->guest_path);
         return SCSICTL_DONE;
     }
     if (r->disk->state == SCSICTL_DISK_RESERVED)
@@ -218,7 +218,7 @@ static int start(scsictl *ctl, scsictl_op *op, const scsictl_id *id, int kind,
     op->guest_path[0] = '\0';
     op->res_ = NULL;
     op->kind_ = kind;
-    op->phase_ = 0;
+    op->path_len_ = 0;
     if (!ctl || !id)
         return sc_fail(err, SCSICTL_E_INVALID_ARGUMENT, "%s: no controller or id", op_name(op));
     int rc;
