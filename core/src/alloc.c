@@ -60,6 +60,11 @@ static int class_of(size_t n)
     return (int)((n - 1) / SC_CACHE_CLASS_BYTES);
 }
 
+static size_t class_bytes(int k)
+{
+    return (size_t)(k + 1) * SC_CACHE_CLASS_BYTES;
+}
+
 void *sc_obj_alloc(const scsictl_allocator *a, sc_cache *c, size_t n)
 {
     int k = class_of(n);
@@ -68,10 +73,10 @@ void *sc_obj_alloc(const scsictl_allocator *a, sc_cache *c, size_t n)
     void *p = c->head[k];
     if (p) {
         memcpy(&c->head[k], p, sizeof(void *)); /* the next free block */
-        c->n[k]--;
+        c->bytes -= class_bytes(k);
         return p;
     }
-    return sc_malloc(a, (size_t)(k + 1) * SC_CACHE_CLASS_BYTES);
+    return sc_malloc(a, class_bytes(k));
 }
 
 void sc_obj_free(const scsictl_allocator *a, sc_cache *c, void *p, size_t n)
@@ -79,13 +84,13 @@ void sc_obj_free(const scsictl_allocator *a, sc_cache *c, void *p, size_t n)
     if (!p)
         return;
     int k = class_of(n);
-    if (k < 0 || c->n[k] == SC_CACHE_DEPTH) {
+    if (k < 0 || c->bytes + class_bytes(k) > SC_CACHE_BUDGET) {
         sc_free(a, p);
         return;
     }
     memcpy(p, &c->head[k], sizeof(void *));
     c->head[k] = p;
-    c->n[k]++;
+    c->bytes += class_bytes(k);
 }
 
 void sc_cache_drain(const scsictl_allocator *a, sc_cache *c)
@@ -96,6 +101,6 @@ void sc_cache_drain(const scsictl_allocator *a, sc_cache *c)
             memcpy(&c->head[k], p, sizeof(void *));
             sc_free(a, p);
         }
-        c->n[k] = 0;
     }
+    c->bytes = 0;
 }

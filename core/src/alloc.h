@@ -29,20 +29,23 @@ static inline void sc_free(const scsictl_allocator *a, void *p)
         a->free_fn(a->ud, p);
 }
 
-/* Object blocks (disks, mounts, reservations, pins) go through a small
- * per-controller cache of freed blocks, so a steady reserve/map/unmap cycle
+/* Object blocks (disks, mounts, reservations, pins) go through a
+ * per-controller cache of freed blocks, so reserving again after releases
  * reuses memory instead of calling the allocator. Blocks up to
- * SC_CACHE_MAX_BYTES are sized in 8-byte classes, each class a short free
- * list threaded through the freed blocks themselves; the caller passes the
- * size it asked for when it frees, so blocks carry no header. */
+ * SC_CACHE_MAX_BYTES are sized in 8-byte classes, each class a free list
+ * threaded through the freed blocks themselves; the caller passes the size
+ * it asked for when it frees, so blocks carry no header. The cache keeps at
+ * most SC_CACHE_BUDGET bytes in all: a burst of a thousand claims on a
+ * shared disk recycles all its records, and a controller that once held a
+ * million keeps no more than that of them. */
 #define SC_CACHE_CLASS_BYTES 8
 #define SC_CACHE_MAX_BYTES 256
 #define SC_CACHE_CLASSES (SC_CACHE_MAX_BYTES / SC_CACHE_CLASS_BYTES)
-#define SC_CACHE_DEPTH 4 /* blocks kept per class */
+#define SC_CACHE_BUDGET ((size_t)64 << 10)
 
 typedef struct sc_cache {
     void *head[SC_CACHE_CLASSES];
-    uint8_t n[SC_CACHE_CLASSES];
+    size_t bytes; /* in the free lists */
 } sc_cache;
 
 void *sc_obj_alloc(const scsictl_allocator *a, sc_cache *c, size_t n);

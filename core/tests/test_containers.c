@@ -167,29 +167,35 @@ static void r_free(void *ud, void *p)
 
 static void test_cache(void)
 {
-    TEST("object cache: a freed block is reused by its size class, up to the depth");
+    TEST("object cache: a freed block is reused by its size class, up to the byte budget");
     rec_alloc r = { 0 };
     scsictl_allocator a = { r_malloc, r_realloc, r_free, &r };
-    sc_cache c = { { 0 }, { 0 } };
+    sc_cache c = { { 0 }, 0 };
     void *p = sc_obj_alloc(&a, &c, 41);
     CHECK_EQ(r.last_size, 48); /* rounded up to its 8-byte class */
     sc_obj_free(&a, &c, p, 41);
     CHECK_EQ(r.live, 1); /* kept */
+    CHECK_EQ(c.bytes, (size_t)48);
     CHECK(sc_obj_alloc(&a, &c, 48) == p); /* same class: reused, no malloc */
     CHECK_EQ(r.mallocs, 1);
+    CHECK_EQ(c.bytes, (size_t)0);
     void *q = sc_obj_alloc(&a, &c, 49); /* next class: a new block */
     CHECK(q != p);
     CHECK_EQ(r.mallocs, 2);
     sc_obj_free(&a, &c, q, 49);
     sc_obj_free(&a, &c, p, 48);
 
-    void *blocks[SC_CACHE_DEPTH + 2];
-    for (int i = 0; i < SC_CACHE_DEPTH + 2; i++)
-        blocks[i] = sc_obj_alloc(&a, &c, 100);
+    /* fill the budget with 256-byte blocks (the 56 + 48 bytes above count) */
+    enum { FIT = (SC_CACHE_BUDGET - 56 - 48) / 256, N = FIT + 2 };
+    static void *blocks[N];
+    for (int i = 0; i < N; i++)
+        blocks[i] = sc_obj_alloc(&a, &c, 256);
     long live = r.live;
-    for (int i = 0; i < SC_CACHE_DEPTH + 2; i++)
-        sc_obj_free(&a, &c, blocks[i], 100);
-    CHECK_EQ(r.live, live - 2); /* the two beyond the depth went back */
+    for (int i = 0; i < N; i++)
+        sc_obj_free(&a, &c, blocks[i], 256);
+    CHECK_EQ(r.live, live - 2); /* the two beyond the budget went back */
+    CHECK(c.bytes <= SC_CACHE_BUDGET);
+    CHECK_EQ(c.bytes, (size_t)(56 + 48 + FIT * 256));
 
     void *big = sc_obj_alloc(&a, &c, SC_CACHE_MAX_BYTES + 1); /* never cached */
     CHECK_EQ(r.last_size, SC_CACHE_MAX_BYTES + 1);
