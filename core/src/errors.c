@@ -80,6 +80,17 @@ size_t sc_fmt_u64(char *out, uint64_t v)
     return n;
 }
 
+/* A number at p, one digit inline (most controllers, luns and partitions);
+ * the end of it. */
+static inline char *put_number(char *p, uint64_t v)
+{
+    if (v < 10) {
+        *p = (char)('0' + v);
+        return p + 1;
+    }
+    return p + sc_fmt_u64(p, v);
+}
+
 size_t sc_guest_path(scsictl_guest guest, uint32_t controller, uint32_t lun,
                      uint64_t partition, char out[SCSICTL_GUEST_PATH_MAX])
 {
@@ -92,11 +103,11 @@ size_t sc_guest_path(scsictl_guest guest, uint32_t controller, uint32_t lun,
         memcpy(p, "/run/mounts/scsi/", 17);
         p += 17;
     }
-    p += sc_fmt_u64(p, controller);
+    p = put_number(p, controller);
     *p++ = '_';
-    p += sc_fmt_u64(p, lun);
+    p = put_number(p, lun);
     *p++ = '_';
-    p += sc_fmt_u64(p, partition);
+    p = put_number(p, partition);
     *p = '\0';
     return (size_t)(p - out);
 }
