@@ -4,12 +4,13 @@
  * random() per id (about 9,000 instructions, more than everything else in
  * a reserve/map/unmap cycle together). So each controller keys a ChaCha
  * keystream with 32 bytes from libuuid, takes four ids from every 64-byte
- * block (computed four blocks at a time, a half ring ahead), and draws a fresh key from
- * libuuid every 2^16 ids. Ids stay unpredictable v4 UUIDs; uniqueness among live ids is checked on insert.
- * The stream uses 8 rounds (ChaCha8: the best known attacks reach 7, and
- * Aumasson's "Too Much Crypto" argues 8 keep a comfortable margin; ids are
- * not keys). Tests check the block function at 20 rounds against RFC 8439 (block 0
- * of the four). */
+ * block (computed four blocks at a time, half a ring ahead), and draws a
+ * fresh key from libuuid every 2^16 ids. Ids stay unpredictable v4 UUIDs;
+ * uniqueness among live ids is checked on insert. The stream uses 8 rounds
+ * (ChaCha8: the best known attacks reach 7, and Aumasson's "Too Much
+ * Crypto" argues 8 keep a comfortable margin; ids are not keys). Tests
+ * check the block function at 20 rounds against RFC 8439 (block 0 of the
+ * four). */
 #include <string.h>
 #include <uuid/uuid.h>
 

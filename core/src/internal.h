@@ -77,7 +77,7 @@ struct mount {
     /* the guest path is derived (slot, partition), formatted when needed */
 };
 
-/* The id comes first: its first 8 random bytes are the map hash. */
+/* The reservation map hashes the id itself (sc_id_hash): ids are random. */
 typedef struct reservation {
     scsictl_id id;
     disk *disk;

@@ -186,9 +186,9 @@ static int persist_or_cancel(scsictl *ctl, scsictl_op *op, int rc, scsictl_error
     return prc;
 }
 
-/* Why r cannot start an op of this kind now (closed, unknown, busy, or a map
- * over a pending release): the error, or SCSICTL_OK. Out of line and cold:
- * it keeps start()'s frame small. */
+/* The error for an op that cannot start: the controller is closed, r is
+ * NULL (unknown id), r's disk is busy, or a map meets a pending release.
+ * Out of line and cold: it keeps start()'s frame small. */
 static __attribute__((noinline, cold)) int refusal(const scsictl *ctl, const scsictl_op *op,
                                                   const scsictl_id *id,
                                                   const reservation *r, scsictl_error *err)
