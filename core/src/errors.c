@@ -47,12 +47,8 @@ static const char two_digits[201] =
     "6061626364656667686970717273747576777879"
     "8081828384858687888990919293949596979899";
 
-size_t sc_fmt_u64(char *out, uint64_t v)
+size_t sc_fmt_u64_long(char *out, uint64_t v) /* v >= 10: see sc_fmt_u64() */
 {
-    if (v < 10) { /* controllers, luns and partitions are mostly small */
-        out[0] = (char)('0' + v);
-        return 1;
-    }
     if (v < 100) {
         memcpy(out, two_digits + 2 * v, 2);
         return 2;
@@ -80,17 +76,6 @@ size_t sc_fmt_u64(char *out, uint64_t v)
     return n;
 }
 
-/* A number at p, one digit inline (most controllers, luns and partitions);
- * the end of it. */
-static inline char *put_number(char *p, uint64_t v)
-{
-    if (v < 10) {
-        *p = (char)('0' + v);
-        return p + 1;
-    }
-    return p + sc_fmt_u64(p, v);
-}
-
 size_t sc_guest_path(scsictl_guest guest, uint32_t controller, uint32_t lun,
                      uint64_t partition, char out[SCSICTL_GUEST_PATH_MAX])
 {
@@ -103,11 +88,11 @@ size_t sc_guest_path(scsictl_guest guest, uint32_t controller, uint32_t lun,
         memcpy(p, "/run/mounts/scsi/", 17);
         p += 17;
     }
-    p = put_number(p, controller);
+    p += sc_fmt_u64(p, controller);
     *p++ = '_';
-    p = put_number(p, lun);
+    p += sc_fmt_u64(p, lun);
     *p++ = '_';
-    p = put_number(p, partition);
+    p += sc_fmt_u64(p, partition);
     *p = '\0';
     return (size_t)(p - out);
 }

@@ -240,7 +240,18 @@ static inline uint64_t sc_id_hash(const scsictl_id *id)
 }
 
 /* Formatting helpers (errors.c) */
-size_t sc_fmt_u64(char *out, uint64_t v);
+size_t sc_fmt_u64_long(char *out, uint64_t v); /* v >= 10 */
+
+/* Writes v in decimal at out (no NUL); the length. One digit inline: the
+ * controllers, luns and partitions of guest paths are mostly below 10. */
+static inline size_t sc_fmt_u64(char *out, uint64_t v)
+{
+    if (v < 10) {
+        out[0] = (char)('0' + v);
+        return 1;
+    }
+    return sc_fmt_u64_long(out, v);
+}
 /* scsictl_guest_path() into a buffer known to be big enough; the length. */
 size_t sc_guest_path(scsictl_guest guest, uint32_t controller, uint32_t lun,
                      uint64_t partition, char out[SCSICTL_GUEST_PATH_MAX]);
