@@ -77,13 +77,12 @@ int scsictl_new(const scsictl_options *opts, scsictl **out, scsictl_error *err)
     return SCSICTL_OK;
 }
 
+/* Frees every item of m (into the object cache, drained by the caller). */
 static void free_all_items(scsictl *ctl, hmap *m, void (*free_item)(scsictl *, void *))
 {
     for (size_t i = 0; i < m->cap; i++)
-        if (hmap_item(m, i)) {
+        if (hmap_item(m, i))
             free_item(ctl, hmap_item(m, i));
-            sc_cache_drain(&ctl->alloc, &ctl->cache);
-        }
     hmap_destroy(m, &ctl->alloc);
 }
 

@@ -103,8 +103,8 @@ bool sc_disk_same_settings(const disk *d, const scsictl_disk_config *c)
 
 size_t sc_disk_size(const disk *d)
 {
-    size_t n = offsetof(disk, strings) + d->path_len + 1;
-    return d->has_evd ? n + strlen(d->strings + d->path_len + 1) + 1 : n;
+    scsictl_disk_config c = sc_disk_cfg(d);
+    return config_block_size(offsetof(disk, strings), &c, d->path_len);
 }
 
 /* A lookup key: the disk map keeps no hashes (hmap.h), so the stored one
