@@ -514,6 +514,18 @@ row{ name = "disk table whose host_path comes from __index (recorded: accepted)"
   run = function(f) return f.ctl:reserve(setmetatable({}, { __index = { host_path = "/img/meta" } })) end }
 row{ name = "disk table whose __index raises (recorded: that error propagates)", raise = "index boom",
   run = function(f) return f.ctl:reserve(setmetatable({}, { __index = function() error("index boom") end })) end }
+row{ name = "disk table with an unknown raw key and an __index field (as many as the known fields)",
+  raise = "unknown field 'bogus' in disk",
+  run = function(f)
+    local t = setmetatable({ host_path = "/img/meta2", bogus = 1 }, { __index = { read_only = true } })
+    return f.ctl:reserve(t)
+  end }
+row{ name = "mount table with an unknown raw key and an __index field",
+  raise = "unknown field 'bogus' in mount",
+  run = function(f)
+    local m = setmetatable({ partition = 1, bogus = true }, { __index = { read_only = true } })
+    return f.ctl:reserve({ host_path = "/img/meta3" }, m)
+  end }
 row{ name = "options with a __len but no elements (recorded: raw length, empty list)",
   ok = function(f, id)
     assert(f.ctl:map_to_guest(id))

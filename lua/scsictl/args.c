@@ -32,15 +32,16 @@ void largs_known_keys(lua_State *L, int arg, const char *const known[], const ch
 }
 
 /* Pushes the fields keys[0..n-1] of the table at arg and stores each
- * one's stack index in at[] (0 when nil). Raises, naming the key, if the
- * table has a key that is not one of them.
+ * one's stack index in at[] (0 when nil). Returns whether the caller must
+ * check the table's raw keys (largs_known_keys), after it has checked the
+ * fields' values.
  *
  * A plain table (no metatable, the common case) takes one lua_next pass
  * over its raw keys: a call usually sets one or two of the eight fields,
- * so that is far cheaper than looking every field up. A table with a
- * metatable gets each field looked up (so __index is honoured) and its
- * raw keys counted against the fields found. Unknown keys are reported
- * after the caller has checked the fields' values, in both cases. */
+ * so that is far cheaper than looking every field up, and it sees the
+ * unknown keys on the way. A table with a metatable gets each field looked
+ * up (so __index is honoured), and its raw keys are always checked: a
+ * count of them says nothing when __index supplies fields too. */
 static int gather(lua_State *L, int arg, const int *keys, int n, int *at)
 {
     int unknown = 0;
@@ -49,21 +50,13 @@ static int gather(lua_State *L, int arg, const int *keys, int n, int *at)
         at[i] = 0;
     if (lua_getmetatable(L, arg)) {
         lua_pop(L, 1);
-        int found = 0, raw = 0;
         for (int i = 0; i < n; i++) {
-            if (lkey_get(L, arg, keys[i]) == LUA_TNIL) {
+            if (lkey_get(L, arg, keys[i]) == LUA_TNIL)
                 lua_pop(L, 1);
-            } else {
+            else
                 at[i] = lua_gettop(L);
-                found++;
-            }
         }
-        lua_pushnil(L);
-        while (lua_next(L, arg)) {
-            lua_pop(L, 1);
-            raw++;
-        }
-        return raw != found;
+        return 1;
     }
     lua_pushnil(L);
     while (lua_next(L, arg)) { /* ... key value */
