@@ -73,6 +73,27 @@ static void test_generated_ids(void)
     CHECK(memcmp(&a, &b, sizeof a) != 0);
 }
 
+static void test_lookahead(void)
+{
+    TEST("sc_id_next_hash(k): the hash of the id k+1 generates later, across ring halves");
+    sc_idgen g = { 0 };
+    int wrong = 0;
+    for (int round = 0; round < 200; round++) { /* many wraps of the 32-id ring */
+        uint64_t want[SC_ID_LOOKAHEAD];
+        for (unsigned k = 0; k < SC_ID_LOOKAHEAD; k++)
+            want[k] = sc_id_next_hash(&g, k);
+        for (unsigned k = 0; k < SC_ID_LOOKAHEAD; k++) {
+            scsictl_id id;
+            sc_id_generate(&g, &id);
+            wrong += sc_id_hash(&id) != want[k];
+        }
+        scsictl_id skip; /* shift the phase against the ring */
+        if (round % 3 == 0)
+            sc_id_generate(&g, &skip);
+    }
+    CHECK_EQ(wrong, 0);
+}
+
 static void test_text_form(void)
 {
     TEST("format and parse: canonical lowercase, any case accepted, strict shape");
@@ -101,6 +122,7 @@ int main(void)
 {
     test_chacha_vector();
     test_generated_ids();
+    test_lookahead();
     test_text_form();
     return tu_finish();
 }
