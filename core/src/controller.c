@@ -243,6 +243,16 @@ static int reserve_locked(scsictl *ctl, const scsictl_disk_config *dc,
     r->mount = m;
     r->partition = mc->partition;
     r->pending = false;
+    /* The ids of the next reserves are already known, and in a big map
+     * their slots are cache misses at random places: start loading the slot
+     * of the one SC_ID_LOOKAHEAD reserves from now (the nearer ones were
+     * started by the reserves before). A miss can take longer than a whole
+     * reserve-map-unmap cycle, so one reserve of warning is not enough.
+     * The record keeps that hash for map and unmap of this id to do the
+     * same (see later_hash). */
+    uint64_t later = sc_id_next_hash(&ctl->ids, SC_ID_LOOKAHEAD - 1);
+    hmap_prefetch(&ctl->res, later);
+    r->later_hash = (uint32_t)later;
     if (new_disk)
         sc_disk_insert(ctl, new_disk);
     if (new_mount)
@@ -256,12 +266,6 @@ static int reserve_locked(scsictl *ctl, const scsictl_disk_config *dc,
         return rc;
     }
     *id = r->id;
-    /* The ids of the next reserves are already known, and in a big map
-     * their slots are cache misses at random places: start loading the slot
-     * of the one SC_ID_LOOKAHEAD reserves from now (the nearer ones were
-     * started by the reserves before). A miss can take longer than a whole
-     * reserve-map-unmap cycle, so one reserve of warning is not enough. */
-    hmap_prefetch(&ctl->res, sc_id_next_hash(&ctl->ids, SC_ID_LOOKAHEAD - 1));
     return SCSICTL_OK;
 
 nomem:

@@ -84,6 +84,11 @@ typedef struct reservation {
     mount *mount;       /* NULL once the partition claim is released */
     uint64_t partition;
     bool pending;       /* a release failed; only unmap moves it on */
+    /* Low bits of the hash of the id handed out SC_ID_LOOKAHEAD reserves
+     * after this one (0 when unknown). Callers often use ids in the order
+     * they got them, so map and unmap of this id start loading that id's
+     * map slot; in the padding, so the record does not grow. */
+    uint32_t later_hash;
 } reservation;
 
 typedef struct pin {

@@ -227,6 +227,7 @@ static int start(scsictl *ctl, scsictl_op *op, const scsictl_id *id, int kind,
     if (!r || r->disk->busy || (kind == OP_MAP && r->pending)) {
         rc = refusal(ctl, op, id, r, err);
     } else {
+        hmap_prefetch(&ctl->res, r->later_hash); /* the caller's next id, likely */
         op->res_ = r;
         rc = next(ctl, op);
         if (ctl->state_path)

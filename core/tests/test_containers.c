@@ -1,7 +1,8 @@
 /* test_containers.c — the core's small containers, tested directly: the
- * hash map in both slot layouts against a model, the object cache, and the
+ * hash map in both slot layouts against a model, the object cache, the
  * block sizes that disks and mounts report when they are freed (a wrong
- * size would put a block in the wrong cache class). */
+ * size would put a block in the wrong cache class), and the reservation
+ * map's prefetch hint. */
 #include <string.h>
 
 #include "../src/internal.h"
@@ -278,6 +279,31 @@ static void test_record_sizes(void)
     CHECK_EQ(r.live, 0);
 }
 
+/* Each reservation names the id handed out SC_ID_LOOKAHEAD reserves after
+ * it, for the prefetch in map and unmap. A wrong one costs only speed, so
+ * nothing else would notice it. */
+static void test_later_hash(void)
+{
+    TEST("a reservation's later_hash is the hash of the id reserved SC_ID_LOOKAHEAD later");
+    scsictl_options o = { .controllers = 1, .guest = SCSICTL_GUEST_LINUX };
+    scsictl *ctl = NULL;
+    CHECK_CODE(scsictl_new(&o, &ctl, NULL), SCSICTL_OK);
+    if (!ctl)
+        return;
+    enum { N = 100 }; /* several id ring wraps */
+    scsictl_id ids[N];
+    const scsictl_disk_config d = { .host_path = "/shared" };
+    for (int i = 0; i < N; i++)
+        CHECK_CODE(scsictl_reserve(ctl, &d, NULL, &ids[i], NULL), SCSICTL_OK);
+    for (int i = 0; i + SC_ID_LOOKAHEAD < N; i++) {
+        reservation *r = sc_res_find(ctl, &ids[i]);
+        CHECK(r != NULL);
+        if (r)
+            CHECK_EQ(r->later_hash, (uint32_t)sc_id_hash(&ids[i + SC_ID_LOOKAHEAD]));
+    }
+    scsictl_free(ctl);
+}
+
 int main(void)
 {
     map_model(item_hash_of, "hash map, item-only slots: model check with long, wrapping runs");
@@ -285,5 +311,6 @@ int main(void)
     map_big();
     test_cache();
     test_record_sizes();
+    test_later_hash();
     return tu_finish();
 }
