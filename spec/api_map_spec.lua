@@ -21,6 +21,22 @@ for _, guest in ipairs(H.GUESTS) do
         s.partitions)
     end)
 
+    it("takes the id just reserved only when every character matches it", function()
+      -- the binding keeps the last reserved id, text and parsed; an id
+      -- that differs in any one place is another (unknown) id
+      local id = H.value(ctl:reserve(A))
+      for _, at in ipairs({ 1, 18, 36 }) do
+        local c = id:sub(at, at) == "0" and "1" or "0"
+        local other = id:sub(1, at - 1) .. c .. id:sub(at + 1)
+        H.fails("not_found", ctl:map_to_guest(other))
+        H.fails("not_found", ctl:unmap_from_guest(other))
+      end
+      assert.same({}, R.log)
+      -- the same id in capitals is the same id (parsed, not remembered)
+      assert.equal(H.guest_path(guest, 0, 0, 0), ctl:map_to_guest(id:upper()))
+      assert.equal(H.guest_path(guest, 0, 0, 0), ctl:map_to_guest(id))
+    end)
+
     it("names the slot and partition in the guest path", function()
       for i = 1, 6 do
         H.value(ctl:reserve{ host_path = "/img/" .. i })

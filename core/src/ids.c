@@ -137,17 +137,26 @@ uint64_t sc_id_next_hash(sc_idgen *g, unsigned k)
     return sc_id_hash(&next);
 }
 
+/* The two lowercase hex digits of every byte value. */
+static const char hex_pairs[512 + 1] =
+    "000102030405060708090a0b0c0d0e0f101112131415161718191a1b1c1d1e1f"
+    "202122232425262728292a2b2c2d2e2f303132333435363738393a3b3c3d3e3f"
+    "404142434445464748494a4b4c4d4e4f505152535455565758595a5b5c5d5e5f"
+    "606162636465666768696a6b6c6d6e6f707172737475767778797a7b7c7d7e7f"
+    "808182838485868788898a8b8c8d8e8f909192939495969798999a9b9c9d9e9f"
+    "a0a1a2a3a4a5a6a7a8a9aaabacadaeafb0b1b2b3b4b5b6b7b8b9babbbcbdbebf"
+    "c0c1c2c3c4c5c6c7c8c9cacbcccdcecfd0d1d2d3d4d5d6d7d8d9dadbdcdddedf"
+    "e0e1e2e3e4e5e6e7e8e9eaebecedeeeff0f1f2f3f4f5f6f7f8f9fafbfcfdfeff";
+
+/* where each byte's two hex digits go in "8-4-4-4-12" */
+static const uint8_t digits_at[16] = { 0, 2, 4, 6, 9, 11, 14, 16, 19, 21, 24, 26, 28, 30, 32, 34 };
+
 void scsictl_id_format(const scsictl_id *id, char out[SCSICTL_ID_STRLEN + 1])
 {
-    static const char hex[] = "0123456789abcdef";
-    size_t n = 0;
-    for (int i = 0; i < 16; i++) {
-        if (i == 4 || i == 6 || i == 8 || i == 10)
-            out[n++] = '-';
-        out[n++] = hex[id->bytes[i] >> 4];
-        out[n++] = hex[id->bytes[i] & 15];
-    }
-    out[n] = '\0';
+    for (int i = 0; i < 16; i++)
+        memcpy(out + digits_at[i], hex_pairs + 2 * id->bytes[i], 2);
+    out[8] = out[13] = out[18] = out[23] = '-';
+    out[SCSICTL_ID_STRLEN] = '\0';
 }
 
 /* hex digit value + 1, or 0 for a non-hex byte */
@@ -160,14 +169,13 @@ static const uint8_t hex1[256] = {
 
 int scsictl_id_parse(const char *s, size_t len, scsictl_id *out)
 {
-    /* where each byte's two hex digits start in "8-4-4-4-12" */
-    static const uint8_t at[16] = { 0, 2, 4, 6, 9, 11, 14, 16, 19, 21, 24, 26, 28, 30, 32, 34 };
     if (!s || !out || len != SCSICTL_ID_STRLEN || s[8] != '-' || s[13] != '-' ||
         s[18] != '-' || s[23] != '-')
         return SCSICTL_E_INVALID_ARGUMENT;
     scsictl_id id;
     for (int i = 0; i < 16; i++) {
-        unsigned hi = hex1[(unsigned char)s[at[i]]], lo = hex1[(unsigned char)s[at[i] + 1]];
+        unsigned hi = hex1[(unsigned char)s[digits_at[i]]];
+        unsigned lo = hex1[(unsigned char)s[digits_at[i] + 1]];
         if (!hi || !lo)
             return SCSICTL_E_INVALID_ARGUMENT;
         id.bytes[i] = (uint8_t)((hi - 1) << 4 | (lo - 1));

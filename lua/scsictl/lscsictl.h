@@ -67,6 +67,11 @@ const char *lkey_name(int k);
 typedef struct lctl {
     scsictl *core;   /* NULL once collected */
     scsictl_guest guest;
+    /* The id reserve handed out last, as text and parsed: a script that
+     * maps it right after reserving does not have it parsed again. */
+    bool has_last_id;
+    char last_id_text[SCSICTL_ID_STRLEN];
+    scsictl_id last_id;
 } lctl;
 
 /* args.c */
@@ -84,6 +89,8 @@ typedef struct largs_mount {
 void largs_disk_check(lua_State *L, int arg, largs_disk *out);
 void largs_mount_check(lua_State *L, int arg, largs_mount *out);
 void largs_id_check(lua_State *L, int arg, scsictl_id *out);
+/* largs_id_check, taking the controller's last reserved id as it is. */
+void largs_ctl_id_check(lua_State *L, int arg, const lctl *c, scsictl_id *out);
 uint64_t largs_uint_check(lua_State *L, int arg, const char *what);
 /* Raises unless every string key of the table at arg is in `known`. */
 void largs_known_keys(lua_State *L, int arg, const char *const known[],

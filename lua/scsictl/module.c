@@ -140,6 +140,7 @@ static lctl *push_controller(lua_State *L, int arg, int tbl, scsictl_guest guest
     lctl *c = lua_newuserdatauv(L, sizeof *c, UV_COUNT);
     c->core = NULL;
     c->guest = guest;
+    c->has_last_id = false;
     lkey_push(L, K_CTL_MT);
     lua_setmetatable(L, -2);
     lua_pushvalue(L, -3);
@@ -280,6 +281,9 @@ static int l_reserve(lua_State *L)
         return lscsictl_fail(L, &err);
     char s[SCSICTL_ID_STRLEN + 1];
     scsictl_id_format(&id, s);
+    memcpy(c->last_id_text, s, SCSICTL_ID_STRLEN);
+    c->last_id = id;
+    c->has_last_id = true;
     lua_pushlstring(L, s, SCSICTL_ID_STRLEN);
     return 1;
 }
@@ -425,7 +429,7 @@ static int l_reservation(lua_State *L)
 {
     lctl *c = lscsictl_check(L, 1);
     scsictl_id id;
-    largs_id_check(L, 2, &id);
+    largs_ctl_id_check(L, 2, c, &id);
     lua_settop(L, 2);
     lblock *b = push_block(L, c->core);
     scsictl_reservation_info *info = NULL;

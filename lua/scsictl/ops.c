@@ -269,7 +269,7 @@ static int start(lua_State *L, int kind)
 {
     lctl *c = lscsictl_check(L, 1);
     scsictl_id id;
-    largs_id_check(L, 2, &id);
+    largs_ctl_id_check(L, 2, c, &id);
     lua_settop(L, 2);
     lop *o = push_op(L, c);
     o->kind = kind;
