@@ -54,6 +54,10 @@ static inline bool hmap_reserve(hmap *m, size_t n, const scsictl_allocator *a)
 
 void *hmap_find(const hmap *m, uint64_t hash, const void *key, hmap_eq_fn eq);
 
+/* Maps with fewer slots than this stay in the caches: prefetching their
+ * slots costs more than it saves. */
+#define HMAP_PREFETCH_MIN_CAP 4096
+
 /* Starts loading the slots where a probe for hash begins: the slot's cache
  * line and the next one, since at a load near 1/2 a probe run often
  * crosses into it. No effect on the map's contents. always_inline: GCC 12
@@ -61,7 +65,7 @@ void *hmap_find(const hmap *m, uint64_t hash, const void *key, hmap_eq_fn eq);
  * to it. */
 __attribute__((always_inline)) static inline void hmap_prefetch(const hmap *m, uint64_t hash)
 {
-    if (m->cap) {
+    if (m->cap >= HMAP_PREFETCH_MIN_CAP) {
         const char *p = (const char *)&m->w[((size_t)hash & (m->cap - 1)) * m->stride];
         __builtin_prefetch(p);
         __builtin_prefetch(p + 64);
