@@ -37,6 +37,15 @@ for _, guest in ipairs(H.GUESTS) do
       assert.equal(H.guest_path(guest, 0, 0, 0), ctl:map_to_guest(id))
     end)
 
+    it("takes no id as remembered before the first reserve", function()
+      -- the remembered pair starts as the all-zero id and its text, so 36
+      -- bytes of anything else are still checked as a UUID
+      H.raises("reservation id must be a UUID", ctl.map_to_guest, ctl, ("\0"):rep(36))
+      H.raises("reservation id must be a UUID", ctl.unmap_from_guest, ctl, (" "):rep(36))
+      H.fails("not_found", ctl:map_to_guest("00000000-0000-0000-0000-000000000000"))
+      assert.same({}, R.log)
+    end)
+
     it("names the slot and partition in the guest path", function()
       for i = 1, 6 do
         H.value(ctl:reserve{ host_path = "/img/" .. i })

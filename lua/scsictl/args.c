@@ -234,7 +234,7 @@ void largs_ctl_id_check(lua_State *L, int arg, const lctl *c, scsictl_id *out)
 {
     size_t len;
     const char *s = lua_type(L, arg) == LUA_TSTRING ? lua_tolstring(L, arg, &len) : NULL;
-    if (s && c->has_last_id && len == SCSICTL_ID_STRLEN &&
+    if (s && len == SCSICTL_ID_STRLEN &&
         memcmp(s, c->last_id_text, SCSICTL_ID_STRLEN) == 0) {
         *out = c->last_id;
         return;

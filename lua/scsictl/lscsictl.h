@@ -67,10 +67,11 @@ const char *lkey_name(int k);
 typedef struct lctl {
     scsictl *core;   /* NULL once collected */
     scsictl_guest guest;
-    /* The id reserve handed out last, as text and parsed: a script that
-     * maps it right after reserving does not have it parsed again. */
-    bool has_last_id;
-    char last_id_text[SCSICTL_ID_STRLEN];
+    /* An id and its text, always a matching pair (the all-zero id until
+     * the first reserve, then the id reserve handed out last): a script
+     * that maps an id right after reserving it does not have it parsed
+     * again. */
+    char last_id_text[SCSICTL_ID_STRLEN + 1];
     scsictl_id last_id;
 } lctl;
 

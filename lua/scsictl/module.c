@@ -140,7 +140,8 @@ static lctl *push_controller(lua_State *L, int arg, int tbl, scsictl_guest guest
     lctl *c = lua_newuserdatauv(L, sizeof *c, UV_COUNT);
     c->core = NULL;
     c->guest = guest;
-    c->has_last_id = false;
+    c->last_id = (scsictl_id){ 0 };
+    scsictl_id_format(&c->last_id, c->last_id_text);
     lkey_push(L, K_CTL_MT);
     lua_setmetatable(L, -2);
     lua_pushvalue(L, -3);
@@ -279,12 +280,9 @@ static int l_reserve(lua_State *L)
     scsictl_error err;
     if (scsictl_reserve(c->core, &disk.cfg, &mount.cfg, &id, &err) != SCSICTL_OK)
         return lscsictl_fail(L, &err);
-    char s[SCSICTL_ID_STRLEN + 1];
-    scsictl_id_format(&id, s);
-    memcpy(c->last_id_text, s, SCSICTL_ID_STRLEN);
     c->last_id = id;
-    c->has_last_id = true;
-    lua_pushlstring(L, s, SCSICTL_ID_STRLEN);
+    scsictl_id_format(&id, c->last_id_text);
+    lua_pushlstring(L, c->last_id_text, SCSICTL_ID_STRLEN);
     return 1;
 }
 
