@@ -70,13 +70,18 @@ void *sc_obj_alloc(const scsictl_allocator *a, sc_cache *c, size_t n)
     int k = class_of(n);
     if (k < 0)
         return sc_malloc(a, n);
+    size_t cb = class_bytes(k);
     void *p = c->head[k];
     if (p) {
         memcpy(&c->head[k], p, sizeof(void *)); /* the next free block */
-        c->bytes -= class_bytes(k);
-        return p;
+        c->bytes -= cb;
+    } else if (!(p = sc_malloc(a, cb))) {
+        return NULL;
     }
-    return sc_malloc(a, class_bytes(k));
+    c->live += cb;
+    if (c->live > c->peak)
+        c->peak = c->live;
+    return p;
 }
 
 void sc_obj_free(const scsictl_allocator *a, sc_cache *c, void *p, size_t n)
@@ -84,13 +89,20 @@ void sc_obj_free(const scsictl_allocator *a, sc_cache *c, void *p, size_t n)
     if (!p)
         return;
     int k = class_of(n);
-    if (k < 0 || c->bytes + class_bytes(k) > SC_CACHE_BUDGET) {
+    if (k < 0) {
+        sc_free(a, p);
+        return;
+    }
+    size_t cb = class_bytes(k);
+    c->live -= cb;
+    size_t budget = c->peak > SC_CACHE_BUDGET ? c->peak : SC_CACHE_BUDGET;
+    if (c->bytes + cb > budget) {
         sc_free(a, p);
         return;
     }
     memcpy(p, &c->head[k], sizeof(void *));
     c->head[k] = p;
-    c->bytes += class_bytes(k);
+    c->bytes += cb;
 }
 
 void sc_cache_drain(const scsictl_allocator *a, sc_cache *c)

@@ -34,10 +34,15 @@ static inline void sc_free(const scsictl_allocator *a, void *p)
  * reuses memory instead of calling the allocator. Blocks up to
  * SC_CACHE_MAX_BYTES are sized in 8-byte classes, each class a free list
  * threaded through the freed blocks themselves; the caller passes the size
- * it asked for when it frees, so blocks carry no header. The cache keeps at
- * most SC_CACHE_BUDGET bytes in all: a burst of a thousand claims on a
- * shared disk recycles all its records, and a controller that once held a
- * million keeps no more than that of them. */
+ * it asked for when it frees, so blocks carry no header.
+ *
+ * The cache keeps at most as many bytes as the controller ever had in such
+ * blocks at once (its high-water mark), and at least SC_CACHE_BUDGET: a
+ * controller that once held a hundred thousand reservations reserves them
+ * again from its own warm, contiguous blocks (from malloc's free lists each
+ * allocation is a cache miss), and never holds more than twice its busiest
+ * moment. Its hash maps keep their peak size the same way; close hands
+ * everything back. */
 #define SC_CACHE_CLASS_BYTES 8
 #define SC_CACHE_MAX_BYTES 256
 #define SC_CACHE_CLASSES (SC_CACHE_MAX_BYTES / SC_CACHE_CLASS_BYTES)
@@ -46,6 +51,8 @@ static inline void sc_free(const scsictl_allocator *a, void *p)
 typedef struct sc_cache {
     void *head[SC_CACHE_CLASSES];
     size_t bytes; /* in the free lists */
+    size_t live;  /* in cacheable blocks handed out and not freed */
+    size_t peak;  /* the most `live` has been */
 } sc_cache;
 
 void *sc_obj_alloc(const scsictl_allocator *a, sc_cache *c, size_t n);

@@ -168,41 +168,88 @@ static void r_free(void *ud, void *p)
 
 static void test_cache(void)
 {
-    TEST("object cache: a freed block is reused by its size class, up to the byte budget");
+    TEST("object cache: a freed block is reused by its size class");
     rec_alloc r = { 0 };
     scsictl_allocator a = { r_malloc, r_realloc, r_free, &r };
-    sc_cache c = { { 0 }, 0 };
+    sc_cache c = { 0 };
     void *p = sc_obj_alloc(&a, &c, 41);
     CHECK_EQ(r.last_size, 48); /* rounded up to its 8-byte class */
+    CHECK_EQ(c.live, (size_t)48);
     sc_obj_free(&a, &c, p, 41);
     CHECK_EQ(r.live, 1); /* kept */
     CHECK_EQ(c.bytes, (size_t)48);
+    CHECK_EQ(c.live, (size_t)0);
     CHECK(sc_obj_alloc(&a, &c, 48) == p); /* same class: reused, no malloc */
     CHECK_EQ(r.mallocs, 1);
     CHECK_EQ(c.bytes, (size_t)0);
     void *q = sc_obj_alloc(&a, &c, 49); /* next class: a new block */
     CHECK(q != p);
     CHECK_EQ(r.mallocs, 2);
+    CHECK_EQ(c.peak, (size_t)(48 + 56));
     sc_obj_free(&a, &c, q, 49);
     sc_obj_free(&a, &c, p, 48);
-
-    /* fill the budget with 256-byte blocks (the 56 + 48 bytes above count) */
-    enum { FIT = (SC_CACHE_BUDGET - 56 - 48) / 256, N = FIT + 2 };
-    static void *blocks[N];
-    for (int i = 0; i < N; i++)
-        blocks[i] = sc_obj_alloc(&a, &c, 256);
-    long live = r.live;
-    for (int i = 0; i < N; i++)
-        sc_obj_free(&a, &c, blocks[i], 256);
-    CHECK_EQ(r.live, live - 2); /* the two beyond the budget went back */
-    CHECK(c.bytes <= SC_CACHE_BUDGET);
-    CHECK_EQ(c.bytes, (size_t)(56 + 48 + FIT * 256));
 
     void *big = sc_obj_alloc(&a, &c, SC_CACHE_MAX_BYTES + 1); /* never cached */
     CHECK_EQ(r.last_size, SC_CACHE_MAX_BYTES + 1);
     sc_obj_free(&a, &c, big, SC_CACHE_MAX_BYTES + 1);
-    CHECK_EQ(r.live, live - 2);
+    CHECK_EQ(r.live, 2);
+    CHECK_EQ(c.live, (size_t)0);
     sc_cache_drain(&a, &c);
+    CHECK_EQ(r.live, 0);
+}
+
+/* Frees blocks[0..n) of n bytes each through the cache. */
+static void free_all(const scsictl_allocator *a, sc_cache *c, void **blocks, int n, size_t size)
+{
+    for (int i = 0; i < n; i++)
+        sc_obj_free(a, c, blocks[i], size);
+}
+
+static void test_cache_budget(void)
+{
+    TEST("object cache: keeps up to the high-water mark of bytes in use, at least the floor");
+    enum { MANY = 2 * SC_CACHE_BUDGET / 256, FEW = (SC_CACHE_BUDGET * 5 / 8) / 256 };
+    static void *blocks[MANY];
+    rec_alloc r = { 0 };
+    scsictl_allocator a = { r_malloc, r_realloc, r_free, &r };
+
+    /* Above the floor: a burst of MANY blocks, all released, is all kept
+     * and is reused whole; blocks of another class freed on top of it go
+     * back, since the cache would then exceed the peak. */
+    sc_cache c = { 0 };
+    for (int i = 0; i < MANY; i++)
+        blocks[i] = sc_obj_alloc(&a, &c, 256);
+    CHECK_EQ(c.peak, (size_t)MANY * 256);
+    free_all(&a, &c, blocks, MANY, 256);
+    CHECK_EQ(r.live, MANY);
+    CHECK_EQ(c.bytes, (size_t)MANY * 256);
+    for (int i = 0; i < MANY; i++)
+        blocks[i] = sc_obj_alloc(&a, &c, 256);
+    CHECK_EQ(r.mallocs, MANY); /* all from the cache */
+    free_all(&a, &c, blocks, MANY, 256);
+    for (int i = 0; i < MANY; i++)
+        blocks[i] = sc_obj_alloc(&a, &c, 248);
+    CHECK_EQ(r.mallocs, 2 * MANY);
+    CHECK_EQ(c.peak, (size_t)MANY * 256); /* 248-byte blocks: a lower peak */
+    free_all(&a, &c, blocks, MANY, 248);
+    CHECK_EQ(r.live, MANY); /* every 248-byte block went back */
+    CHECK_EQ(c.bytes, (size_t)MANY * 256);
+    sc_cache_drain(&a, &c);
+    CHECK_EQ(r.live, 0);
+
+    /* Below the floor: the cache keeps SC_CACHE_BUDGET bytes at most. */
+    sc_cache d = { 0 };
+    for (int i = 0; i < FEW; i++)
+        blocks[i] = sc_obj_alloc(&a, &d, 256);
+    free_all(&a, &d, blocks, FEW, 256);
+    for (int i = 0; i < FEW; i++)
+        blocks[i] = sc_obj_alloc(&a, &d, 248);
+    CHECK(d.peak < SC_CACHE_BUDGET);
+    free_all(&a, &d, blocks, FEW, 248);
+    size_t kept248 = (SC_CACHE_BUDGET - (size_t)FEW * 256) / 248;
+    CHECK_EQ(d.bytes, (size_t)FEW * 256 + kept248 * 248);
+    CHECK_EQ(r.live, FEW + (long)kept248);
+    sc_cache_drain(&a, &d);
     CHECK_EQ(r.live, 0);
 }
 
@@ -310,6 +357,7 @@ int main(void)
     map_model(NULL, "hash map, slots with stored hashes: model check with long, wrapping runs");
     map_big();
     test_cache();
+    test_cache_budget();
     test_record_sizes();
     test_later_hash();
     return tu_finish();
