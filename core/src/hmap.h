@@ -96,6 +96,5 @@ static inline void *hmap_item(const hmap *m, size_t i)
 }
 
 uint64_t hash_bytes(const void *data, size_t len);
-uint64_t hash_mix(uint64_t x);
 
 #endif

@@ -3,6 +3,8 @@
  * block sizes that disks and mounts report when they are freed (a wrong
  * size would put a block in the wrong cache class), and the reservation
  * map's prefetch hint. */
+#include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "../src/internal.h"
@@ -134,6 +136,67 @@ static void map_big(void)
         found += hmap_find(&m, items[i].hash, &items[i].key, item_eq) == &items[i];
     CHECK_EQ(found, 1000);
     hmap_destroy(&m, &sc_default_allocator);
+}
+
+/* ---- hash_bytes --------------------------------------------------------- */
+
+static int cmp_u64(const void *a, const void *b)
+{
+    uint64_t x = *(const uint64_t *)a, y = *(const uint64_t *)b;
+    return (x > y) - (x < y);
+}
+
+static void test_hash_bytes(void)
+{
+    TEST("hash_bytes: every byte, the length and the chunk order count; low bits spread");
+    /* A base string of each length 0..80 and every one-byte change of it:
+     * all distinct (a byte the hash skipped, or a length it ignored, would
+     * repeat a value). */
+    enum { MAXLEN = 80 };
+    static uint64_t h[(MAXLEN + 1) * (MAXLEN + 2)];
+    size_t n = 0;
+    unsigned char buf[MAXLEN + 8];
+    for (size_t len = 0; len <= MAXLEN; len++) {
+        memset(buf, 'a', sizeof buf);
+        h[n++] = hash_bytes(buf, len);
+        for (size_t i = 0; i < len; i++) {
+            buf[i] = 'b';
+            h[n++] = hash_bytes(buf, len);
+            buf[i] = 'a';
+        }
+        CHECK_EQ(hash_bytes(buf, len), h[n - len - 1]); /* bytes past len do not count */
+    }
+    qsort(h, n, sizeof h[0], cmp_u64);
+    size_t repeats = 0;
+    for (size_t i = 1; i < n; i++)
+        repeats += h[i] == h[i - 1];
+    CHECK_EQ(repeats, 0);
+
+    /* Swapping two 16-byte chunks gives another hash. */
+    const char *ab = "0123456789abcdefghijklmnopqrstuv", *ba = "ghijklmnopqrstuv0123456789abcdef";
+    CHECK(hash_bytes(ab, 32) != hash_bytes(ba, 32));
+    const char *abc = "0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMN";
+    const char *bac = "ghijklmnopqrstuv0123456789abcdefwxyzABCDEFGHIJKLMN";
+    CHECK(hash_bytes(abc, 48) != hash_bytes(bac, 48));
+
+    /* Paths that differ in a number, in a map of 8192 slots (the low 13
+     * bits): at 1/2 load a fair hash leaves about e^-1/2 of the slots
+     * empty (4969) and puts at most a handful in any one. */
+    enum { PATHS = 4096, SLOTS = 8192 };
+    static unsigned char count[SLOTS];
+    memset(count, 0, sizeof count);
+    for (int i = 0; i < PATHS; i++) {
+        char path[64];
+        int len = snprintf(path, sizeof path, "/var/lib/vm/disks/layer-%d.vhdx", i);
+        count[hash_bytes(path, (size_t)len) & (SLOTS - 1)]++;
+    }
+    int empty = 0, most = 0;
+    for (int i = 0; i < SLOTS; i++) {
+        empty += count[i] == 0;
+        most = count[i] > most ? count[i] : most;
+    }
+    CHECK(empty > 4700 && empty < 5250);
+    CHECK(most <= 8);
 }
 
 /* ---- object cache ------------------------------------------------------- */
@@ -356,6 +419,7 @@ int main(void)
     map_model(item_hash_of, "hash map, item-only slots: model check with long, wrapping runs");
     map_model(NULL, "hash map, slots with stored hashes: model check with long, wrapping runs");
     map_big();
+    test_hash_bytes();
     test_cache();
     test_cache_budget();
     test_record_sizes();
