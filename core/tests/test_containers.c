@@ -389,6 +389,66 @@ static void test_record_sizes(void)
     CHECK_EQ(r.live, 0);
 }
 
+static int ok_disk(void *u, const scsictl_disk_config *c, uint32_t ctl, uint32_t lun, char *m,
+                   size_t n)
+{
+    (void)u, (void)c, (void)ctl, (void)lun, (void)m, (void)n;
+    return 0;
+}
+
+static int ok_slot(void *u, uint32_t ctl, uint32_t lun, char *m, size_t n)
+{
+    (void)u, (void)ctl, (void)lun, (void)m, (void)n;
+    return 0;
+}
+
+static int ok_linux(void *u, const scsictl_linux_settings *s, char *m, size_t n)
+{
+    (void)u, (void)s, (void)m, (void)n;
+    return 0;
+}
+
+/* The cache's count of bytes in use must come back to zero when every
+ * reservation is gone: a record freed with another size class than it was
+ * allocated with would leave it off, and the cache would keep (or refuse)
+ * the wrong amount. */
+static void test_cache_accounting(void)
+{
+    TEST("object cache: bytes in use return to zero after a burst of mixed records");
+    scsictl_options o = { .controllers = 4, .guest = SCSICTL_GUEST_LINUX }; /* 200 disks */
+    scsictl *ctl = NULL;
+    CHECK_CODE(scsictl_new(&o, &ctl, NULL), SCSICTL_OK);
+    if (!ctl)
+        return;
+    const scsictl_callbacks cb = { .add_scsi_disk = ok_disk, .remove_scsi_disk = ok_slot,
+                                   .linux_mount = ok_linux, .linux_unmount = ok_linux,
+                                   .linux_eject = ok_slot };
+    static const char *const opts[] = { "ro", "noatime" };
+    enum { N = 2000 }; /* 96 KB of reservations alone: past the floor */
+    static scsictl_id ids[N];
+    for (int round = 0; round < 2; round++) {
+        for (int i = 0; i < N; i++) {
+            char path[64];
+            snprintf(path, sizeof path, "/disks/%d%s", i % 100, i % 3 ? "" : "/a-longer-name.vhdx");
+            const scsictl_disk_config d = { .host_path = path, .read_only = i % 3 == 0 };
+            const scsictl_mount_config m = { .partition = (uint64_t)(i % 3), .options = opts,
+                                             .n_options = (size_t)(i % 3),
+                                             .read_only = i % 3 == 0 };
+            CHECK_CODE(scsictl_reserve(ctl, &d, &m, &ids[i], NULL), SCSICTL_OK);
+            if (i % 2)
+                CHECK_CODE(scsictl_map(ctl, &cb, &ids[i], NULL, 0, NULL), SCSICTL_OK);
+        }
+        CHECK(ctl->cache.live > 0);
+        for (int i = 0; i < N; i++)
+            CHECK_CODE(scsictl_unmap(ctl, &cb, &ids[i], NULL), SCSICTL_OK);
+        CHECK_EQ(ctl->cache.live, (size_t)0);
+        CHECK(ctl->cache.bytes <= (ctl->cache.peak > SC_CACHE_BUDGET ? ctl->cache.peak
+                                                                    : SC_CACHE_BUDGET));
+    }
+    CHECK(ctl->cache.peak > SC_CACHE_BUDGET); /* the burst went past the floor */
+    scsictl_free(ctl);
+}
+
 /* Each reservation names the id handed out SC_ID_LOOKAHEAD reserves after
  * it, for the prefetch in map and unmap. A wrong one costs only speed, so
  * nothing else would notice it. */
@@ -423,6 +483,7 @@ int main(void)
     test_cache();
     test_cache_budget();
     test_record_sizes();
+    test_cache_accounting();
     test_later_hash();
     return tu_finish();
 }
