@@ -41,8 +41,8 @@ static inline void sc_free(const scsictl_allocator *a, void *p)
  * controller that once held a hundred thousand reservations reserves them
  * again from its own warm, contiguous blocks (from malloc's free lists each
  * allocation is a cache miss), and never holds more than twice its busiest
- * moment. Its hash maps keep their peak size the same way; close hands
- * everything back. */
+ * moment. Its hash maps keep their peak size the same way. scsictl_close()
+ * hands the kept blocks back, scsictl_free() everything. */
 #define SC_CACHE_CLASS_BYTES 8
 #define SC_CACHE_MAX_BYTES 256
 #define SC_CACHE_CLASSES (SC_CACHE_MAX_BYTES / SC_CACHE_CLASS_BYTES)

@@ -121,6 +121,8 @@ int scsictl_close(scsictl *ctl, scsictl_error *err)
         if (!ctl->closed) {
             ctl->closed = true;
             ctl->dirty = true;
+            /* No reserve can follow: the blocks kept for reuse go back. */
+            sc_cache_drain(&ctl->alloc, &ctl->cache);
         }
         rc = sc_persist_locked(ctl, err); /* also retries a failed write */
     }

@@ -446,6 +446,9 @@ static void test_cache_accounting(void)
                                                                     : SC_CACHE_BUDGET));
     }
     CHECK(ctl->cache.peak > SC_CACHE_BUDGET); /* the burst went past the floor */
+    CHECK(ctl->cache.bytes > SC_CACHE_BUDGET);  /* and its blocks were kept */
+    CHECK_CODE(scsictl_close(ctl, NULL), SCSICTL_OK);
+    CHECK_EQ(ctl->cache.bytes, (size_t)0); /* closed: no reserve can use them */
     scsictl_free(ctl);
 }
 
