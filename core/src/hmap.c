@@ -46,11 +46,13 @@ uint64_t hash_bytes(const void *data, size_t len)
 {
     /* Sixteen bytes per multiply, in one chain through h: a host path of
      * 17 to 32 bytes takes three dependent multiplies where one per 8 bytes
-     * and a finaliser took five (the hash is on reserve's critical path).
-     * The last 16 bytes are read whole, overlapping bytes already hashed;
-     * shorter inputs read overlapping words the same way, and the length
-     * (in h) tells apart inputs that give the same words. Inputs crafted to
-     * collide only make probes longer; correctness never depends on it. */
+     * and a finaliser took four to six (the hash is on reserve's critical
+     * path). The last 16 bytes are read whole, overlapping bytes already
+     * hashed; shorter inputs read overlapping words the same way. The
+     * length, multiplied into h first (not xored into the data, where a
+     * word could cancel it), tells apart inputs that give the same words.
+     * Inputs crafted to collide only make probes longer; correctness never
+     * depends on it. */
     const unsigned char *p = data;
     uint64_t h = fold_mul(len ^ HASH_K2, HASH_K3), a, b; /* off the data's path */
     if (len > 16) {

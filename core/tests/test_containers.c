@@ -153,7 +153,7 @@ static void test_hash_bytes(void)
      * all distinct (a byte the hash skipped, or a length it ignored, would
      * repeat a value). */
     enum { MAXLEN = 80 };
-    static uint64_t h[(MAXLEN + 1) * (MAXLEN + 2)];
+    static uint64_t h[(MAXLEN + 1) * (MAXLEN + 2) / 2]; /* lengths 0..80, len + 1 each */
     size_t n = 0;
     unsigned char buf[MAXLEN + 8];
     for (size_t len = 0; len <= MAXLEN; len++) {
