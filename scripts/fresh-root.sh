@@ -44,18 +44,24 @@ fi
 
 # The mirror this machine's apt uses for bookworm (deb822 or one-line form).
 mirror() {
-    local f
+    local f u
     for f in /etc/apt/sources.list.d/*.sources; do
         [ -f "$f" ] || continue
-        awk 'BEGIN { RS = ""; FS = "\n" }
-             /Suites:[^\n]*bookworm( |\n|$)/ && !/debian-security/ {
-                 for (i = 1; i <= NF; i++) if ($i ~ /^URIs:/) { sub(/^URIs: */, "", $i); split($i, u, " "); print u[1]; exit }
-             }' "$f"
+        u=$(awk 'BEGIN { RS = ""; FS = "\n" }
+                 /Suites:[^\n]*bookworm( |\n|$)/ && !/debian-security/ {
+                     for (i = 1; i <= NF; i++) if ($i ~ /^URIs:/) {
+                         sub(/^URIs: */, "", $i); split($i, w, " "); print w[1]; exit
+                     }
+                 }' "$f")
+        [ -n "$u" ] && { echo "$u"; return; }
     done
-    [ -f /etc/apt/sources.list ] && awk '$1 == "deb" && $3 == "bookworm" { print $2; exit }' /etc/apt/sources.list
+    if [ -f /etc/apt/sources.list ]; then
+        u=$(awk '$1 == "deb" && $3 == "bookworm" { print $2; exit }' /etc/apt/sources.list)
+        [ -n "$u" ] && { echo "$u"; return; }
+    fi
     echo http://deb.debian.org/debian
 }
-url=$(mirror | head -n 1)
+url=$(mirror)
 
 work=$(mktemp -d /var/tmp/scsictl-fresh-root.XXXXXX)
 root=$work/root
