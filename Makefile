@@ -6,13 +6,14 @@
 #   make tsan      the C thread and lock tests under ThreadSanitizer
 #   make bench     benchmarks (see bench/)
 #   make guest     build the Linux test guest (kernel + initramfs) into $(BUILD)/guest
+#   make fresh-root  make test + make demo in a minimal debootstrapped Debian 12 (root)
 #   make fuzz      libFuzzer on the core's operations and on snapshot import
 #                  (clang; FUZZ_SECONDS each, default 600)
 BUILD ?= build
 JOBS ?= $(shell nproc 2>/dev/null || echo 2)
 LUA_ENV = LUA_PATH='$(CURDIR)/lua/?.lua;$(CURDIR)/lua/?/init.lua;;' LUA_CPATH='$(CURDIR)/$(BUILD)/lua/?.so;;'
 
-.PHONY: all deps build test demo repl sanitize tsan bench fuzz clean guest
+.PHONY: all deps build test demo repl sanitize tsan bench fuzz clean guest fresh-root
 FUZZ_SECONDS ?= 600
 
 all: build
@@ -48,11 +49,15 @@ tsan: deps
 bench: build
 	cmake --build $(BUILD) --target bench-run
 
+fresh-root:
+	@sh scripts/deps.sh ci
+	bash scripts/fresh-root.sh $(FRESH_ROOT_FLAGS)
+
 guest: deps
 	bash scripts/build-guest.sh $(BUILD)/guest
 
 fuzz:
-	@sh scripts/deps.sh clang libclang-rt-14-dev
+	@sh scripts/deps.sh fuzz
 	cmake -S . -B build-fuzz -DCMAKE_C_COMPILER=clang -DCMAKE_BUILD_TYPE=Debug \
 	  -DSCSICTL_FUZZ=ON -DSCSICTL_BUILD_LUA=OFF -DSCSICTL_BUILD_BENCH=OFF
 	cmake --build build-fuzz -j $(JOBS) --target fuzz_ops fuzz_import

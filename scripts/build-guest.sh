@@ -41,9 +41,15 @@ mkdir -p "$cache"
 cache=$(cd "$cache" && pwd)
 
 die() { echo "build-guest: $*" >&2; exit 1; }
-for tool in apt-get apt-cache dpkg-deb xz gzip ldd find sort; do
-    command -v "$tool" >/dev/null || die "needs '$tool'"
-done
+# A missing tool is named with its Debian package (scripts/deps.txt).
+need() {
+    local pkg
+    PATH=$PATH:/usr/sbin:/sbin command -v "$1" >/dev/null && return 0
+    pkg=$(awk -v t="$1" '$1 !~ /^#/ { n = split($3, w, ","); for (i = 1; i <= n; i++) if (w[i] == t) { print $2; exit } }' \
+          "$(dirname "$0")/deps.txt" 2>/dev/null || true)
+    die "needs '$1': install the Debian package ${pkg:-that provides it} (scripts/deps.sh does)"
+}
+for tool in apt-get apt-cache dpkg-deb xz gzip ldd find sort od tr flock mke2fs blkid; do need "$tool"; done
 
 # The kernel package linux-image-amd64 depends on (its version is the key).
 kernel_package() {
@@ -67,7 +73,7 @@ out=$cache/$kver
 
 # One build at a time per cache (parallel test runs share it).
 exec 9> "$cache/.lock"
-if command -v flock >/dev/null; then flock 9; fi
+flock 9
 
 # Bumped whenever the guest's content changes (scsictl.qemu_guest checks it).
 format=1
@@ -130,9 +136,7 @@ install_exe() {                       # install_exe <source> <name in /bin>
 }
 install_exe "$x/usr/sbin/qemu-ga" qemu-ga
 for t in mke2fs blkid; do
-    src=$(PATH=/usr/sbin:/sbin:/usr/bin:/bin command -v "$t") \
-        || die "the host has no $t (e2fsprogs / util-linux)"
-    install_exe "$src" "$t"
+    install_exe "$(PATH=/usr/sbin:/sbin:/usr/bin:/bin command -v "$t")" "$t"
 done
 for fs in ext2 ext3 ext4; do
     rm -f "$root/bin/mkfs.$fs"
@@ -159,7 +163,7 @@ modinfo_depends() {
     case $1 in
     *.ko) tr '\0' '\n' < "$1" ;;
     *.ko.xz) xz -dc "$1" | tr '\0' '\n' ;;
-    *.ko.zst) zstd -dc "$1" | tr '\0' '\n' ;;
+    *.ko.zst) need zstd; zstd -dc "$1" | tr '\0' '\n' ;;
     *.ko.gz) gzip -dc "$1" | tr '\0' '\n' ;;
     esac | sed -n 's/^depends=//p' | head -n 1 | tr , ' '
 }
@@ -180,7 +184,7 @@ for m in "${order[@]}"; do
     case $f in
     *.ko) cp "$f" "$root/lib/modules/$m.ko" ;;
     *.ko.xz) xz -dc "$f" > "$root/lib/modules/$m.ko" ;;
-    *.ko.zst) zstd -dc "$f" > "$root/lib/modules/$m.ko" ;;
+    *.ko.zst) need zstd; zstd -dc "$f" > "$root/lib/modules/$m.ko" ;;
     *.ko.gz) gzip -dc "$f" > "$root/lib/modules/$m.ko" ;;
     esac
     echo "$m" >> "$root/lib/modules/load-order"
@@ -239,7 +243,7 @@ if grep -q '^CONFIG_PVH=y' "$x/boot/config-$kver"; then
         [ -n "$off" ] || continue
         case $magic in
         '\xfd'*) dec="xz -dc --single-stream" ;;
-        '\x28'*) dec="zstd -dcq" ;;
+        '\x28'*) need zstd; dec="zstd -dcq" ;;
         *) dec="gzip -dcq" ;;
         esac
         tail -c +$((off + 1)) "$stage/vmlinuz" | $dec > "$stage/vmlinux" 2>/dev/null || true

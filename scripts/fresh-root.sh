@@ -100,8 +100,8 @@ else
     # The one thing the README assumes a machine has.
     cp /etc/resolv.conf "$target/etc/resolv.conf"
     chroot "$target" /usr/bin/env DEBIAN_FRONTEND=noninteractive \
-        sh -c 'apt-get update -qq && apt-get install -y -qq --no-install-recommends make >/dev/null' \
-        || die "cannot install make in the root"
+        sh -c 'apt-get update -qq && apt-get install -y -qq --no-install-recommends make' \
+        > "$work/make.log" 2>&1 || { cat "$work/make.log" >&2; die "cannot install make in the root"; }
     if [ -n "$cache" ]; then
         touch "$cache/base/.complete"
         cp -a "$cache/base" "$root"
