@@ -1,0 +1,272 @@
+--[==[
+scsictl.loop — the event loop under the real backends (libuv through
+Debian's lua-luv): tasks, waits with deadlines, cancellation.
+
+  local loop = require("scsictl.loop")
+  local t = loop.spawn(ctl.map_to_guest, ctl, id)        -- runs on the loop
+  local u = loop.spawn({ timeout = 5 }, ctl.unmap_from_guest, ctl, other)
+  t:cancel()                                              -- gives up t's wait
+  print(t:join())        --> nil, "... cancelled", "backend"
+  print(u:join())        --> true, or nil, "... deadline exceeded", "backend"
+  print(loop.timeout(5, ctl.map_to_guest, ctl, id))      -- bounded, blocking
+
+Every wait of the QMP and guest-agent clients goes through loop.wait:
+  - inside a task (a coroutine made by loop.spawn) it yields, and the task is
+    resumed when the answer arrives, so other tasks run meanwhile;
+  - anywhere else (the main chunk, the REPL, a coroutine of your own) it runs
+    the loop until the answer arrives: blocking use works unchanged;
+  - anywhere else while the loop is already running (inside a luv callback)
+    it raises: the loop cannot be re-entered; wrap the call in loop.spawn.
+
+API
+  loop.uv                           the luv module
+  loop.spawn([opts,] fn, ...) -> task
+      Runs fn(...) in a new task at once, until its first wait. opts.timeout:
+      seconds for the whole task (its deadline); opts.name: for messages.
+  task:join() -> fn's results       waits for the task; re-raises its error
+  task:done() -> boolean
+  task:cancel([why])                the task's current and later waits fail
+                                    with "<what>: cancelled (<why>)"
+  task.name, task.deadline (loop.now() seconds, or nil)
+  loop.timeout(seconds, fn, ...) -> fn's results
+      fn(...) with a deadline seconds from now: in a task, for that scope;
+      elsewhere in a new task that is joined.
+  loop.shield(seconds, fn, ...) -> fn's results
+      fn(...) ignoring the task's cancellation and deadline, with a deadline
+      of its own: for undoing what a cancelled step half did.
+  loop.wait(what, start [, timeout]) -> the values start's callback gave
+      start(done) begins the work and may return a canceller; done(...) ends
+      the wait with those values. On deadline or cancel the wait returns
+      nil, "<what>: deadline exceeded" | "<what>: cancelled", "Timeout" |
+      "Cancelled" and calls the canceller.
+  loop.sleep(seconds)               a wait on a timer
+  loop.run(fn, ...) -> fn's results runs fn in a task and the loop until it ends
+  loop.now() -> seconds             the loop's clock (monotonic, ms resolution)
+  loop.close(handle)                closes a luv handle and lets the close finish
+  loop.current() -> task | nil
+  loop.stall_monitor() -> monitor   a 1 ms repeating timer; monitor:max_ms()
+                                    is the longest gap seen; monitor:stop()
+]==]
+
+local uv = require("scsictl.deps").luv("scsictl.loop")
+
+local M = { uv = uv }
+
+local Task = {}
+Task.__index = Task
+Task.__name = "scsictl.loop.task"
+
+local tasks = setmetatable({}, { __mode = "k" })    -- coroutine -> task
+local WAKE = {}                                      -- marks our own resumes
+
+function M.now() return uv.now() / 1000 end
+function M.current() return tasks[coroutine.running()] end
+
+local function pack(...) return { n = select("#", ...), ... } end
+
+-- Resumes a task's coroutine; a task that ends records its results.
+local function step(task, ...)
+  local ok, err = coroutine.resume(task.co, ...)
+  if not ok then
+    task.error = debug.traceback(task.co, tostring(err))
+    task.finished = true
+  end
+  if task.finished then
+    for _, waiter in ipairs(task.joiners) do waiter() end
+    task.joiners = {}
+  end
+end
+
+-- The deadline in force: the innermost scope's, unless shielded.
+local function deadline_of(task)
+  if not task then return nil end
+  return task.scopes[#task.scopes]
+end
+
+function M.wait(what, start, timeout)
+  local task = M.current()
+  local co = coroutine.running()
+  if not task and uv.loop_mode() ~= nil then
+    error(("%s: a blocking wait inside a luv callback, outside a task: the loop cannot be "
+      .. "re-entered; run the call in scsictl.loop.spawn"):format(what), 2)
+  end
+  if task and not task.shielded[1] and task.cancelled then
+    return nil, ("%s: cancelled (%s)"):format(what, task.cancelled), "Cancelled"
+  end
+  local deadline = deadline_of(task)
+  if timeout then
+    local mine = M.now() + timeout
+    if not deadline or mine < deadline then deadline = mine end
+  end
+  local result, timer, canceller
+  local function finish(...)
+    if result then return end
+    result = pack(...)
+    if timer then
+      timer:stop()
+      timer:close()
+      timer = nil
+    end
+    if task then
+      task.wake = nil
+      if coroutine.status(co) == "suspended" then step(task, WAKE) end
+    end
+  end
+  local function give_up(msg, class)
+    if result then return end
+    if canceller then pcall(canceller) end
+    finish(nil, ("%s: %s"):format(what, msg), class)
+  end
+  if deadline then
+    local ms = math.max(0, math.ceil((deadline - M.now()) * 1000))
+    timer = uv.new_timer()
+    timer:start(ms, 0, function() give_up("deadline exceeded", "Timeout") end)
+  end
+  local ok, c = pcall(start, finish)
+  if not ok then
+    result = pack()
+    if timer then timer:close() end
+    error(c, 0)
+  end
+  canceller = c
+  if task and not result then
+    task.wake = function(why) give_up(("cancelled (%s)"):format(why), "Cancelled") end
+    if task.shielded[1] then task.wake = nil end
+    while not result do
+      local token = coroutine.yield()
+      if token ~= WAKE and not result then
+        error(("%s: the task was resumed by something other than its wait"):format(what), 2)
+      end
+    end
+  else
+    while not result do
+      if not uv.run("once") and not result then
+        give_up("nothing left on the loop that could answer", "Closed")
+      end
+    end
+    -- Finish the closes that run's last phase started: a handle still
+    -- closing when Lua exits crashes luv.
+    uv.run("nowait")
+  end
+  return table.unpack(result, 1, result.n)
+end
+
+-- Closes a luv handle; outside a running loop, also runs the loop once so
+-- the close completes (a handle still closing when Lua exits crashes luv).
+function M.close(handle)
+  if handle and not handle:is_closing() then
+    handle:close()
+    if uv.loop_mode() == nil then uv.run("nowait") end
+  end
+end
+
+function M.sleep(seconds)
+  return M.wait("sleep", function(done)
+    local t = uv.new_timer()
+    t:start(math.max(0, math.floor(seconds * 1000)), 0, function()
+      t:close()
+      done(true)
+    end)
+    return function() M.close(t) end
+  end)
+end
+
+function M.spawn(opts, fn, ...)
+  if type(opts) == "function" then return M.spawn({}, opts, fn, ...) end
+  if type(opts) ~= "table" or type(fn) ~= "function" then
+    error("spawn: expected ([opts,] function, ...)", 2)
+  end
+  local args = pack(...)
+  local task = setmetatable({ name = opts.name or "task", joiners = {}, scopes = {},
+                              shielded = {} }, Task)
+  if opts.timeout ~= nil then
+    if type(opts.timeout) ~= "number" or opts.timeout < 0 then
+      error("spawn: timeout must be a number of seconds >= 0", 2)
+    end
+    task.deadline = M.now() + opts.timeout
+    task.scopes[1] = task.deadline
+  end
+  task.co = coroutine.create(function()
+    task.results = pack(fn(table.unpack(args, 1, args.n)))
+    task.finished = true
+  end)
+  tasks[task.co] = task
+  step(task)
+  return task
+end
+
+function Task:done() return self.finished == true end
+
+function Task:cancel(why)
+  if self.finished then return false end
+  self.cancelled = why and tostring(why) or "by the caller"
+  local wake = self.wake
+  if wake then wake(self.cancelled) end
+  return true
+end
+
+function Task:join()
+  if not self.finished then
+    M.wait(self.name, function(done)
+      self.joiners[#self.joiners + 1] = done
+    end)
+    if not self.finished then error(self.name .. ": join ended before the task", 2) end
+  end
+  if self.error then error(self.error, 0) end
+  return table.unpack(self.results, 1, self.results.n)
+end
+
+function Task:__tostring()
+  return ("scsictl.loop.task(%s, %s)"):format(self.name,
+    self.finished and (self.error and "failed" or "done") or "running")
+end
+
+function M.timeout(seconds, fn, ...)
+  if type(seconds) ~= "number" or seconds < 0 then
+    error("timeout: seconds must be a number >= 0", 2)
+  end
+  local task = M.current()
+  if not task then return M.spawn({ timeout = seconds }, fn, ...):join() end
+  local mine = M.now() + seconds
+  local outer = task.scopes[#task.scopes]
+  task.scopes[#task.scopes + 1] = (outer and outer < mine) and outer or mine
+  local r = pack(pcall(fn, ...))
+  table.remove(task.scopes)
+  if not r[1] then error(r[2], 0) end
+  return table.unpack(r, 2, r.n)
+end
+
+function M.shield(seconds, fn, ...)
+  local task = M.current()
+  if not task then return M.spawn({ timeout = seconds }, fn, ...):join() end
+  task.shielded[#task.shielded + 1] = true
+  task.scopes[#task.scopes + 1] = M.now() + seconds
+  local r = pack(pcall(fn, ...))
+  table.remove(task.scopes)
+  table.remove(task.shielded)
+  if not r[1] then error(r[2], 0) end
+  return table.unpack(r, 2, r.n)
+end
+
+function M.run(fn, ...)
+  return M.spawn(fn, ...):join()
+end
+
+function M.stall_monitor()
+  local timer = uv.new_timer()
+  local last, worst = uv.hrtime(), 0
+  timer:start(1, 1, function()
+    local t = uv.hrtime()
+    local gap = (t - last) / 1e6
+    if gap > worst then worst = gap end
+    last = t
+  end)
+  timer:unref()
+  return {
+    max_ms = function() return worst end,
+    reset = function() worst, last = 0, uv.hrtime() end,
+    stop = function() M.close(timer) end,
+  }
+end
+
+return M
