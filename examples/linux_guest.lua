@@ -15,7 +15,7 @@
 -- call is timed; the end shows each step's latency.
 --
 -- TCG unless SCSICTL_QEMU_ACCEL=kvm (or auto). Needs qemu-system-x86,
--- e2fsprogs, lua-socket and lua-cjson. Prints "linux_guest: ok" at the end;
+-- e2fsprogs, lua-luv and lua-cjson. Prints "linux_guest: ok" at the end;
 -- exits non-zero on anything unexpected.
 
 local here = debug.getinfo(1, "S").source:match("^@(.-)examples/[^/]*$") or ""
@@ -24,9 +24,9 @@ package.path = here .. "lua/?.lua;" .. here .. "lua/?/init.lua;" .. package.path
 local scsictl = require("scsictl")
 local qemu = require("scsictl.qemu")
 local qemu_guest = require("scsictl.qemu_guest")
-local socket = require("socket")
+local uv = require("luv")
 
-local now = socket.gettime
+local function now() return uv.hrtime() / 1e9 end
 local NOPRELOAD = (os.getenv("LD_PRELOAD") or ""):find("lib%a*san") and "env -u LD_PRELOAD " or ""
 
 local function check(cond, fmt, ...)

@@ -13,7 +13,7 @@
 -- controller drives QEMU first and then mirrors each successful step into
 -- the sim's VM half.
 --
--- Needs qemu-system-x86, qemu-utils, lua-socket and lua-cjson. Prints
+-- Needs qemu-system-x86, qemu-utils, lua-luv and lua-cjson. Prints
 -- "qemu_hotplug: ok" at the end; exits non-zero on anything unexpected.
 
 local here = debug.getinfo(1, "S").source:match("^@(.-)examples/[^/]*$") or ""
@@ -22,7 +22,7 @@ package.path = here .. "lua/?.lua;" .. here .. "lua/?/init.lua;" .. package.path
 local scsictl = require("scsictl")
 local sim = require("scsictl.sim")
 local qemu = require("scsictl.qemu")
-local socket = require("socket")
+local uv = require("luv")
 
 local CONTROLLERS, LUNS = 2, 4
 
@@ -82,17 +82,17 @@ local function run()
   local times = { add = {}, remove = {} }
   local vm_cb = {
     add_scsi_disk = function(_, attachment, controller, lun)
-      local t0 = socket.gettime()
+      local t0 = uv.hrtime() / 1e9
       local ok, msg = backend:add_scsi_disk(attachment, controller, lun)
       if not ok then return nil, msg end
-      times.add[#times.add + 1] = socket.gettime() - t0
+      times.add[#times.add + 1] = uv.hrtime() / 1e9 - t0
       return s:add_scsi_disk(attachment, controller, lun)
     end,
     remove_scsi_disk = function(_, controller, lun)
-      local t0 = socket.gettime()
+      local t0 = uv.hrtime() / 1e9
       local ok, msg = backend:remove_scsi_disk(controller, lun)
       if not ok then return nil, msg end
-      times.remove[#times.remove + 1] = socket.gettime() - t0
+      times.remove[#times.remove + 1] = uv.hrtime() / 1e9 - t0
       return s:remove_scsi_disk(controller, lun)
     end,
   }

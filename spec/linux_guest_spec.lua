@@ -6,7 +6,7 @@
 -- unless SCSICTL_QEMU_ACCEL says otherwise). Its kernel and initramfs come
 -- from scripts/build-guest.sh, run here into $SCSICTL_GUEST_DIR or
 -- build/guest when missing. Needs qemu-system-x86, e2fsprogs (mkfs.ext4 -d
--- makes the images on the host, no host mount), lua-socket, lua-cjson, and
+-- makes the images on the host, no host mount), lua-luv, lua-cjson, and
 -- apt access for the first build. If the guest cannot be built or booted,
 -- every test FAILS with the reason: nothing here passes without a guest.
 --
@@ -20,7 +20,7 @@ package.path = root .. "lua/?.lua;" .. root .. "lua/?/init.lua;" .. package.path
 local scsictl = require("scsictl")
 local okq, qemu_guest = pcall(require, "scsictl.qemu_guest")
 local qemu = okq and require("scsictl.qemu") or nil
-local socket = okq and require("socket") or nil
+local uv = okq and require("luv") or nil
 
 local CONTROLLERS, LUNS = 2, 4
 local NOPRELOAD = (os.getenv("LD_PRELOAD") or ""):find("lib%a*san") and "env -u LD_PRELOAD " or ""
@@ -128,7 +128,7 @@ local function logged(log)
   local function rec(name, f)
     return function(_, ...)
       local e = { name, ... }
-      e.t = socket.gettime()
+      e.t = uv.hrtime() / 1e9
       log[#log + 1] = e
       local r = table.pack(f(...))
       e.ok = r[1] ~= nil and r[1] ~= false

@@ -1,19 +1,23 @@
---- scsictl.deps: the optional libraries of the QEMU backends, each loaded on
--- demand with a message naming its Debian package when it is missing. The
--- core module never loads this (nor lua-luv or lua-cjson).
+--- scsictl.deps: the optional libraries of the QEMU backends, loaded on
+-- demand; when any is missing, one error names every Debian package to
+-- install. The core module never loads this (nor lua-luv or lua-cjson).
 --
---   local uv = require("scsictl.deps").luv("scsictl.qmp")
---   local cjson = require("scsictl.deps").cjson("scsictl.qmp")
-local M = {}
+--   local uv, cjson = require("scsictl.deps")("scsictl.qmp", "luv", "cjson")
+local PACKAGES = { luv = "lua-luv", cjson = "lua-cjson" }
 
-local function load(module_name, lua_module, package)
-  local ok, mod = pcall(require, lua_module)
-  if ok then return mod end
-  error(("%s needs the Debian package %s: apt-get install %s (%s)")
-    :format(module_name, package, package, tostring(mod)), 0)
+return function(module_name, ...)
+  local mods, missing, why = {}, {}, nil
+  for i, name in ipairs({ ... }) do
+    local ok, mod = pcall(require, name)
+    if ok then
+      mods[i] = mod
+    else
+      missing[#missing + 1] = PACKAGES[name] or name
+      why = why or tostring(mod)
+    end
+  end
+  if #missing == 0 then return table.unpack(mods, 1, select("#", ...)) end
+  error(("%s needs the Debian package%s %s: apt-get install %s (%s)")
+    :format(module_name, #missing > 1 and "s" or "", table.concat(missing, " and "),
+      table.concat(missing, " "), why), 0)
 end
-
-function M.luv(module_name) return load(module_name, "luv", "lua-luv") end
-function M.cjson(module_name) return load(module_name, "cjson", "lua-cjson") end
-
-return M

@@ -48,7 +48,7 @@ API
                                     is the longest gap seen; monitor:stop()
 ]==]
 
-local uv = require("scsictl.deps").luv("scsictl.loop")
+local uv = require("scsictl.deps")("scsictl.loop", "luv")
 
 local M = { uv = uv }
 
@@ -94,9 +94,13 @@ function M.wait(what, start, timeout)
     return nil, ("%s: cancelled (%s)"):format(what, task.cancelled), "Cancelled"
   end
   local deadline = deadline_of(task)
+  local expired = "deadline exceeded"          -- the task's or its scope's
   if timeout then
     local mine = M.now() + timeout
-    if not deadline or mine < deadline then deadline = mine end
+    if not deadline or mine < deadline then
+      deadline = mine
+      expired = ("no answer within %gs"):format(timeout)
+    end
   end
   local result, timer, canceller
   local function finish(...)
@@ -120,7 +124,7 @@ function M.wait(what, start, timeout)
   if deadline then
     local ms = math.max(0, math.ceil((deadline - M.now()) * 1000))
     timer = uv.new_timer()
-    timer:start(ms, 0, function() give_up("deadline exceeded", "Timeout") end)
+    timer:start(ms, 0, function() give_up(expired, "Timeout") end)
   end
   local ok, c = pcall(start, finish)
   if not ok then
@@ -158,6 +162,83 @@ function M.close(handle)
     handle:close()
     if uv.loop_mode() == nil then uv.run("nowait") end
   end
+end
+
+-- libuv's file system call `name` (uv.fs_<name>) on its threadpool, waited
+-- for: the loop never blocks on a file. Returns its results, or nil, msg
+-- ("no such file or directory"), code ("ENOENT").
+function M.fs(name, ...)
+  local args = pack(...)
+  -- luv's messages read "ENOENT: no such file or directory: <path>".
+  local function failed(err)
+    local code, text = tostring(err):match("^(%u+): ([^:]+)")
+    return nil, text or tostring(err), code
+  end
+  return M.wait(("%s %s"):format(name, tostring(args[1])), function(done)
+    args[args.n + 1] = function(err, ...)
+      if err then done(failed(err)) else done(...) end
+    end
+    local req, err = uv["fs_" .. name](table.unpack(args, 1, args.n + 1))
+    if not req then done(failed(err)) end
+  end)
+end
+
+-- A whole file's contents through the threadpool, or nil, msg.
+function M.read_file(path, max)
+  local fd, msg = M.fs("open", path, "r", 0)
+  if not fd then return nil, msg end
+  local st
+  st, msg = M.fs("fstat", fd)
+  local data
+  if st then data, msg = M.fs("read", fd, math.min(st.size, max or st.size), 0) end
+  M.fs("close", fd)
+  return data, msg
+end
+
+-- Runs argv (no shell) to its end; returns true or nil, msg, and the
+-- output (stdout and stderr as they arrive, at most 1 MiB kept).
+function M.command(argv, opts)
+  opts = opts or {}
+  local out, n, msg = {}, 0, nil
+  local status, sig = M.wait(argv[1], function(done)
+    local pipes = { uv.new_pipe(false), uv.new_pipe(false) }
+    local open, exited, code, signal = 2, false, nil, nil
+    local function maybe()
+      if exited and open == 0 then done(code, signal) end
+    end
+    local args = {}
+    for i = 2, #argv do args[i - 1] = argv[i] end
+    local proc, err
+    proc, err = uv.spawn(argv[1], { args = args, stdio = { nil, pipes[1], pipes[2] }, env = opts.env,
+                                    cwd = opts.cwd }, function(c, s)
+      code, signal, exited = c, s, true
+      if proc then M.close(proc) end
+      maybe()
+    end)
+    if not proc then
+      M.close(pipes[1])
+      M.close(pipes[2])
+      msg = tostring(err)
+      done(nil)
+      return
+    end
+    for _, pipe in ipairs(pipes) do
+      pipe:read_start(function(e, data)
+        if data and n < 1048576 then n = n + #data; out[#out + 1] = data end
+        if e or not data then
+          M.close(pipe)
+          open = open - 1
+          maybe()
+        end
+      end)
+    end
+    return function() pcall(proc.kill, proc, "sigkill") end
+  end, opts.timeout)
+  local text = table.concat(out)
+  if status == 0 and (sig or 0) == 0 then return true, text end
+  if status == nil then return nil, msg and ("%s: %s"):format(argv[1], msg) or sig, text end
+  if (sig or 0) ~= 0 then return nil, ("%s killed by signal %d"):format(argv[1], sig), text end
+  return nil, ("%s exited with status %d"):format(argv[1], status), text
 end
 
 function M.sleep(seconds)

@@ -11,7 +11,11 @@ or, with your own QEMU:
 
   local vm = qemu.vm_backend{ qmp = "/run/myvm/qmp.sock" }
 
-Needs Debian's lua-socket and lua-cjson (the core module `scsictl` does not).
+Needs Debian's lua-luv and lua-cjson (the core module `scsictl` does not).
+Everything runs on the event loop (scsictl.loop): inside a loop task each
+call yields while QEMU works, so many disks are added and removed at once
+over the one QMP connection; elsewhere each call runs the loop until done.
+Image checks (format detection) run in libuv's threadpool.
 
 WHAT QEMU MUST LOOK LIKE
   Controller n of scsictl is the virtio-scsi controller whose qdev id is
@@ -46,15 +50,21 @@ qemu.vm_backend(opts) -> backend
       node is (scsi-hd has no property of its own for it; QEMU reports it as
       query-block's "ro"). PassThru: a "host_device" node on the host block
       device attachment.path, then passthru_driver. ExtensibleVirtualDisk:
-      fails, "not supported by the QEMU backend". If device_add fails, the
-      node is deleted again.
+      fails, "not supported by the QEMU backend". The host path must be a
+      regular file (VirtualDisk) or a block device (PassThru): a FIFO, a
+      directory or a missing file fails that add at once. If device_add
+      fails, or the task is cancelled or its deadline passes after the node
+      was added, the node is deleted again (within a grace of 5 s), so no
+      node is left without its device.
       Re-issuing an add that already took effect (the same file, format and
       read-only flag at this slot) succeeds, also when only the node was
       left by an interrupted add; a slot holding another file fails.
   backend:remove_scsi_disk(controller, lun)
       device_del, wait for DEVICE_DELETED of that device id, blockdev-del.
       What is already gone is skipped, so a re-issued remove succeeds (also
-      when nothing is left at the slot).
+      when nothing is left at the slot). While QEMU still finishes an unplug
+      that an earlier, abandoned remove started, blockdev-del answers that
+      the node is in use: it is retried until the deadline.
   Failures return nil, message (SPEC §4); the message carries QMP's error
   class and description ("device_add: GenericError: Bus 'scsi9.0' not found").
 
@@ -89,6 +99,7 @@ qemu.launch(opts) -> vm | nil, msg
   vm:vm_backend([opts]) -> qemu.vm_backend over vm:qmp() (opts as above)
   vm:alive() -> boolean
   vm:kill([signal])   sends a signal (default "KILL"): for crash tests
+  vm:exit_status() -> nil while running, else "QEMU exited (pid N, ...)"
   vm:wait([seconds])  waits (default 5s) until the process has exited;
                       true if it has
   vm:log() -> QEMU's stdout/stderr so far
@@ -96,13 +107,15 @@ qemu.launch(opts) -> vm | nil, msg
              temporary directory. Idempotent. Also run by <close> and __gc.
 ]==]
 
-local _, socket = require("scsictl.deps")("scsictl.qemu")
+local uv = require("scsictl.deps")("scsictl.qemu", "luv", "cjson")
+local loop = require("scsictl.loop")
 local qmp = require("scsictl.qmp")
 
 local qemu = {}
 qemu.qmp = qmp
 qemu.QCOW2_MAGIC = "QFI\xfb"
 qemu.MAX_LUN = 16383
+qemu.UNDO_GRACE = 5         -- seconds to take a node away after an abandoned add
 
 local function is_uint(v) return math.type(v) == "integer" and v >= 0 end
 
@@ -156,15 +169,36 @@ local Backend = {}
 Backend.__index = Backend
 Backend.__name = "scsictl.qemu.backend"
 
+-- The image's format (qcow2 by its magic, else raw), read in the threadpool.
+-- The path must be a regular file: opening a FIFO would block.
 local function detect_format(path, forced)
-  if forced ~= "auto" then return forced end
-  local f, err = io.open(path, "rb")
-  if not f then
-    return nil, ("cannot open image '%s': %s"):format(path, tostring(err))
+  local st, msg = loop.fs("stat", path)
+  if not st then return nil, ("image '%s': %s"):format(path, msg) end
+  if st.type ~= "file" then
+    return nil, ("image '%s' is a %s, not a regular file"):format(path, tostring(st.type))
   end
-  local head = f:read(4)
-  f:close()
+  if forced ~= "auto" then return forced end
+  local fd
+  fd, msg = loop.fs("open", path, "r", 0)
+  if not fd then return nil, ("image '%s': %s"):format(path, msg) end
+  local head = loop.fs("read", fd, 4, 0)
+  loop.fs("close", fd)
   return head == qemu.QCOW2_MAGIC and "qcow2" or "raw"
+end
+
+local function check_device(path)
+  local st, msg = loop.fs("stat", path)
+  if not st then return nil, ("device '%s': %s"):format(path, msg) end
+  if st.type ~= "block" then
+    return nil, ("'%s' is a %s, not a block device"):format(path, tostring(st.type))
+  end
+  return true
+end
+
+-- Did this failure come from the task's deadline or cancellation, or from
+-- a connection that is gone? Then no further QMP command is worth sending.
+local function final(class)
+  return class == "Closed" or class == "Timeout" or class == "Cancelled"
 end
 
 function qemu.vm_backend(opts)
@@ -201,7 +235,7 @@ function qemu.vm_backend(opts)
     _path = type(c) == "string" and c or nil,
     _own = type(c) == "string",
     timeout = timeout, bus = bus, format = format,
-    passthru_driver = pt, prefix = prefix,
+    passthru_driver = pt, prefix = prefix, _undo = {},
   }, Backend)
 end
 
@@ -267,6 +301,31 @@ local function slot_name(controller, lun)
   return ("controller %d lun %d"):format(controller, lun)
 end
 
+-- After an add given up on (its deadline passed or its task was cancelled):
+-- remove the node unless its device is there (a device_add QEMU took
+-- after all). A task of its own does it, so the failed add returns at once
+-- even when QEMU hangs; the next add or remove of that slot waits for it.
+local function undo_node(self, c, node, dev)
+  self._undo[node] = loop.spawn({ timeout = qemu.UNDO_GRACE, name = "undo " .. node }, function()
+    local d = find_device(c, dev)
+    if d == false then c:execute("blockdev-del", { ["node-name"] = node }) end
+  end)
+end
+
+-- Waits (within the caller's deadline) for an undo of this slot to finish.
+local function settle(self, node)
+  local u = self._undo[node]
+  if not u then return true end
+  if not u:done() then
+    local ok, msg = loop.wait("undo of " .. node, function(done)
+      u.joiners[#u.joiners + 1] = function() done(true) end
+    end)
+    if not ok then return nil, msg end
+  end
+  self._undo[node] = nil
+  return true
+end
+
 function Backend:add_scsi_disk(attachment, controller, lun)
   if type(attachment) ~= "table" or not is_str(attachment.path) then
     return nil, "add_scsi_disk: attachment.path must be a string"
@@ -287,6 +346,8 @@ function Backend:add_scsi_disk(attachment, controller, lun)
   local node, dev = self:node_name(controller, lun), self:device_id(controller, lun)
   local spec, driver, device_driver
   if kind == "PassThru" then
+    local ok, msg = check_device(path)
+    if not ok then return nil, msg end
     driver, device_driver = "host_device", self.passthru_driver
     spec = { driver = driver, ["node-name"] = node, filename = path, ["read-only"] = ro }
   elseif kind == "VirtualDisk" then
@@ -302,6 +363,8 @@ function Backend:add_scsi_disk(attachment, controller, lun)
   local c, msg = self:client()
   if not c then return nil, msg end
   local t = self.timeout
+  local settled, why = settle(self, node)
+  if not settled then return nil, why end
 
   local function same(n)
     return n.file == path and n.drv == driver and n.ro == ro
@@ -311,7 +374,11 @@ function Backend:add_scsi_disk(attachment, controller, lun)
   local ok, class
   ok, msg, class = c:execute("blockdev-add", spec, t)
   if not ok then
-    if class == "Closed" or class == "Timeout" then return nil, msg end
+    if final(class) then
+      -- The add may still take effect in QEMU: take the node away again.
+      if class ~= "Closed" then undo_node(self, c, node, dev) end
+      return nil, msg
+    end
     -- Already there (a re-issued add), left over, or a real failure?
     local n, err = find_node(c, node, t)
     if n == nil then return nil, msg .. "; then " .. err end
@@ -341,6 +408,10 @@ function Backend:add_scsi_disk(attachment, controller, lun)
   ok, msg, class = c:execute("device_add", dspec, t)
   if ok then return true end
   if class == "Closed" then return nil, msg end
+  if final(class) then
+    undo_node(self, c, node, dev)
+    return nil, msg
+  end
   local d, err = find_device(c, dev, t)
   if d == nil then return nil, msg .. "; then " .. err end
   if d and d.drive == node and d.lun == lun and d.bus == dspec.bus then
@@ -366,10 +437,14 @@ function Backend:remove_scsi_disk(controller, lun)
   local c, msg = self:client()
   if not c then return nil, msg end
   local t = self.timeout
+  local deadline = loop.now() + t
   local node, dev = self:node_name(controller, lun), self:device_id(controller, lun)
   local function ours(e) return type(e.data) == "table" and e.data.device == dev end
+  local settled, why = settle(self, node)
+  if not settled then return nil, why end
 
   c:drop_events("DEVICE_DELETED", ours)
+  local deleted = c:watch("DEVICE_DELETED", ours)
   local ok, class
   ok, msg, class = c:execute("device_del", { id = dev }, t)
   local wait = ok ~= nil
@@ -379,20 +454,34 @@ function Backend:remove_scsi_disk(controller, lun)
     elseif class == "GenericError" and msg:find("in the process of unplug", 1, true) then
       wait = true                -- a previous remove is still under way
     else
+      deleted:cancel()
       return nil, msg
     end
   end
   if wait then
-    ok, msg = c:wait_event("DEVICE_DELETED", ours, t)
-    if not ok then return nil, ("device_del '%s': %s"):format(dev, msg) end
+    ok, msg = deleted:wait(math.max(0.001, deadline - loop.now()))
+    if not ok then
+      deleted:cancel()
+      return nil, ("device_del '%s': %s"):format(dev, msg)
+    end
   end
-  ok, msg, class = c:execute("blockdev-del", { ["node-name"] = node }, t)
-  if ok then return true end
-  if class == "Closed" or class == "Timeout" then return nil, msg end
-  local n, err = find_node(c, node, t)
-  if n == false then return true end  -- already gone
-  if n == nil then return nil, msg .. "; then " .. err end
-  return nil, msg
+  deleted:cancel()
+  -- QEMU may still hold the node for a moment after the event (or while an
+  -- unplug that an abandoned remove started finishes): retry while in use.
+  local delay = 0.01
+  while true do
+    ok, msg, class = c:execute("blockdev-del", { ["node-name"] = node },
+      math.max(0.001, deadline - loop.now()))
+    if ok then return true end
+    if final(class) then return nil, msg end
+    local n, err = find_node(c, node, math.max(0.001, deadline - loop.now()))
+    if n == false then return true end  -- already gone
+    if n == nil then return nil, msg .. "; then " .. err end
+    if not msg:find("in use", 1, true) or loop.now() + delay > deadline then return nil, msg end
+    local slept, msg2 = loop.sleep(delay)
+    if not slept then return nil, ("%s; then %s"):format(msg, msg2) end
+    delay = math.min(delay * 2, 0.2)
+  end
 end
 
 Backend.__tostring = function(self)
@@ -407,47 +496,27 @@ local VM = {}
 VM.__index = VM
 VM.__name = "scsictl.qemu.vm"
 
-local function shquote(s)
-  return "'" .. tostring(s):gsub("'", "'\\''") .. "'"
-end
 
 local function read_all(path)
-  local f = io.open(path, "rb")
-  if not f then return "" end
-  local s = f:read("a") or ""
-  f:close()
-  return s
+  return loop.read_file(path) or ""
 end
 
 local function kvm_usable()
-  local f = io.open("/dev/kvm", "r+")
-  if f then f:close() return true end
+  local fd = loop.fs("open", "/dev/kvm", "r+", 0)
+  if fd then loop.fs("close", fd) return true end
   return false
-end
-
--- Is process `pid` running (not a zombie) with `mark` in its command line?
--- The mark (the private directory) makes sure a recycled pid is never
--- mistaken for our QEMU, so stop() and kill() never signal another process.
-local function pid_alive(pid, mark)
-  local stat = io.open("/proc/" .. pid .. "/stat", "r")
-  if stat then
-    local s = stat:read("a") or ""
-    stat:close()
-    local state = s:match("^%d+ %b() (%a)")
-    if state == nil or state == "Z" or state == "X" then return false end
-    local f = io.open("/proc/" .. pid .. "/cmdline", "rb")
-    local cmdline = f and f:read("a") or ""
-    if f then f:close() end
-    -- Empty while the process is between fork and exec.
-    return cmdline == "" or cmdline:find(mark, 1, true) ~= nil
-  end
-  if io.open("/proc/self/stat", "r") then return false end
-  -- No procfs: ask kill(1).
-  return os.execute("kill -0 " .. pid .. " 2>/dev/null") == true
 end
 
 function qemu.pci_address(controller, base)
   return ("0000:00:%02x.0"):format((base or 4) + controller)
+end
+
+-- Why the process ended, in words.
+local function exit_words(name, pid, code, signal)
+  if signal and signal ~= 0 then
+    return ("%s exited (pid %d, killed by signal %d)"):format(name, pid, signal)
+  end
+  return ("%s exited (pid %d, status %d)"):format(name, pid, code or -1)
 end
 
 function qemu.launch(opts)
@@ -471,10 +540,8 @@ function qemu.launch(opts)
     error("launch: accel must be \"auto\", \"kvm\" or \"tcg\"", 2)
   end
   local parent = opts.tmpdir or os.getenv("TMPDIR") or "/tmp"
-  local p = io.popen("mktemp -d " .. shquote(parent .. "/scsictl-qemu.XXXXXX"), "r")
-  local dir = p and p:read("l")
-  if p then p:close() end
-  if not dir or dir == "" then
+  local dir = loop.fs("mkdtemp", parent .. "/scsictl-qemu.XXXXXX")
+  if not dir then
     return nil, "launch: cannot create a temporary directory in " .. parent
   end
   local sock = dir .. "/qmp.sock"
@@ -497,48 +564,76 @@ function qemu.launch(opts)
 
   local self = setmetatable({
     dir = dir, socket = sock, accel = accel, controllers = n, argv = argv,
-    pci_base = base, timeout = timeout, _logfile = dir .. "/qemu.log",
+    pci_base = base, timeout = timeout, _logfile = dir .. "/qemu.log", _exit_waiters = {},
   }, VM)
 
-  local words = {}
-  for i, a in ipairs(argv) do words[i] = shquote(a) end
-  -- An uninstrumented QEMU must not run under a sanitizer runtime that a
-  -- sanitizer build preloads into lua5.4 (qemu-img and QEMU can hang there).
-  local preload = os.getenv("LD_PRELOAD")
-  local env = preload and preload:find("lib%a*san") and "env -u LD_PRELOAD " or ""
-  local cmd = ("cd / || exit 1; %s%s </dev/null >%s 2>&1 & echo $!"):format(
-    env, table.concat(words, " "), shquote(self._logfile))
-  p = io.popen(cmd, "r")
-  local pid = p and p:read("l")
-  if p then p:close() end
-  self.pid = math.tointeger(tonumber(pid or ""))
-  if not self.pid then
+  -- QEMU's stdout and stderr go to the log file. An uninstrumented QEMU must
+  -- not run under a sanitizer runtime that a sanitizer build preloads into
+  -- lua5.4 (qemu-img and QEMU can hang there).
+  local logfd = loop.fs("open", self._logfile, "w", 384)
+  if not logfd then
     self:stop()
-    return nil, "launch: could not start " .. argv[1]
+    return nil, "launch: cannot create " .. self._logfile
   end
+  local env
+  local preload = os.getenv("LD_PRELOAD")
+  if preload and preload:find("lib%a*san") then
+    env = {}
+    for _, k in ipairs({ "PATH", "HOME", "TMPDIR", "LANG" }) do
+      if os.getenv(k) then env[#env + 1] = k .. "=" .. os.getenv(k) end
+    end
+  end
+  local args = {}
+  for i = 2, #argv do args[i - 1] = argv[i] end
+  local proc, pid = uv.spawn(binary, { args = args, stdio = { nil, logfd, logfd }, cwd = "/", env = env },
+    function(code, signal)
+      self._exit = exit_words("QEMU", self.pid or -1, code, signal)
+      local waiters = self._exit_waiters
+      self._exit_waiters = {}
+      for _, w in ipairs(waiters) do w(true) end
+      loop.close(self._proc)
+    end)
+  loop.fs("close", logfd)
+  if not proc then
+    self._stopped_early = true
+    self:stop()
+    return nil, ("launch: %s exited at startup: %s"):format(binary, tostring(pid))
+  end
+  self._proc, self.pid = proc, pid
 
-  local deadline = socket.gettime() + timeout
+  local deadline = loop.now() + timeout
   local last
   while true do
-    if not pid_alive(self.pid, dir) then
+    if self._exit then
       local log = self:log()
       self:stop()
-      return nil, ("launch: %s exited at startup: %s"):format(argv[1],
+      return nil, ("launch: %s exited at startup: %s"):format(binary,
         log ~= "" and log:gsub("%s+$", "") or "(no output)")
     end
-    local c, msg = qmp.connect(sock, { timeout = timeout })
+    local c, msg = qmp.connect(sock, { timeout = math.max(0.05, deadline - loop.now()) })
     if c then
       self._qmp = c
+      -- When the connection drops because QEMU died, say so.
+      c.explain = function(reason, done)
+        if self._exit then return done(self._exit) end
+        local timer = uv.new_timer()
+        local function finish()
+          loop.close(timer)
+          done(self._exit or reason)
+        end
+        self._exit_waiters[#self._exit_waiters + 1] = finish
+        timer:start(1000, 0, finish)
+      end
       break
     end
     last = msg
-    if socket.gettime() > deadline then
+    if loop.now() > deadline then
       local log = self:log()
       self:stop()
       return nil, ("launch: no QMP connection within %gs (%s)%s"):format(
         timeout, tostring(last), log ~= "" and ("; QEMU said: " .. log) or "")
     end
-    socket.sleep(0.02)
+    loop.sleep(0.02)
   end
   return self
 end
@@ -564,16 +659,19 @@ function VM:vm_backend(opts)
 end
 
 function VM:alive()
-  return self.pid ~= nil and not self._stopped and pid_alive(self.pid, self.dir)
+  return self.pid ~= nil and not self._stopped and self._exit == nil
 end
+
+function VM:exit_status() return self._exit end
 
 function VM:kill(signal)
   signal = signal or "KILL"
   if type(signal) ~= "string" or not signal:match("^%w+$") then
     error("kill: signal must be a name such as \"KILL\" or a number", 2)
   end
-  if not self.pid or self._stopped or not pid_alive(self.pid, self.dir) then return false end
-  return os.execute(("kill -%s %d 2>/dev/null"):format(signal, self.pid)) == true
+  if not self:alive() then return false end
+  local sig = tonumber(signal) or ("sig" .. signal:lower())
+  return self._proc:kill(sig) == 0
 end
 
 function VM:log()
@@ -581,46 +679,50 @@ function VM:log()
   return read_all(self._logfile)
 end
 
-local function wait_dead(pid, mark, seconds)
-  local deadline = socket.gettime() + seconds
-  while pid_alive(pid, mark) do
-    if socket.gettime() > deadline then return false end
-    socket.sleep(0.01)
-  end
-  return true
-end
-
 function VM:wait(seconds)
-  if not self.pid then return true end
-  return wait_dead(self.pid, self.dir, seconds or 5)
+  if not self.pid or self._exit then return true end
+  loop.wait("waiting for QEMU to exit", function(done)
+    self._exit_waiters[#self._exit_waiters + 1] = done
+  end, seconds or 5)
+  return self._exit ~= nil
 end
 
 function VM:stop()
   if self._stopped then return true end
   self._stopped = true
-  if self.pid and pid_alive(self.pid, self.dir) then
+  if self.pid and self._exit == nil then
     if self._qmp and not self._qmp:is_closed() then
+      self._qmp.explain = nil
       self._qmp:execute("quit", nil, 2)
     end
-    if not wait_dead(self.pid, self.dir, 5) and pid_alive(self.pid, self.dir) then
-      os.execute(("kill -TERM %d 2>/dev/null"):format(self.pid))
-      if not wait_dead(self.pid, self.dir, 2) and pid_alive(self.pid, self.dir) then
-        os.execute(("kill -KILL %d 2>/dev/null"):format(self.pid))
-        wait_dead(self.pid, self.dir, 2)
+    if not self:wait(5) then
+      self._proc:kill("sigterm")
+      if not self:wait(2) then
+        self._proc:kill("sigkill")
+        self:wait(2)
       end
     end
   end
   if self._qmp then self._qmp:close() end
   self._final_log = read_all(self._logfile)
   for _, f in ipairs({ "qmp.sock", "qemu.log", "qemu.pid" }) do
-    os.remove(self.dir .. "/" .. f)
+    loop.fs("unlink", self.dir .. "/" .. f)
   end
-  os.remove(self.dir)
+  loop.fs("rmdir", self.dir)
   return true
 end
 
+-- At collection nothing may wait: kill QEMU outright and drop its files.
+local function collect(self)
+  if self._stopped then return end
+  self._stopped = true
+  if self._proc and self._exit == nil then pcall(self._proc.kill, self._proc, "sigkill") end
+  for _, f in ipairs({ "qmp.sock", "qemu.log", "qemu.pid" }) do os.remove(self.dir .. "/" .. f) end
+  os.remove(self.dir)
+end
+
 VM.__close = function(self) pcall(VM.stop, self) end
-VM.__gc = function(self) pcall(VM.stop, self) end
+VM.__gc = function(self) pcall(collect, self) end
 VM.__tostring = function(self)
   return ("scsictl.qemu.vm(pid %s, %d controller%s, %s%s)"):format(
     tostring(self.pid), self.controllers, self.controllers == 1 and "" or "s",

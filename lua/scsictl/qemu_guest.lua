@@ -17,7 +17,15 @@ or, with your own VM and guest:
     qmp = vm,                           -- the VM backend (qemu.vm_backend): its QMP
   }                                     -- connection finds each controller's PCI address
 
-Needs Debian's lua-socket and lua-cjson, like scsictl.qemu.
+Needs Debian's lua-luv and lua-cjson, like scsictl.qemu. Runs on the event
+loop (scsictl.loop): inside a loop task every call yields while the guest
+works, so the steps of many disks overlap; one agent connection serves them
+all, one request at a time in arrival order (qemu-ga answers in order), and
+guest-exec's status is polled by loop timers. Elsewhere each call runs the
+loop until its answer. The agent's channel is controlled by the guest and
+treated as untrusted: a line longer than 1 MiB (M.MAX_LINE) or more than 256
+messages that answer nothing (M.MAX_UNSOLICITED) fail the call in flight and
+drop the connection (the next call reconnects).
 
 WHAT THE GUEST NEEDS
   qemu-ga on a virtio-serial port named org.qemu.guest_agent.0 with
@@ -81,13 +89,15 @@ qemu_guest.linux_guest(opts) -> backend
 
 qemu_guest.agent_connect(path [, opts]) -> agent | nil, msg
   opts.timeout  default timeout of each wait (default 10)
+  opts.retry    seconds between guest-sync-delimited attempts (default 0.5)
   agent:sync([timeout]) -> true | nil, msg
       guest-sync-delimited with a random id (a raw 0xFF first, to flush the
       agent's parser), retried every opts.retry (0.5 s) until the agent
       answers or the timeout passes; output before the answer is dropped.
   agent:execute(command [, arguments [, timeout]]) -> result | nil, msg, class
   agent:exec(path, args [, timeout]) -> { exitcode, signal, out, err } | nil, msg
-      guest-exec with capture-output, then guest-exec-status polling.
+      guest-exec with capture-output, then guest-exec-status polled by loop
+      timers (2 ms, doubling to 50 ms).
   agent:close()
 
 qemu_guest.launch(opts) -> vm, backend | nil, msg
@@ -124,7 +134,8 @@ qemu_guest.image([opts]) -> { kernel, vmlinux, initrd, dir, kver } | nil, msg
   missing (unless opts.build == false).
 ]==]
 
-local cjson, socket, unix = require("scsictl.deps")("scsictl.qemu_guest")
+local uv, cjson = require("scsictl.deps")("scsictl.qemu_guest", "luv", "cjson")
+local loop = require("scsictl.loop")
 local qemu = require("scsictl.qemu")
 local qmp = require("scsictl.qmp")
 
@@ -133,8 +144,10 @@ M.AGENT_PORT = "org.qemu.guest_agent.0"
 M.DEFAULT_TIMEOUT = 30
 M.DEFAULT_APPEND = "console=ttyS0 quiet panic=-1"
 M.IMAGE_FORMAT = "1"        -- scripts/build-guest.sh's FORMAT
+M.MAX_LINE = 1024 * 1024
+M.MAX_UNSOLICITED = 256
 
-local now = socket.gettime
+local now = loop.now
 
 local function shquote(s)
   return "'" .. tostring(s):gsub("'", "'\\''") .. "'"
@@ -180,69 +193,103 @@ Agent.__name = "scsictl.qemu_guest.agent"
 local seeded = false
 local function random_id()
   if not seeded then
-    local f = io.open("/dev/urandom", "rb")
-    local s = f and f:read(4) or ""
-    if f then f:close() end
-    local seed = #s == 4 and string.unpack("<I4", s) or math.floor(now() * 1e6)
-    math.randomseed(seed, math.floor(now() * 1e6))
+    local seed = uv.hrtime()
+    math.randomseed(seed, uv.os_getpid())
     seeded = true
   end
   return math.random(1, 0x7fffffff)
 end
 
+-- The connection is gone: the request in flight and every queued one fail.
 function Agent:_broken(msg)
-  if not self._closed then
-    self._closed = msg
-    if self._sock then self._sock:close() end
-    self._sock = nil
-  end
-  return nil, msg, "Closed"
+  if self._closed then return end
+  self._closed = msg
+  loop.close(self._pipe)
+  local fail = self._fail
+  self._accept, self._fail = nil, nil
+  if fail then fail(nil, msg, "Closed") end
+  local queue = self._queue
+  self._queue = {}
+  for _, turn in ipairs(queue) do turn(true) end
 end
 
--- One line before `deadline` (the line terminator removed).
-function Agent:_read_line(deadline)
-  if self._closed then return nil, "agent connection closed: " .. self._closed, "Closed" end
-  while true do
-    local left = deadline - now()
-    if left < 0 then left = 0 end
-    self._sock:settimeout(left)
-    local line, err, partial = self._sock:receive("*l", self._partial)
-    if line then
-      self._partial = nil
-      if line:find("%S") then return line end
-    elseif err == "timeout" then
-      self._partial = partial ~= "" and partial or nil
-      return nil, "timed out", "Timeout"
-    else
-      return self:_broken("agent connection closed (" .. tostring(err) .. ")")
+function Agent:_on_data(err, data)
+  if self._closed then return end
+  if err then return self:_broken(("agent connection closed (%s)"):format(err)) end
+  if not data then return self:_broken("agent connection closed by the guest") end
+  local lines, msg = self._reader(data)
+  if not lines then
+    return self:_broken(("the guest agent sent %s; connection dropped"):format(msg))
+  end
+  for _, line in ipairs(lines) do
+    if line:find("%S") then
+      local accept = self._accept
+      if accept and accept(line) then
+        self._unsolicited = 0
+      else
+        self._unsolicited = self._unsolicited + 1
+        if self._unsolicited > M.MAX_UNSOLICITED then
+          return self:_broken(("the guest agent sent more than %d messages that answer nothing; "
+            .. "connection dropped"):format(M.MAX_UNSOLICITED))
+        end
+      end
+      if self._closed then return end
     end
   end
 end
 
--- Sends data before `deadline`. The agent side stops reading while no agent
--- has the port open, so a send can block: if nothing was written by the
--- deadline, that is a timeout; half a request breaks the stream.
-function Agent:_send(data, deadline)
-  if self._closed then return nil, "agent connection closed: " .. self._closed, "Closed" end
-  local sent = 0
-  deadline = deadline or now() + self.timeout
-  while sent < #data do
-    local left = deadline - now()
-    if left <= 0 then
-      if sent == 0 then return nil, "the guest agent is not reading (send timed out)", "Timeout" end
-      return self:_broken("agent connection closed (send timed out)")
-    end
-    self._sock:settimeout(left)
-    local last, err, partial = self._sock:send(data, sent + 1)
-    if last then
-      sent = last
-    elseif err == "timeout" then
-      sent = partial or sent
-    else
-      return self:_broken("agent connection closed (" .. tostring(err) .. ")")
-    end
+-- Takes the connection's turn (requests go one at a time, in order).
+function Agent:_acquire(what, timeout)
+  if not self._busy then
+    self._busy = true
+    return true
   end
+  local mine
+  local ok, msg, class = loop.wait(what, function(done)
+    mine = done
+    self._queue[#self._queue + 1] = mine
+    return function()
+      for i, t in ipairs(self._queue) do if t == mine then table.remove(self._queue, i) break end end
+    end
+  end, timeout)
+  if not ok then return nil, msg, class end
   return true
+end
+
+function Agent:_release()
+  local nxt = table.remove(self._queue, 1)
+  if nxt then nxt(true) else self._busy = false end
+end
+
+-- Sends data and waits for the first line that accept(line) turns into a
+-- value (non-nil); other lines are stale answers and are skipped.
+function Agent:_exchange(what, data, accept, timeout)
+  if self._closed then return nil, ("%s: %s"):format(what, self._closed), "Closed" end
+  local ok, msg, class = self:_acquire(what, timeout)
+  if not ok then return nil, msg, class end
+  if self._closed then
+    self:_release()
+    return nil, ("%s: %s"):format(what, self._closed), "Closed"
+  end
+  local r1, r2, r3 = loop.wait(what, function(done)
+    self._accept = function(line)
+      local v = accept(line)
+      if v == nil then return false end
+      self._accept, self._fail = nil, nil
+      done(v)
+      return true
+    end
+    self._fail = done
+    self._pipe:write(data, function(err)
+      if err then self:_broken(("agent connection closed (%s)"):format(err)) end
+    end)
+    return function() self._accept, self._fail = nil, nil end
+  end, timeout)
+  self:_release()
+  if r1 == nil and r3 == "Closed" and not r2:find(what, 1, true) then
+    r2 = ("%s: %s"):format(what, r2)
+  end
+  return r1, r2, r3
 end
 
 local decode = qmp.decode -- JSON object, integral numbers as integers
@@ -253,31 +300,23 @@ function Agent:sync(timeout)
   local last = "no answer"
   while true do
     local id = random_id()
-    local ok, msg, class = self:_send("\255" .. cjson.encode({
-      execute = "guest-sync-delimited", arguments = { id = id } }) .. "\n", deadline)
-    if not ok and class ~= "Timeout" then return nil, "guest-sync-delimited: " .. msg, class end
-    if not ok then last = msg end
-    local attempt = math.min(deadline, now() + self.retry)
-    while true do
-      local line, err, rclass = self:_read_line(attempt)
-      if not line then
-        if rclass ~= "Timeout" then return nil, "guest-sync-delimited: " .. err, rclass end
-        break
-      end
+    local data = "\255" .. cjson.encode({ execute = "guest-sync-delimited", arguments = { id = id } }) .. "\n"
+    local r, msg, class = self:_exchange("guest-sync-delimited", data, function(line)
       -- The answer follows a 0xFF byte; anything before it is stale.
       local at = line:find("\255[^\255]*$")
-      if at then
-        local obj = decode(line:sub(at + 1))
-        if obj and obj["return"] == id then
-          self._synced = true
-          return true
-        end
-        if obj and obj.error then
-          last = tostring(type(obj.error) == "table" and obj.error.desc or obj.error)
-        end
+      if not at then return nil end
+      local obj = decode(line:sub(at + 1))
+      if obj and obj["return"] == id then return true end
+      if obj and obj.error then
+        last = tostring(type(obj.error) == "table" and obj.error.desc or obj.error)
       end
+    end, math.max(0.001, math.min(self.retry, deadline - now())))
+    if r then
+      self._synced = true
+      return true
     end
-    if now() >= deadline then
+    if class ~= "Timeout" then return nil, msg, class end
+    if loop.current() and loop.current().cancelled or now() >= deadline then
       return nil, ("guest-sync-delimited: the guest agent did not answer within %gs (%s)")
         :format(timeout, last), "Timeout"
     end
@@ -295,27 +334,20 @@ function Agent:execute(command, arguments, timeout)
   local id = "scsictl-" .. self._next
   local req = { execute = command, id = id }
   if arguments and next(arguments) ~= nil then req.arguments = arguments end
-  local ok, msg, class = self:_send(cjson.encode(req) .. "\n", deadline)
-  if not ok then return nil, command .. ": " .. msg, class end
-  while true do
-    local line
-    line, msg, class = self:_read_line(deadline)
-    if not line then
-      if class == "Timeout" then
-        self._synced = false   -- a late reply may come: resync before the next command
-        return nil, ("%s: no reply from the guest agent within %gs"):format(command, timeout), "Timeout"
-      end
-      return nil, command .. ": " .. msg, class
+  local obj, msg, class = self:_exchange(command, cjson.encode(req) .. "\n", function(line)
+    local o = decode(line:gsub("^[^{]*", ""))
+    if o and o.id == id then return o end
+  end, math.max(0.001, deadline - now()))
+  if not obj then
+    if class == "Timeout" or class == "Cancelled" then
+      self._synced = false   -- a late reply may come: resync before the next command
     end
-    local obj = decode(line:gsub("^[^{]*", ""))
-    if obj and obj.id == id then
-      if obj["return"] ~= nil then return obj["return"] end
-      local e = type(obj.error) == "table" and obj.error or {}
-      local cls = type(e.class) == "string" and e.class or "GenericError"
-      return nil, ("%s: %s: %s"):format(command, cls, tostring(e.desc or "(no description)")), cls
-    end
-    -- anything else: a late reply to a command that timed out earlier
+    return nil, msg, class
   end
+  if obj["return"] ~= nil then return obj["return"] end
+  local e = type(obj.error) == "table" and obj.error or {}
+  local cls = type(e.class) == "string" and e.class or "GenericError"
+  return nil, ("%s: %s: %s"):format(command, cls, tostring(e.desc or "(no description)")), cls
 end
 
 function Agent:exec(path, args, timeout)
@@ -340,7 +372,9 @@ function Agent:exec(path, args, timeout)
       return { exitcode = st.exitcode, signal = st.signal,
                out = b64decode(st["out-data"]), err = b64decode(st["err-data"]) }
     end
-    socket.sleep(math.min(delay, math.max(deadline - now(), 0)))
+    local slept
+    slept, msg, class = loop.sleep(math.min(delay, math.max(deadline - now(), 0)))
+    if not slept then return nil, ("guest-exec %s: %s"):format(path, msg), class end
     delay = math.min(delay * 2, 0.05)
   end
 end
@@ -348,13 +382,10 @@ end
 function Agent:is_closed() return self._closed ~= nil, self._closed end
 
 function Agent:close()
-  if self._sock then self._sock:close() end
-  self._sock = nil
-  self._closed = self._closed or "closed by the client"
+  self:_broken("closed by the client")
   return true
 end
 
-Agent.__gc = Agent.close
 Agent.__close = Agent.close
 Agent.__tostring = function(self)
   return ("scsictl.qemu_guest.agent(%s%s)"):format(self.path, self._closed and ", closed" or "")
@@ -369,17 +400,13 @@ function M.agent_connect(path, opts)
   if type(timeout) ~= "number" or timeout <= 0 then
     error("agent_connect: timeout must be a positive number", 2)
   end
-  local sock, err = unix.stream()
-  if not sock then return nil, ("agent connect to %s: %s"):format(path, tostring(err)), "Closed" end
-  sock:settimeout(timeout)
-  local ok
-  ok, err = sock:connect(path)
-  if not ok then
-    sock:close()
-    return nil, ("agent connect to %s: %s"):format(path, tostring(err)), "Closed"
-  end
-  return setmetatable({ path = path, timeout = timeout, retry = opts.retry or 0.5,
-    _sock = sock, _next = 0 }, Agent)
+  local pipe, msg = qmp.pipe_connect(path, "agent connect to " .. path, timeout)
+  if not pipe then return nil, msg, "Closed" end
+  local self = setmetatable({ path = path, timeout = timeout, retry = opts.retry or 0.5,
+    _pipe = pipe, _next = 0, _queue = {}, _unsolicited = 0,
+    _reader = qmp.line_reader(M.MAX_LINE) }, Agent)
+  pipe:read_start(function(err, data) self:_on_data(err, data) end)
+  return self
 end
 
 ---------------------------------------------------------------------------
@@ -795,20 +822,26 @@ local function script_dir()
 end
 
 local function read_env(path)
-  local f = io.open(path, "r")
-  if not f then return nil end
+  local text = loop.read_file(path)
+  if not text then return nil end
   local t = {}
-  for line in f:lines() do
+  for line in text:gmatch("[^\n]+") do
     local k, v = line:match("^(%u+)=\"?(.-)\"?$")
     if k then t[k] = v end
   end
-  f:close()
   return t
 end
 
-local function nopreload_env()
+-- The environment for host tools: a sanitizer runtime that a sanitizer
+-- build preloads into lua5.4 must not reach them.
+local function tool_env()
   local preload = os.getenv("LD_PRELOAD")
-  return preload and preload:find("lib%a*san") and "env -u LD_PRELOAD " or ""
+  if not (preload and preload:find("lib%a*san")) then return nil end
+  local env = {}
+  for _, k in ipairs({ "PATH", "HOME", "TMPDIR", "LANG", "SCSICTL_GUEST_REBUILD" }) do
+    if os.getenv(k) then env[#env + 1] = k .. "=" .. os.getenv(k) end
+  end
+  return env
 end
 
 function M.image(opts)
@@ -823,18 +856,14 @@ function M.image(opts)
   if env and env.FORMAT ~= M.IMAGE_FORMAT then env = nil end   -- built by an older script
   if not env and opts.build ~= false then
     local script = root and (root .. "scripts/build-guest.sh")
-    if not script or not io.open(script, "r") then
+    if not script or not loop.fs("stat", script) then
       return nil, "image: no guest image in " .. dir .. " and scripts/build-guest.sh is not available"
     end
-    local log = os.tmpname()
-    local ok = os.execute(("%sbash %s %s >%s 2>&1"):format(nopreload_env(), shquote(script),
-      shquote(dir), shquote(log)))
-    local f = io.open(log, "r")
-    local text = f and f:read("a") or ""
-    if f then f:close() end
-    os.remove(log)
-    if ok ~= true then
-      return nil, ("image: scripts/build-guest.sh %s failed: %s"):format(dir, trim(text))
+    -- Off the loop: the builder is a child process the loop waits for.
+    local ok, msg, text = loop.command({ "bash", script, dir }, { env = tool_env(), timeout = 1800 })
+    if not ok then
+      local why = trim(text or "")
+      return nil, ("image: scripts/build-guest.sh %s failed: %s"):format(dir, why ~= "" and why or msg)
     end
     env = read_env(dir .. "/latest/guest.env")
   end
@@ -869,11 +898,7 @@ GuestVM.__index = function(t, k)
 end
 
 local function read_all(path)
-  local f = io.open(path, "rb")
-  if not f then return "" end
-  local s = f:read("a") or ""
-  f:close()
-  return s
+  return loop.read_file(path) or ""
 end
 
 function gvm_methods.console(self)
@@ -889,13 +914,21 @@ function gvm_methods.stop(self)
   if self._guest then self._guest:close() end
   self._vm:stop()
   self._final_console = read_all(self._gdir .. "/console.log")
-  for _, f in ipairs({ "qga.sock", "console.log" }) do os.remove(self._gdir .. "/" .. f) end
-  os.remove(self._gdir)
+  for _, f in ipairs({ "qga.sock", "console.log" }) do loop.fs("unlink", self._gdir .. "/" .. f) end
+  loop.fs("rmdir", self._gdir)
   return true
 end
 
+-- At collection nothing may wait: QEMU is killed by its own collector.
+local function collect(self)
+  if rawget(self, "_stopped_g") then return end
+  self._stopped_g = true
+  for _, f in ipairs({ "qga.sock", "console.log" }) do os.remove(self._gdir .. "/" .. f) end
+  os.remove(self._gdir)
+end
+
 GuestVM.__close = function(self) pcall(gvm_methods.stop, self) end
-GuestVM.__gc = function(self) pcall(gvm_methods.stop, self) end
+GuestVM.__gc = function(self) pcall(collect, self) end
 GuestVM.__tostring = function(self)
   return ("scsictl.qemu_guest.vm(pid %s, %d controller%s, %s, booted in %.2fs%s)"):format(
     tostring(self._vm.pid), self._vm.controllers, self._vm.controllers == 1 and "" or "s",
@@ -909,8 +942,8 @@ local function tail(s, n)
 end
 
 local function kvm_usable()
-  local f = io.open("/dev/kvm", "r+")
-  if f then f:close() return true end
+  local fd = loop.fs("open", "/dev/kvm", "r+", 0)
+  if fd then loop.fs("close", fd) return true end
   return false
 end
 
@@ -919,10 +952,8 @@ local kvm_probe_failure
 
 local function boot(opts, accel, boot_timeout)
   local parent = opts.tmpdir or os.getenv("TMPDIR") or "/tmp"
-  local p = io.popen("mktemp -d " .. shquote(parent .. "/scsictl-guest.XXXXXX"), "r")
-  local gdir = p and p:read("l")
-  if p then p:close() end
-  if not gdir or gdir == "" then return nil, "launch: cannot create a temporary directory in " .. parent end
+  local gdir = loop.fs("mkdtemp", parent .. "/scsictl-guest.XXXXXX")
+  if not gdir then return nil, "launch: cannot create a temporary directory in " .. parent end
   local agent_sock = gdir .. "/qga.sock"
   local args = {
     "-no-reboot",
@@ -943,9 +974,9 @@ local function boot(opts, accel, boot_timeout)
     timeout = opts.qemu_timeout or 10, tmpdir = opts.tmpdir, pci_base = opts.pci_base,
   }
   if not vm then
-    os.remove(gdir .. "/console.log")
-    os.remove(agent_sock)
-    os.remove(gdir)
+    loop.fs("unlink", gdir .. "/console.log")
+    loop.fs("unlink", agent_sock)
+    loop.fs("rmdir", gdir)
     return nil, msg
   end
   local self = setmetatable({ _vm = vm, _gdir = gdir, agent_socket = agent_sock,
@@ -968,7 +999,7 @@ local function boot(opts, accel, boot_timeout)
     agent, msg = M.agent_connect(agent_sock, { timeout = opts.timeout or M.DEFAULT_TIMEOUT, retry = 0.25 })
     if agent then break end
     if now() > deadline then return fail("no guest agent socket: " .. tostring(msg)) end
-    socket.sleep(0.05)
+    loop.sleep(0.05)
   end
   while true do
     local left = deadline - now()
@@ -1010,9 +1041,9 @@ function M.launch(opts)
     o.guest_dir_used = img.dir
   end
   for _, f in ipairs({ o.kernel, o.initrd }) do
-    local fh = io.open(f, "rb")
-    if not fh then return nil, "launch: cannot read " .. tostring(f) end
-    fh:close()
+    local fd, msg = loop.fs("open", f, "r", 0)
+    if not fd then return nil, ("launch: cannot read %s: %s"):format(tostring(f), msg) end
+    loop.fs("close", fd)
   end
   local accel = o.accel or os.getenv("SCSICTL_QEMU_ACCEL") or "tcg"
   if accel == "" then accel = "tcg" end

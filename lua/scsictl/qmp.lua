@@ -1,5 +1,10 @@
 --[==[
-scsictl.qmp — a small QMP (QEMU Machine Protocol) client over a UNIX socket.
+scsictl.qmp — a QMP (QEMU Machine Protocol) client over a UNIX socket, on
+the event loop (scsictl.loop). One connection serves many operations at
+once: commands carry ids and replies are matched by id; events go to whoever
+waits for them. Inside a scsictl.loop task every call yields while it waits;
+elsewhere it runs the loop until its answer (so plain scripts block as
+before).
 
   local qmp = require("scsictl.qmp")
   local c = assert(qmp.connect("/run/vm1/qmp.sock", { timeout = 10 }))
@@ -10,7 +15,7 @@ scsictl.qmp — a small QMP (QEMU Machine Protocol) client over a UNIX socket.
   local ev = c:wait_event("DEVICE_DELETED", function(e) return e.data.device == "d1" end, 5)
   c:close()
 
-Needs Debian's lua-socket (socket.unix) and lua-cjson.
+Needs Debian's lua-luv and lua-cjson.
 
 API
   qmp.connect(path [, opts]) -> client | nil, msg, class
@@ -21,9 +26,15 @@ API
       Asynchronous events read meanwhile are queued (client:events()).
       Failure: msg = "<command>: <class>: <desc>", class = QMP's error class
       ("GenericError", "DeviceNotFound", ...) or one of the client's own:
-      "Timeout" (no reply in time; the connection stays usable, a late reply
-      is discarded), "Closed" (the socket closed or broke; every later call
-      fails at once with "Closed"), "Protocol" (undecodable data).
+      "Timeout" (no reply in time, or the task's deadline passed; the
+      connection stays usable, a late reply is discarded), "Cancelled" (the
+      task was cancelled), "Closed" (the socket closed or broke, or the peer
+      broke a cap below; every call waiting and every later call fails at
+      once with the reason).
+      Caps (the peer cannot grow our memory without bound): a line longer
+      than qmp.MAX_LINE (1 MiB) or undecodable data closes the connection;
+      at most qmp.MAX_EVENTS (256) events nobody waits for are kept, the
+      oldest dropped first (client.dropped counts them).
       A result that is JSON null (none for the commands used here) is
       returned as qmp.null.
   client:hmp(command_line [, timeout]) -> text | nil, msg, class
@@ -35,57 +46,34 @@ API
   client:events([name]) -> array       removes and returns queued events
                                        (all, or those called name)
   client:drop_events(name [, match])   discards matching queued events
-  client:poll([timeout])               reads whatever arrives within timeout
-                                       (default 0) into the event queue
+  client:poll([timeout])               lets the loop run for timeout seconds
+                                       (default 0), queueing what arrives
+  client:watch(name [, match]) -> watch   starts collecting the first event
+      called name for which match(event) is true, before the command that
+      causes it is sent; watch:wait([timeout]) -> event | nil, msg, class;
+      watch:cancel()
+  client.on_close                      function(reason) called once when the
+                                       connection closes (not by close())
+  client.explain                       function(reason, done) that may
+      replace the reason given to waiting calls when the peer goes away
+      (scsictl.qemu's launcher says how QEMU exited); must call done(text)
   client:is_closed() -> boolean, reason
   client:close()
   client.greeting                      the decoded greeting's QMP member
 ]==]
 
-local cjson, socket, unix = require("scsictl.deps")("scsictl.qmp")
+local uv, cjson = require("scsictl.deps")("scsictl.qmp", "luv", "cjson")
+local loop = require("scsictl.loop")
 
 local qmp = {}
 qmp.null = cjson.null
 qmp.DEFAULT_TIMEOUT = 10
+qmp.MAX_LINE = 1024 * 1024
+qmp.MAX_EVENTS = 256
 
 local Client = {}
 Client.__index = Client
 Client.__name = "scsictl.qmp.client"
-
-local now = socket.gettime
-
-local function fail(self, class, msg)
-  if class == "Closed" and not self._closed then
-    self._closed = msg
-    if self._sock then self._sock:close() end
-    self._sock = nil
-  end
-  return nil, msg, class
-end
-
--- Reads one line (without the line terminator) before `deadline`.
--- Returns line, or nil, msg, class.
-function Client:_read_line(deadline)
-  if self._closed then
-    return nil, "QMP connection closed: " .. self._closed, "Closed"
-  end
-  while true do
-    local left = deadline - now()
-    if left < 0 then left = 0 end
-    self._sock:settimeout(left)
-    local line, err, partial = self._sock:receive("*l", self._partial)
-    if line then
-      self._partial = nil
-      line = line:gsub("\r$", "")
-      if line ~= "" then return line end
-    elseif err == "timeout" then
-      self._partial = partial ~= "" and partial or nil
-      return nil, "timed out", "Timeout"
-    else
-      return fail(self, "Closed", "QMP connection closed (" .. tostring(err) .. ")")
-    end
-  end
-end
 
 -- cjson decodes every JSON number as a float; QMP's (and qemu-ga's) numbers
 -- (luns, ids, sizes, timestamps, pids) are integers, so integral values
@@ -101,44 +89,114 @@ local function integers(v)
   return v
 end
 
--- Reads and decodes one message. Events are queued and returned too.
-function Client:_read_message(deadline)
-  local line, msg, class = self:_read_line(deadline)
-  if not line then return nil, msg, class end
-  local obj = qmp.decode(line)
-  if not obj then
-    return nil, "undecodable QMP message: " .. line:sub(1, 200), "Protocol"
-  end
-  if obj.event then
-    self._queue[#self._queue + 1] = obj
-  end
-  return obj
+-- Decodes one JSON object, integral numbers as Lua integers; nil if the
+-- text is not a JSON object. Shared with the guest-agent client.
+function qmp.decode(text)
+  local ok, obj = pcall(cjson.decode, text)
+  if ok and type(obj) == "table" then return integers(obj) end
 end
 
-function Client:_send(obj)
-  if self._closed then
-    return nil, "QMP connection closed: " .. self._closed, "Closed"
-  end
-  local data = cjson.encode(obj) .. "\n"
-  local sent = 0
-  local deadline = now() + self.timeout
-  while sent < #data do
-    local left = deadline - now()
-    if left <= 0 then
-      -- A half-written command cannot be taken back: the stream is unusable.
-      return fail(self, "Closed", "QMP connection closed (send timed out)")
+-- Splits a byte stream into lines, at most `max` bytes each. feed(data)
+-- returns an array of complete lines (without "\r\n"), or nil, msg when a
+-- line grows past the cap. Shared with the guest-agent client.
+function qmp.line_reader(max)
+  local partial = {}
+  local size = 0
+  return function(data)
+    local lines = {}
+    local start = 1
+    while true do
+      local nl = data:find("\n", start, true)
+      if not nl then break end
+      local piece = data:sub(start, nl - 1)
+      if size + #piece > max then return nil, ("a line longer than %d bytes"):format(max) end
+      partial[#partial + 1] = piece
+      local line = table.concat(partial):gsub("\r$", "")
+      partial, size = {}, 0
+      lines[#lines + 1] = line
+      start = nl + 1
     end
-    self._sock:settimeout(left)
-    local last, err, partial = self._sock:send(data, sent + 1)
-    if last then
-      sent = last
-    elseif err == "timeout" then
-      sent = partial or sent
-    else
-      return fail(self, "Closed", "QMP connection closed (" .. tostring(err) .. ")")
+    local rest = data:sub(start)
+    if rest ~= "" then
+      size = size + #rest
+      if size > max then return nil, ("a line longer than %d bytes"):format(max) end
+      partial[#partial + 1] = rest
+    end
+    return lines
+  end
+end
+
+-- The connection is gone: fail everything waiting, once, with the reason.
+function Client:_broken(reason)
+  if self._closed then return end
+  self._closed = reason
+  loop.close(self._pipe)
+  local function fail_all(text)
+    self._closed = text
+    local pending, watches = self._pending, self._watches
+    self._pending, self._watches = {}, {}
+    for _, done in pairs(pending) do done(nil, text, "Closed") end
+    for _, w in ipairs(watches) do w.done(nil, text, "Closed") end
+    if self.on_close then pcall(self.on_close, text) end
+  end
+  if self.explain then
+    local ok = pcall(self.explain, reason, fail_all)
+    if not ok then fail_all(reason) end
+  else
+    fail_all(reason)
+  end
+end
+
+function Client:_on_message(obj)
+  if obj.QMP then
+    self.greeting = obj.QMP
+    local g = self._on_greeting
+    self._on_greeting = nil
+    if g then g(obj.QMP) end
+    return
+  end
+  if obj.event then
+    for i, w in ipairs(self._watches) do
+      if w.name == obj.event and (w.match == nil or w.match(obj)) then
+        table.remove(self._watches, i)
+        w.done(obj)
+        return
+      end
+    end
+    local q = self._queue
+    q[#q + 1] = obj
+    if #q > qmp.MAX_EVENTS then
+      table.remove(q, 1)
+      self.dropped = self.dropped + 1
+    end
+    return
+  end
+  local done = obj.id ~= nil and self._pending[obj.id]
+  if done then
+    self._pending[obj.id] = nil
+    done(obj)
+  end
+  -- Anything else: a late reply to a command given up on (discarded).
+end
+
+function Client:_on_data(err, data)
+  if self._closed then return end
+  if err then return self:_broken(("QMP connection to %s broke: %s"):format(self.path, err)) end
+  if not data then return self:_broken(("QMP connection to %s closed by the peer"):format(self.path)) end
+  local lines, msg = self._reader(data)
+  if not lines then
+    return self:_broken(("QMP peer sent %s; connection dropped"):format(msg))
+  end
+  for _, line in ipairs(lines) do
+    if line ~= "" then
+      local obj = qmp.decode(line)
+      if not obj then
+        return self:_broken("undecodable QMP message: " .. line:sub(1, 200) .. "; connection dropped")
+      end
+      self:_on_message(obj)
+      if self._closed then return end
     end
   end
-  return true
 end
 
 local function describe(command, err)
@@ -153,31 +211,26 @@ function Client:execute(command, arguments, timeout)
   if type(command) ~= "string" then
     error("execute: command must be a string", 2)
   end
-  timeout = timeout or self.timeout
+  if self._closed then return nil, ("%s: %s"):format(command, self._closed), "Closed" end
   self._next_id = self._next_id + 1
   local id = "scsictl-" .. self._next_id
   local req = { execute = command, id = id }
   if arguments ~= nil and next(arguments) ~= nil then req.arguments = arguments end
-  local ok, msg, class = self:_send(req)
-  if not ok then return nil, command .. ": " .. msg, class end
-  local deadline = now() + timeout
-  while true do
-    local obj
-    obj, msg, class = self:_read_message(deadline)
-    if not obj then
-      if class == "Timeout" then
-        msg = ("no reply within %gs"):format(timeout)
-      end
-      return nil, ("%s: %s: %s"):format(command, class, msg), class
-    end
-    if obj.id == id then
-      if obj["return"] ~= nil then return obj["return"] end
-      local m, c = describe(command, obj.error)
-      return nil, m, c
-    end
-    -- Anything else is an event (queued) or a late reply to a command that
-    -- timed out earlier (discarded).
+  local data = cjson.encode(req) .. "\n"
+  local obj, msg, class = loop.wait(command, function(done)
+    self._pending[id] = done
+    self._pipe:write(data, function(err)
+      if err then self:_broken(("QMP connection to %s broke: %s"):format(self.path, err)) end
+    end)
+    return function() self._pending[id] = nil end
+  end, timeout or self.timeout)
+  if not obj then
+    if class == "Closed" then msg = ("%s: %s"):format(command, msg) end
+    return nil, msg, class
   end
+  if obj["return"] ~= nil then return obj["return"] end
+  local m, c = describe(command, obj.error)
+  return nil, m, c
 end
 
 function Client:hmp(command_line, timeout)
@@ -194,35 +247,54 @@ local function take(queue, name, match)
   end
 end
 
-function Client:wait_event(name, match, timeout)
-  timeout = timeout or self.timeout
-  local ev = take(self._queue, name, match)
-  if ev then return ev end
-  local deadline = now() + timeout
-  while true do
-    local obj, msg, class = self:_read_message(deadline)
-    if not obj then
-      if class == "Timeout" then
-        msg = ("no %s event within %gs"):format(name or "", timeout)
-      end
-      return nil, ("waiting for %s: %s: %s"):format(name or "an event", class, msg), class
-    end
-    if obj.event then
-      ev = take(self._queue, name, match)
-      if ev then return ev end
-    end
+local Watch = {}
+Watch.__index = Watch
+
+function Client:watch(name, match)
+  local w = setmetatable({ client = self, name = name, match = match }, Watch)
+  w.done = function(...) w.result = table.pack(...) if w.wake then w.wake(...) end end
+  if self._closed then
+    w.result = table.pack(nil, self._closed, "Closed")
+  else
+    self._watches[#self._watches + 1] = w
+  end
+  return w
+end
+
+function Watch:cancel()
+  for i, x in ipairs(self.client._watches) do
+    if x == self then table.remove(self.client._watches, i) break end
   end
 end
 
-function Client:poll(timeout)
-  local deadline = now() + (timeout or 0)
-  while true do
-    local obj, msg, class = self:_read_message(deadline)
-    if not obj then
-      if class == "Timeout" then return true end
-      return nil, msg, class
-    end
+function Watch:wait(timeout)
+  local what = ("waiting for %s"):format(self.name)
+  if not self.result then
+    local _, msg, class = loop.wait(what, function(done)
+      self.wake = done
+      return function() self.wake = nil end
+    end, timeout or self.client.timeout)
+    self.wake = nil
+    if not self.result then return nil, msg, class end
   end
+  local r = self.result
+  if r[1] == nil then return nil, ("%s: %s"):format(what, r[2]), r[3] end
+  return r[1]
+end
+
+function Client:wait_event(name, match, timeout)
+  local ev = take(self._queue, name, match)
+  if ev then return ev end
+  local w = self:watch(name, match)
+  local r, msg, class = w:wait(timeout)
+  w:cancel()
+  return r, msg, class
+end
+
+function Client:poll(timeout)
+  if (timeout or 0) > 0 then loop.sleep(timeout) end
+  if self._closed then return nil, self._closed, "Closed" end
+  return true
 end
 
 function Client:events(name)
@@ -244,18 +316,34 @@ function Client:is_closed()
 end
 
 function Client:close()
-  if self._sock then self._sock:close() end
-  self._sock = nil
-  self._closed = self._closed or "closed by the client"
+  if not self._closed then
+    self.on_close, self.explain = nil, nil
+    self:_broken("closed by the client")
+  end
   return true
 end
 
-Client.__gc = Client.close
+-- Nothing to do at collection: luv closes an unreachable handle itself.
 Client.__close = Client.close
 
 function Client:__tostring()
   return ("scsictl.qmp.client(%s%s)"):format(self.path,
     self._closed and ", closed" or "")
+end
+
+-- A connected pipe to `path`, or nil, msg.
+function qmp.pipe_connect(path, what, timeout)
+  local pipe = uv.new_pipe(false)
+  local ok, msg = loop.wait(what, function(done)
+    local _, err = pipe:connect(path, function(e) done(not e, e) end)
+    if err then done(false, err) end
+    return function() loop.close(pipe) end
+  end, timeout)
+  if not ok then
+    loop.close(pipe)
+    return nil, msg and msg:find(what, 1, true) and msg or ("%s: %s"):format(what, tostring(msg))
+  end
+  return pipe
 end
 
 function qmp.connect(path, opts)
@@ -267,44 +355,33 @@ function qmp.connect(path, opts)
   if type(timeout) ~= "number" or timeout <= 0 then
     error("qmp.connect: timeout must be a positive number", 2)
   end
-  local sock, err = unix.stream()
-  if not sock then
-    return nil, ("QMP connect to %s: %s"):format(path, tostring(err)), "Closed"
-  end
-  sock:settimeout(timeout)
-  local ok
-  ok, err = sock:connect(path)
-  if not ok then
-    sock:close()
-    return nil, ("QMP connect to %s: %s"):format(path, tostring(err)), "Closed"
-  end
+  local what = "QMP connect to " .. path
+  local deadline = loop.now() + timeout
+  local pipe, msg = qmp.pipe_connect(path, what, timeout)
+  if not pipe then return nil, msg, "Closed" end
   local self = setmetatable({
-    path = path, timeout = timeout, _sock = sock, _queue = {}, _next_id = 0,
+    path = path, timeout = timeout, _pipe = pipe, _queue = {}, _next_id = 0,
+    _pending = {}, _watches = {}, dropped = 0, _reader = qmp.line_reader(qmp.MAX_LINE),
   }, Client)
-  local deadline = now() + timeout
-  local greeting, msg, class
-  repeat
-    greeting, msg, class = self:_read_message(deadline)
-  until not greeting or greeting.QMP
+  pipe:read_start(function(err, data) self:_on_data(err, data) end)
+  local greeting, class
+  greeting, msg, class = loop.wait(what .. ": greeting", function(done)
+    if self.greeting then return done(self.greeting) end
+    self._on_greeting = done
+    return function() self._on_greeting = nil end
+  end, math.max(0.001, deadline - loop.now()))
   if not greeting then
+    if self._closed then msg = self._closed end
     self:close()
-    return nil, ("QMP connect to %s: no greeting: %s"):format(path, msg), class
+    return nil, ("%s: no greeting: %s"):format(what, msg), class or "Closed"
   end
-  self.greeting = greeting.QMP
   local _
-  _, msg, class = self:execute("qmp_capabilities")
+  _, msg, class = self:execute("qmp_capabilities", nil, math.max(0.001, deadline - loop.now()))
   if msg then
     self:close()
-    return nil, ("QMP connect to %s: %s"):format(path, msg), class
+    return nil, ("%s: %s"):format(what, msg), class
   end
   return self
-end
-
--- Decodes one JSON object, integral numbers as Lua integers; nil if the
--- text is not a JSON object. Shared with the guest-agent client.
-function qmp.decode(text)
-  local ok, obj = pcall(cjson.decode, text)
-  if ok and type(obj) == "table" then return integers(obj) end
 end
 
 return qmp
