@@ -5,6 +5,7 @@
 #   make sanitize  the same tests built with AddressSanitizer + UBSan
 #   make tsan      the C thread and lock tests under ThreadSanitizer
 #   make bench     benchmarks (see bench/)
+#   make bench-guest  many disks on the booted test guest, serial vs concurrent
 #   make guest     build the Linux test guest (kernel + initramfs) into $(BUILD)/guest
 #   make fresh-root  make test + make demo in a minimal debootstrapped Debian 12 (root)
 #   make fuzz      libFuzzer on the core's operations and on snapshot import
@@ -13,7 +14,7 @@ BUILD ?= build
 JOBS ?= $(shell nproc 2>/dev/null || echo 2)
 LUA_ENV = LUA_PATH='$(CURDIR)/lua/?.lua;$(CURDIR)/lua/?/init.lua;;' LUA_CPATH='$(CURDIR)/$(BUILD)/lua/?.so;;'
 
-.PHONY: all deps build test demo repl sanitize tsan bench fuzz clean guest fresh-root
+.PHONY: all deps build test demo repl sanitize tsan bench bench-guest fuzz clean guest fresh-root
 FUZZ_SECONDS ?= 600
 
 all: build
@@ -48,6 +49,9 @@ tsan: deps
 
 bench: build
 	cmake --build $(BUILD) --target bench-run
+
+bench-guest: build
+	$(LUA_ENV) lua5.4 bench/bench_guest.lua $(BUILD) $(BENCH_N)
 
 fresh-root:
 	@sh scripts/deps.sh ci
