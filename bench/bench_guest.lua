@@ -54,7 +54,8 @@ local function must(v, msg) if not v then error(msg, 2) end return v end
 local dir = must(loop.fs("mkdtemp", (os.getenv("TMPDIR") or "/tmp") .. "/scsictl-bench-guest.XXXXXX"))
 io.stderr:write(("bench-guest: booting the test guest with %d controller(s) of %d luns...\n")
   :format(controllers, LUNS))
-local vm, guest = qemu_guest.launch{ controllers = controllers, timeout = 60 }
+local vm, guest = qemu_guest.launch{ controllers = controllers, timeout = 60,
+                                    args = { "-smp", os.getenv("BENCH_SMP") or "2" } }
 must(vm, guest)
 io.stderr:write(("bench-guest: booted in %.2f s (%s)\n"):format(vm.boot_seconds, vm.accel))
 
