@@ -137,6 +137,16 @@ describe("scsictl.loop", function()
     assert.matches("cannot be re%-entered; run the call in scsictl.loop.spawn", err)
   end)
 
+  it("ends a join at the joiner's deadline, leaving the joined task running", function()
+    local slow = loop.spawn(function() loop.sleep(0.05) return "slow" end)
+    local v, msg, class = loop.timeout(0.001, slow.join, slow)
+    assert.is_nil(v)
+    assert.equal("Timeout", class)
+    assert.matches("deadline exceeded", msg)
+    assert.is_false(slow:done())
+    assert.equal("slow", slow:join())
+  end)
+
   it("re-raises a task's error from join", function()
     local t = loop.spawn(function() loop.sleep(0) error("boom", 0) end)
     local ok, err = pcall(t.join, t)
@@ -287,29 +297,25 @@ describe("the guest-agent client against a fake agent", function()
     peer.close()
   end)
 
-  it("drops a guest that floods messages answering nothing", function()
-    local peer = agent_peer(sock("gaflood.sock"), function(c)
-      c:write(string.rep('{"event":"x"}\n', 1000))
+  -- Peers that break a cap after the sync: what each sends, what we say.
+  for _, case in ipairs({
+    { "floods messages answering nothing", string.rep('{"event":"x"}\n', 1000),
+      "more than 256 messages that answer nothing; connection dropped" },
+    { "streams a line without end", string.rep("y", 20 * 65536),
+      "a line longer than 1048576 bytes; connection dropped" },
+  }) do
+    it("drops a guest that " .. case[1], function()
+      local path = sock("gacap.sock")
+      local peer = agent_peer(path, function(c) c:write(case[2]) end)
+      local a = assert(qemu_guest.agent_connect(path, { timeout = 2 }))
+      local v, msg, class = a:execute("guest-info")
+      assert.is_nil(v)
+      assert.equal("Closed", class)
+      assert.matches(case[3], msg, 1, true)
+      assert.is_true((a:is_closed()))
+      peer.close()
     end)
-    local a = assert(qemu_guest.agent_connect(sock("gaflood.sock"), { timeout = 2 }))
-    local v, msg, class = a:execute("guest-info")
-    assert.is_nil(v)
-    assert.equal("Closed", class)
-    assert.matches("more than 256 messages that answer nothing; connection dropped", msg)
-    peer.close()
-  end)
-
-  it("drops a guest that streams a line without end", function()
-    local peer = agent_peer(sock("galong.sock"), function(c)
-      for _ = 1, 20 do c:write(string.rep("y", 65536)) end
-    end)
-    local a = assert(qemu_guest.agent_connect(sock("galong.sock"), { timeout = 2 }))
-    local v, msg, class = a:execute("guest-info")
-    assert.is_nil(v)
-    assert.equal("Closed", class)
-    assert.matches("a line longer than 1048576 bytes", msg)
-    peer.close()
-  end)
+  end
 
   it("gives up on an agent that never answers, within the timeout", function()
     local peer = serve(sock("gamute.sock"), nil, nil)

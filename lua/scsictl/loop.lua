@@ -23,7 +23,9 @@ API
   loop.spawn([opts,] fn, ...) -> task
       Runs fn(...) in a new task at once, until its first wait. opts.timeout:
       seconds for the whole task (its deadline); opts.name: for messages.
-  task:join() -> fn's results       waits for the task; re-raises its error
+  task:join() -> fn's results       waits for the task; re-raises its error;
+                                    nil, msg, class if the joiner's own
+                                    deadline or cancel ends the wait first
   task:done() -> boolean
   task:cancel([why])                the task's current and later waits fail
                                     with "<what>: cancelled (<why>)"
@@ -43,6 +45,12 @@ API
   loop.run(fn, ...) -> fn's results runs fn in a task and the loop until it ends
   loop.now() -> seconds             the loop's clock (monotonic, ms resolution)
   loop.close(handle)                closes a luv handle and lets the close finish
+  loop.fs(name, ...)                uv.fs_<name> in the threadpool, waited for
+  loop.read_file(path)              a file's contents, through loop.fs
+  loop.command(argv [, opts])       runs a program to its end (opts.timeout,
+                                    env, cwd) -> true, output | nil, msg, output
+  loop.child_env()                  the env for children (drops a sanitizer
+                                    runtime from LD_PRELOAD)
   loop.current() -> task | nil
   loop.stall_monitor() -> monitor   a 1 ms repeating timer; monitor:max_ms()
                                     is the longest gap seen; monitor:stop()
@@ -77,12 +85,6 @@ local function step(task, ...)
   end
 end
 
--- The deadline in force: the innermost scope's, unless shielded.
-local function deadline_of(task)
-  if not task then return nil end
-  return task.scopes[#task.scopes]
-end
-
 function M.wait(what, start, timeout)
   local task = M.current()
   local co = coroutine.running()
@@ -90,10 +92,12 @@ function M.wait(what, start, timeout)
     error(("%s: a blocking wait inside a luv callback, outside a task: the loop cannot be "
       .. "re-entered; run the call in scsictl.loop.spawn"):format(what), 2)
   end
-  if task and not task.shielded[1] and task.cancelled then
+  local shielded = task and task.shields > 0
+  if task and not shielded and task.cancelled then
     return nil, ("%s: cancelled (%s)"):format(what, task.cancelled), "Cancelled"
   end
-  local deadline = deadline_of(task)
+  -- The deadline in force is the innermost scope's (a shield pushes its own).
+  local deadline = task and task.scopes[#task.scopes]
   local expired = "deadline exceeded"          -- the task's or its scope's
   if timeout then
     local mine = M.now() + timeout
@@ -134,8 +138,9 @@ function M.wait(what, start, timeout)
   end
   canceller = c
   if task and not result then
-    task.wake = function(why) give_up(("cancelled (%s)"):format(why), "Cancelled") end
-    if task.shielded[1] then task.wake = nil end
+    if not shielded then
+      task.wake = function(why) give_up(("cancelled (%s)"):format(why), "Cancelled") end
+    end
     while not result do
       local token = coroutine.yield()
       if token ~= WAKE and not result then
@@ -199,8 +204,8 @@ end
 -- output (stdout and stderr as they arrive, at most 1 MiB kept).
 function M.command(argv, opts)
   opts = opts or {}
-  local out, n, msg = {}, 0, nil
-  local status, sig = M.wait(argv[1], function(done)
+  local out, n, spawn_err = {}, 0, nil
+  local status, sig_or_msg = M.wait(argv[1], function(done)
     local pipes = { uv.new_pipe(false), uv.new_pipe(false) }
     local open, exited, code, signal = 2, false, nil, nil
     local function maybe()
@@ -218,7 +223,7 @@ function M.command(argv, opts)
     if not proc then
       M.close(pipes[1])
       M.close(pipes[2])
-      msg = tostring(err)
+      spawn_err = tostring(err)
       done(nil)
       return
     end
@@ -235,10 +240,25 @@ function M.command(argv, opts)
     return function() pcall(proc.kill, proc, "sigkill") end
   end, opts.timeout)
   local text = table.concat(out)
-  if status == 0 and (sig or 0) == 0 then return true, text end
-  if status == nil then return nil, msg and ("%s: %s"):format(argv[1], msg) or sig, text end
-  if (sig or 0) ~= 0 then return nil, ("%s killed by signal %d"):format(argv[1], sig), text end
+  if status == nil then   -- not started, or the wait's deadline or cancel
+    return nil, spawn_err and ("%s: %s"):format(argv[1], spawn_err) or sig_or_msg, text
+  end
+  if sig_or_msg ~= 0 then return nil, ("%s killed by signal %d"):format(argv[1], sig_or_msg), text end
+  if status == 0 then return true, text end
   return nil, ("%s exited with status %d"):format(argv[1], status), text
+end
+
+-- The environment for a child that is not ours to instrument: under a
+-- sanitizer build lua5.4 runs with the runtime in LD_PRELOAD, which must not
+-- reach QEMU or host tools (they can hang there). nil (inherit) otherwise.
+function M.child_env()
+  local preload = os.getenv("LD_PRELOAD")
+  if not (preload and preload:find("lib%a*san")) then return nil end
+  local env = {}
+  for _, k in ipairs({ "PATH", "HOME", "TMPDIR", "LANG", "SCSICTL_GUEST_REBUILD" }) do
+    if os.getenv(k) then env[#env + 1] = k .. "=" .. os.getenv(k) end
+  end
+  return env
 end
 
 function M.sleep(seconds)
@@ -259,7 +279,7 @@ function M.spawn(opts, fn, ...)
   end
   local args = pack(...)
   local task = setmetatable({ name = opts.name or "task", joiners = {}, scopes = {},
-                              shielded = {} }, Task)
+                              shields = 0 }, Task)
   if opts.timeout ~= nil then
     if type(opts.timeout) ~= "number" or opts.timeout < 0 then
       error("spawn: timeout must be a number of seconds >= 0", 2)
@@ -288,10 +308,11 @@ end
 
 function Task:join()
   if not self.finished then
-    M.wait(self.name, function(done)
+    local _, msg, class = M.wait(self.name, function(done)
       self.joiners[#self.joiners + 1] = done
     end)
-    if not self.finished then error(self.name .. ": join ended before the task", 2) end
+    -- The joiner's own deadline or cancel ended the wait; the task goes on.
+    if not self.finished then return nil, msg, class end
   end
   if self.error then error(self.error, 0) end
   return table.unpack(self.results, 1, self.results.n)
@@ -320,11 +341,11 @@ end
 function M.shield(seconds, fn, ...)
   local task = M.current()
   if not task then return M.spawn({ timeout = seconds }, fn, ...):join() end
-  task.shielded[#task.shielded + 1] = true
+  task.shields = task.shields + 1
   task.scopes[#task.scopes + 1] = M.now() + seconds
   local r = pack(pcall(fn, ...))
   table.remove(task.scopes)
-  table.remove(task.shielded)
+  task.shields = task.shields - 1
   if not r[1] then error(r[2], 0) end
   return table.unpack(r, 2, r.n)
 end
@@ -345,7 +366,6 @@ function M.stall_monitor()
   timer:unref()
   return {
     max_ms = function() return worst end,
-    reset = function() worst, last = 0, uv.hrtime() end,
     stop = function() M.close(timer) end,
   }
 end

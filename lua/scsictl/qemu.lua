@@ -316,12 +316,8 @@ end
 local function settle(self, node)
   local u = self._undo[node]
   if not u then return true end
-  if not u:done() then
-    local ok, msg = loop.wait("undo of " .. node, function(done)
-      u.joiners[#u.joiners + 1] = function() done(true) end
-    end)
-    if not ok then return nil, msg end
-  end
+  local _, msg = u:join()
+  if not u:done() then return nil, msg end
   self._undo[node] = nil
   return true
 end
@@ -575,14 +571,7 @@ function qemu.launch(opts)
     self:stop()
     return nil, "launch: cannot create " .. self._logfile
   end
-  local env
-  local preload = os.getenv("LD_PRELOAD")
-  if preload and preload:find("lib%a*san") then
-    env = {}
-    for _, k in ipairs({ "PATH", "HOME", "TMPDIR", "LANG" }) do
-      if os.getenv(k) then env[#env + 1] = k .. "=" .. os.getenv(k) end
-    end
-  end
+  local env = loop.child_env()
   local args = {}
   for i = 2, #argv do args[i - 1] = argv[i] end
   local proc, pid = uv.spawn(binary, { args = args, stdio = { nil, logfd, logfd }, cwd = "/", env = env },
@@ -595,7 +584,6 @@ function qemu.launch(opts)
     end)
   loop.fs("close", logfd)
   if not proc then
-    self._stopped_early = true
     self:stop()
     return nil, ("launch: %s exited at startup: %s"):format(binary, tostring(pid))
   end
@@ -616,8 +604,10 @@ function qemu.launch(opts)
       -- When the connection drops because QEMU died, say so.
       c.explain = function(reason, done)
         if self._exit then return done(self._exit) end
-        local timer = uv.new_timer()
-        local function finish()
+        local timer, fired = uv.new_timer(), false
+        local function finish()      -- on QEMU's exit or after a second
+          if fired then return end
+          fired = true
           loop.close(timer)
           done(self._exit or reason)
         end

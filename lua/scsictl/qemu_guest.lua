@@ -832,18 +832,6 @@ local function read_env(path)
   return t
 end
 
--- The environment for host tools: a sanitizer runtime that a sanitizer
--- build preloads into lua5.4 must not reach them.
-local function tool_env()
-  local preload = os.getenv("LD_PRELOAD")
-  if not (preload and preload:find("lib%a*san")) then return nil end
-  local env = {}
-  for _, k in ipairs({ "PATH", "HOME", "TMPDIR", "LANG", "SCSICTL_GUEST_REBUILD" }) do
-    if os.getenv(k) then env[#env + 1] = k .. "=" .. os.getenv(k) end
-  end
-  return env
-end
-
 function M.image(opts)
   opts = opts or {}
   local root = script_dir()
@@ -860,7 +848,7 @@ function M.image(opts)
       return nil, "image: no guest image in " .. dir .. " and scripts/build-guest.sh is not available"
     end
     -- Off the loop: the builder is a child process the loop waits for.
-    local ok, msg, text = loop.command({ "bash", script, dir }, { env = tool_env(), timeout = 1800 })
+    local ok, msg, text = loop.command({ "bash", script, dir }, { env = loop.child_env(), timeout = 1800 })
     if not ok then
       local why = trim(text or "")
       return nil, ("image: scripts/build-guest.sh %s failed: %s"):format(dir, why ~= "" and why or msg)
