@@ -472,6 +472,42 @@ describe("scsictl.qemu_guest (a real Linux guest)", function()
     assert_clean()
   end)
 
+  it("refuses to eject a disk while it, a partition or its device node is mounted; unmount takes stacked mounts",
+      function()
+    need_guest()
+    local vmb = vm:vm_backend()
+    value(vmb:add_scsi_disk({ path = partitioned("busy.img", { ["p1.txt"] = "p1\n" }),
+      type = "VirtualDisk", read_only = false }, 0, 4))
+    local d = { controller = 0, lun = 4 }
+    local base = { controller = 0, lun = 4, options = {}, filesystem = "ext4" }
+    local function settings(t)
+      local r = {}
+      for k, v in pairs(base) do r[k] = v end
+      for k, v in pairs(t) do r[k] = v end
+      return r
+    end
+    local cases = {
+      { settings{ mount_path = "/run/mounts/busy-p1", partition = 1 }, "1 is still mounted" },
+      { settings{ mount_path = "/run/mounts/busy-node", partition = 0, block_dev = true }, " is still mounted" },
+    }
+    for _, c in ipairs(cases) do
+      value(guest:add_mapped_virtual_disk(c[1]))
+      local ok, msg = guest:remove_scsi_device(d)
+      assert.is_nil(ok)
+      assert.matches("/dev/sd%a+" .. c[2], msg)
+      value(guest:remove_mapped_virtual_disk(c[1]))
+    end
+    -- Two mounts stacked on one path: one unmount takes both.
+    local s = cases[1][1]
+    value(guest:add_mapped_virtual_disk(s))
+    gsh("mount -t tmpfs tmpfs " .. s.mount_path)
+    value(guest:remove_mapped_virtual_disk(s))
+    assert.equal("gone", gsh("[ -e " .. s.mount_path .. " ] || echo gone"):gsub("%s+$", ""))
+    value(guest:remove_scsi_device(d))
+    value(vmb:remove_scsi_disk(0, 4))
+    assert_clean()
+  end)
+
   it("block_dev exposes the device node at the mount path; encrypted is not supported", function()
     need_guest()
     local img = blank("raw.img", 8)

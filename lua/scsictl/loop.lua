@@ -53,7 +53,10 @@ API
                                     runtime from LD_PRELOAD)
   loop.current() -> task | nil
   loop.stall_monitor() -> monitor   a 1 ms repeating timer; monitor:max_ms()
-                                    is the longest gap seen; monitor:stop()
+                                    is the longest gap seen, monitor:max_busy_ms()
+                                    the most CPU time this process used within
+                                    one gap (a gap with little CPU time is the
+                                    OS running someone else); monitor:stop()
 ]==]
 
 local uv = require("scsictl.deps")("scsictl.loop", "luv")
@@ -192,12 +195,20 @@ end
 function M.read_file(path, max)
   local fd, msg = M.fs("open", path, "r", 0)
   if not fd then return nil, msg end
-  local st
-  st, msg = M.fs("fstat", fd)
-  local data
-  if st then data, msg = M.fs("read", fd, math.min(st.size, max or st.size), 0) end
+  -- Read to the end, not to fstat's size: /proc files say 0 and logs grow.
+  local parts, total = {}, 0
+  while not max or total < max do
+    local want = 65536
+    if max then want = math.min(want, max - total) end
+    local chunk
+    chunk, msg = M.fs("read", fd, want, total)
+    if not chunk or chunk == "" then break end
+    parts[#parts + 1] = chunk
+    total = total + #chunk
+  end
   M.fs("close", fd)
-  return data, msg
+  if msg then return nil, msg end
+  return table.concat(parts)
 end
 
 -- Runs argv (no shell) to its end; returns true or nil, msg, and the
@@ -356,16 +367,22 @@ end
 
 function M.stall_monitor()
   local timer = uv.new_timer()
-  local last, worst = uv.hrtime(), 0
+  local function cpu()
+    local r = uv.getrusage()
+    return (r.utime.sec + r.stime.sec) * 1e3 + (r.utime.usec + r.stime.usec) / 1e3
+  end
+  local last, last_cpu, worst, worst_busy = uv.hrtime(), cpu(), 0, 0
   timer:start(1, 1, function()
-    local t = uv.hrtime()
-    local gap = (t - last) / 1e6
+    local t, c = uv.hrtime(), cpu()
+    local gap, busy = (t - last) / 1e6, c - last_cpu
     if gap > worst then worst = gap end
-    last = t
+    if busy > worst_busy then worst_busy = busy end
+    last, last_cpu = t, c
   end)
   timer:unref()
   return {
     max_ms = function() return worst end,
+    max_busy_ms = function() return worst_busy end,
     stop = function() M.close(timer) end,
   }
 end

@@ -97,7 +97,12 @@ qemu_guest.agent_connect(path [, opts]) -> agent | nil, msg
   agent:execute(command [, arguments [, timeout]]) -> result | nil, msg, class
   agent:exec(path, args [, timeout]) -> { exitcode, signal, out, err } | nil, msg
       guest-exec with capture-output, then guest-exec-status polled by loop
-      timers (2 ms, doubling to 50 ms).
+      timers (2 ms, doubling to 10 ms, or to 5 ms times the commands running
+      at once: each poll costs the guest CPU).
+  agent.requests, agent.busy_seconds
+      requests answered (or failed) so far, and the time one was in flight:
+      the agent serves one at a time, so busy_seconds / wall time is how
+      loaded the channel is.
   agent:close()
 
 qemu_guest.launch(opts) -> vm, backend | nil, msg
@@ -146,6 +151,11 @@ M.DEFAULT_APPEND = "console=ttyS0 quiet panic=-1"
 M.IMAGE_FORMAT = "1"        -- scripts/build-guest.sh's FORMAT
 M.MAX_LINE = 1024 * 1024
 M.MAX_UNSOLICITED = 256
+-- guest-exec-status polls: the first after 2 ms, doubling up to 10 ms, or
+-- 5 ms times the commands running at once when that is longer.
+M.EXEC_POLL_FIRST = 0.002
+M.EXEC_POLL_MAX = 0.01
+M.EXEC_POLL_SHARE = 0.005   -- and at least this times the commands running
 
 local now = loop.now
 
@@ -271,6 +281,7 @@ function Agent:_exchange(what, data, accept, timeout)
     self:_release()
     return nil, ("%s: %s"):format(what, self._closed), "Closed"
   end
+  local sent = now()
   local r1, r2, r3 = loop.wait(what, function(done)
     self._accept = function(line)
       local v = accept(line)
@@ -285,6 +296,7 @@ function Agent:_exchange(what, data, accept, timeout)
     end)
     return function() self._accept, self._fail = nil, nil end
   end, timeout)
+  self.requests, self.busy_seconds = self.requests + 1, self.busy_seconds + (now() - sent)
   self:_release()
   if r1 == nil and r3 == "Closed" and not r2:find(what, 1, true) then
     r2 = ("%s: %s"):format(what, r2)
@@ -350,23 +362,18 @@ function Agent:execute(command, arguments, timeout)
   return nil, ("%s: %s: %s"):format(command, cls, tostring(e.desc or "(no description)")), cls
 end
 
-function Agent:exec(path, args, timeout)
-  timeout = timeout or self.timeout
-  local deadline = now() + timeout
-  local spec = { path = path, ["capture-output"] = true }
-  if args and #args > 0 then spec.arg = args end
-  local r, msg, class = self:execute("guest-exec", spec, timeout)
-  if not r then return nil, msg, class end
-  local pid = r.pid
-  local delay = 0.002
+-- Polls guest-exec-status for pid until it exits. Every poll costs the
+-- guest CPU (qemu-ga under TCG: about half a millisecond), so the more
+-- commands run at once, the less often each is polled.
+function Agent:_await(path, pid, timeout, deadline)
+  local delay = M.EXEC_POLL_FIRST
   while true do
     local left = deadline - now()
     if left <= 0 then
       return nil, ("guest-exec %s: still running in the guest after %gs (pid %s)")
         :format(path, timeout, tostring(pid)), "Timeout"
     end
-    local st
-    st, msg, class = self:execute("guest-exec-status", { pid = pid }, left)
+    local st, msg, class = self:execute("guest-exec-status", { pid = pid }, left)
     if not st then return nil, msg, class end
     if st.exited then
       return { exitcode = st.exitcode, signal = st.signal,
@@ -375,8 +382,22 @@ function Agent:exec(path, args, timeout)
     local slept
     slept, msg, class = loop.sleep(math.min(delay, math.max(deadline - now(), 0)))
     if not slept then return nil, ("guest-exec %s: %s"):format(path, msg), class end
-    delay = math.min(delay * 2, 0.05)
+    delay = math.min(delay * 2, math.max(M.EXEC_POLL_MAX, M.EXEC_POLL_SHARE * self._running))
   end
+end
+
+function Agent:exec(path, args, timeout)
+  timeout = timeout or self.timeout
+  local deadline = now() + timeout
+  local spec = { path = path, ["capture-output"] = true }
+  if args and #args > 0 then spec.arg = args end
+  local r, msg, class = self:execute("guest-exec", spec, timeout)
+  if not r then return nil, msg, class end
+  self._running = self._running + 1
+  local res
+  res, msg, class = self:_await(path, r.pid, timeout, deadline)
+  self._running = self._running - 1
+  return res, msg, class
 end
 
 function Agent:is_closed() return self._closed ~= nil, self._closed end
@@ -403,7 +424,8 @@ function M.agent_connect(path, opts)
   local pipe, msg = qmp.pipe_connect(path, "agent connect to " .. path, timeout)
   if not pipe then return nil, msg, "Closed" end
   local self = setmetatable({ path = path, timeout = timeout, retry = opts.retry or 0.5,
-    _pipe = pipe, _next = 0, _queue = {}, _unsolicited = 0,
+    _pipe = pipe, _next = 0, _queue = {}, _unsolicited = 0, _running = 0,
+    requests = 0, busy_seconds = 0,
     _reader = qmp.line_reader(M.MAX_LINE) }, Agent)
   pipe:read_start(function(err, data) self:_on_data(err, data) end)
   return self
@@ -411,34 +433,45 @@ end
 
 ---------------------------------------------------------------------------
 -- Guest-side shell snippets.
+--
+-- Under TCG every process the guest starts costs milliseconds of guest CPU,
+-- which is what bounds many disks at once; so the scripts use shell builtins
+-- (globs, read, test) for what they check and start a process only to act
+-- (mkdir, mount, umount, rmdir) or to parse mountinfo once (awk).
 
--- Shared functions: find_host <pci> prints the SCSI host number whose sysfs
--- path holds that PCI address; wait_until <centiseconds> <command...>; mounted_at <mp>
--- prints "maj:min root fstype" of the top mount at an (escaped) path.
+-- Shared functions, all setting variables rather than printing (a $(...)
+-- is a process): find_host <pci> sets host to the SCSI host number under
+-- that PCI device; tick sets now to centiseconds since boot; wait_until
+-- <centiseconds> <command...> polls a command; mounted_at <escaped path>
+-- sets cur to "maj:min root fstype count" of the mounts there (empty if none).
 local PRELUDE = [[
 fail() { echo "$*" >&2; exit 1; }
 find_host() {
+  for h in /sys/bus/pci/devices/"$1"/host* /sys/bus/pci/devices/"$1"/*/host*; do
+    [ -d "$h" ] && { host=${h##*/host}; return 0; }
+  done
+  # Another controller layout: any host whose sysfs path holds the address.
   for h in /sys/class/scsi_host/host*; do
     [ -e "$h" ] || continue
     case "$(readlink -f "$h")" in
-    */"$1"/*) echo "${h##*/host}"; return 0 ;;
+    */"$1"/*) host=${h##*/host}; return 0 ;;
     esac
   done
   return 1
 }
-# Centiseconds since boot; deadlines for the waits below.
-cs() { read -r u _ < /proc/uptime; echo $(( ${u%%.*} * 100 + 1${u#*.} - 100 )); }
-# wait_until <centiseconds> <command...>: polls the command until it succeeds.
+tick() { read -r u _ < /proc/uptime; now=$(( ${u%%.*} * 100 + 1${u#*.} - 100 )); }
 wait_until() {
-  _end=$(( $(cs) + $1 )); shift
+  _cs=$1; shift
+  "$@" && return 0
+  tick; _end=$(( now + _cs ))
   until "$@"; do
-    [ "$(cs)" -ge "$_end" ] && return 1
+    tick; [ "$now" -ge "$_end" ] && return 1
     sleep "$step"
   done
 }
 mounted_at() {
-  awk -v mp="$1" '$5 == mp { r = ""; for (i = 7; i <= NF; i++) if ($i == "-") { r = $(i + 1); break }
-    line = $3 " " $4 " " r } END { if (line != "") print line }' /proc/self/mountinfo
+  cur=$(awk -v mp="$1" '$5 == mp { n++; r = ""; for (i = 7; i <= NF; i++) if ($i == "-") { r = $(i + 1); break }
+    line = $3 " " $4 " " r } END { if (n) print line " " n }' /proc/self/mountinfo)
 }
 ]]
 
@@ -463,12 +496,11 @@ local function mount_script(s, pci, wait)
     "step=" .. STEP,
   }
   return table.concat(v, "\n") .. "\n" .. PRELUDE .. [[
-host=$(find_host "$pci") || fail "no SCSI host in the guest for the controller at PCI $pci"
+find_host "$pci" || fail "no SCSI host in the guest for the controller at PCI $pci"
 sd=/sys/bus/scsi/devices/$host:0:0:$lun
 disk() {
-  blk=
-  for b in "$sd"/block/*; do [ -e "$b" ] && blk=${b##*/}; done
-  [ -n "$blk" ]
+  for b in "$sd"/block/*; do [ -e "$b" ] && { blk=${b##*/}; return 0; }; done
+  return 1
 }
 # The hot-plug event normally makes the kernel scan; ask for that lun if slow.
 if ! wait_until 50 disk; then
@@ -479,12 +511,14 @@ name=$blk
 [ "$part" -gt 0 ] && name=$blk$part
 # Partitions are scanned as the disk is added: a short wait.
 wait_until "$pwait" test -f "/sys/class/block/$name/dev" || fail "/dev/$blk has no partition $part"
-majmin=$(cat "/sys/class/block/$name/dev")
+read -r majmin < "/sys/class/block/$name/dev"
 node=/dev/$name
 if ! wait_until 50 test -b "$node"; then
   mknod "$node" b "${majmin%:*}" "${majmin#*:}" || fail "cannot create $node"
 fi
-cur=$(mounted_at "$mpe")
+cur=
+# Nothing is mounted on a path that does not exist.
+[ -e "$mp" ] && mounted_at "$mpe"
 if [ -n "$cur" ]; then
   set -- $cur
   if [ "$blockdev" = 1 ]; then
@@ -492,10 +526,10 @@ if [ -n "$cur" ]; then
   else
     [ "$1" = "$majmin" ] && exit 0
   fi
-  fail "$mp already has something else mounted on it ($cur)"
+  fail "$mp already has something else mounted on it ($1 $2 $3)"
 fi
 if [ "$blockdev" = 1 ]; then
-  mkdir -p "${mp%/*}" || exit 1
+  [ -d "${mp%/*}" ] || mkdir -p "${mp%/*}" || exit 1
   [ -d "$mp" ] && { rmdir "$mp" || exit 1; }
   [ -e "$mp" ] || : > "$mp" || exit 1
   if ! mount --bind "$node" "$mp"; then rm -f "$mp"; exit 1; fi
@@ -537,19 +571,19 @@ local function unmount_script(s)
   return table.concat({ "mp=" .. shquote(s.mount_path),
     "mpe=" .. shquote(mountinfo_escape(s.mount_path)),
     "rodev=" .. ((s.block_dev and s.read_only) and 1 or 0) }, "\n") .. "\n" .. PRELUDE .. [[
-if [ "$rodev" = 1 ]; then
-  cur=$(mounted_at "$mpe")
-  if [ -n "$cur" ]; then
-    set -- $cur
-    [ "$3" = devtmpfs ] && [ -b "/dev$2" ] && blockdev --setrw "/dev$2"
+[ -e "$mp" ] || [ -L "$mp" ] || exit 0
+mounted_at "$mpe"
+if [ -n "$cur" ]; then
+  set -- $cur
+  if [ "$rodev" = 1 ] && [ "$3" = devtmpfs ] && [ -b "/dev$2" ]; then
+    blockdev --setrw "/dev$2"
   fi
+  # One umount for each mount stacked there, then a check that none is left.
+  i=0
+  while [ "$i" -lt "$4" ]; do umount "$mp" || exit 1; i=$((i + 1)); done
+  mounted_at "$mpe"
+  [ -z "$cur" ] || fail "$mp is still mounted after $i umounts"
 fi
-i=0
-while [ -n "$(mounted_at "$mpe")" ]; do
-  umount "$mp" || exit 1
-  i=$((i + 1))
-  [ $i -ge 8 ] && fail "$mp is still mounted after $i umounts"
-done
 if [ -d "$mp" ]; then
   rmdir "$mp" || exit 1
 elif [ -e "$mp" ] || [ -L "$mp" ]; then
@@ -561,27 +595,35 @@ end
 
 local function eject_script(pci, lun, wait)
   return table.concat({ "pci=" .. shquote(pci), "lun=" .. lun, "wait=" .. wait,
-    "step=" .. STEP }, "\n") .. "\n" .. PRELUDE .. [[
-host=$(find_host "$pci") || exit 0
+    "step=" .. STEP }, "\n") .. "\n" .. PRELUDE .. [=[
+find_host "$pci" || exit 0
 sd=/sys/bus/scsi/devices/$host:0:0:$lun
 [ -e "$sd" ] || exit 0
+# The disk and its partitions as "maj:min /name" pairs, checked against
+# mountinfo in one pass (mounts of them, or binds of their device nodes).
+devs=
 for b in "$sd"/block/*; do
   [ -e "$b" ] || continue
   blk=${b##*/}
   for d in "$b/dev" "$b"/"$blk"*/dev; do
     [ -f "$d" ] || continue
-    mm=$(cat "$d")
+    read -r mm < "$d"
     n=${d%/dev}; n=${n##*/}
-    awk -v mm="$mm" -v root="/$n" '$3 == mm || ($4 == root && $0 ~ / - devtmpfs /) { found = $5 }
-      END { if (found != "") { print found; exit 1 } }' /proc/self/mountinfo >/dev/null ||
-      fail "/dev/$n is still mounted"
+    devs="$devs $mm /$n"
   done
 done
-sync
+if [ -n "$devs" ]; then
+  busy=$(awk -v devs="$devs" 'BEGIN { n = split(devs, d, " ")
+      for (i = 1; i < n; i += 2) { mm[d[i]] = d[i + 1]; root[d[i + 1]] = 1 } }
+    $3 in mm || ($4 in root && $0 ~ / - devtmpfs /) { print ($3 in mm ? mm[$3] : $4); exit }' /proc/self/mountinfo)
+  [ -z "$busy" ] || fail "/dev${busy} is still mounted"
+fi
+# No sync: umount wrote the file system back, and the kernel writes back a
+# block device's cache when its last opener closes it.
 echo 1 > "$sd/delete" 2>/dev/null || [ ! -e "$sd" ] || fail "cannot delete SCSI device $host:0:0:$lun"
 wait_until "$wait" test ! -e "$sd" || fail "SCSI device $host:0:0:$lun is still there after the delete"
 exit 0
-]]
+]=]
 end
 
 ---------------------------------------------------------------------------
@@ -723,7 +765,7 @@ function Guest:device(controller, lun, partition)
   local out
   out, msg = self:sh(table.concat({ "pci=" .. shquote(pci), "lun=" .. lun,
     "part=" .. (partition or 0) }, "\n") .. "\n" .. PRELUDE .. [[
-host=$(find_host "$pci") || fail "no SCSI host for PCI $pci"
+find_host "$pci" || fail "no SCSI host for PCI $pci"
 for b in /sys/bus/scsi/devices/$host:0:0:$lun/block/*; do
   [ -e "$b" ] || continue
   if [ "$part" -gt 0 ]; then echo "/dev/${b##*/}$part"; else echo "/dev/${b##*/}"; fi
