@@ -21,6 +21,7 @@ local scsictl = require("scsictl")
 local okq, qemu_guest = pcall(require, "scsictl.qemu_guest")
 local qemu = okq and require("scsictl.qemu") or nil
 local uv = okq and require("luv") or nil
+local loop = okq and require("scsictl.loop") or nil
 
 local CONTROLLERS, LUNS = 2, 4
 local NOPRELOAD = (os.getenv("LD_PRELOAD") or ""):find("lib%a*san") and "env -u LD_PRELOAD " or ""
@@ -191,11 +192,21 @@ local function qemu_disks()
   return out
 end
 
+-- Block nodes scsictl.qemu made (named scsictl-node-...), with or without a device.
+local function qemu_nodes()
+  local out = {}
+  for _, n in ipairs(value(vm:qmp():execute("query-named-block-nodes", { flat = true }))) do
+    if tostring(n["node-name"]):find("^scsictl%-") then out[#out + 1] = n["node-name"] end
+  end
+  return out
+end
+
 local function assert_clean(ctl)
   if ctl then assert.equal(0, ctl:stats().used) end
   assert.same({}, guest_mounts())
   assert.same({}, guest_scsi_disks())
   assert.same({}, qemu_disks())
+  assert.same({}, qemu_nodes())
   assert.equal("", gsh("ls /run/mounts/scsi 2>/dev/null || true"))
 end
 
@@ -531,5 +542,168 @@ describe("scsictl.qemu_guest (a real Linux guest)", function()
     value(ctl:unmap_from_guest(enc))
     release_all(ctl)
     assert_clean(ctl)
+  end)
+
+  -------------------------------------------------------------------------
+  -- Many disks at once (scsictl.loop): one task per operation.
+
+  it("16 concurrent maps where one image is missing: that one fails alone, the other 15 map", function()
+    need_guest()
+    local ctl <close> = new_ctl({}, CONTROLLERS, 8)
+    local ids, paths, errs = {}, {}, {}
+    for i = 1, 16 do
+      local img = i == 7 and path_of("missing.img") or ext4(("many%02d.img"):format(i), { ["n.txt"] = i .. "\n" })
+      ids[i] = value(ctl:reserve({ host_path = img, read_only = true }, { read_only = true }))
+    end
+    loop.run(function()
+      local tasks = {}
+      for i = 1, 16 do tasks[i] = loop.spawn({ timeout = 60 }, ctl.map_to_guest, ctl, ids[i]) end
+      for i = 1, 16 do
+        local path, msg, code = tasks[i]:join()
+        paths[i], errs[i] = path, { msg, code }
+      end
+    end)
+    assert.is_nil(paths[7])
+    assert.equal("backend", errs[7][2])
+    assert.matches("missing%.img", errs[7][1])
+    local script = {}
+    for i = 1, 16 do
+      if i ~= 7 then
+        assert(paths[i], ("disk %d: %s"):format(i, tostring(errs[i][1])))
+        script[#script + 1] = "cat " .. paths[i] .. "/n.txt"
+      end
+    end
+    local want = {}
+    for i = 1, 16 do if i ~= 7 then want[#want + 1] = tostring(i) end end
+    assert.equal(table.concat(want, "\n") .. "\n", gsh(table.concat(script, "; ")))
+    assert.equal(16, ctl:stats().used)              -- the failed one's reservation holds its slot
+    loop.run(function()
+      local tasks = {}
+      for i = 1, 16 do tasks[i] = loop.spawn(ctl.unmap_from_guest, ctl, ids[i]) end
+      for i = 1, 16 do value(tasks[i]:join()) end
+    end)
+    assert_clean(ctl)
+  end)
+
+  it("a deadline that expires during the guest mount (QEMU paused) fails the map; a retry converges", function()
+    need_guest()
+    local log = {}
+    local ctl <close> = new_ctl(log)
+    local img = ext4("deadline.img", { ["d.txt"] = "deadline\n" })
+    local id = value(ctl:reserve({ host_path = img }, {}))
+    local q = vm:qmp()
+    -- The guest stops just as its mount begins: the agent's answer cannot come.
+    local real = guest.add_mapped_virtual_disk
+    local paused = false
+    guest.add_mapped_virtual_disk = function(self, settings)
+      value(q:execute("stop"))
+      paused = true
+      return real(self, settings)
+    end
+    local ok, msg, code = loop.run(function()
+      return loop.spawn({ timeout = 1.5 }, ctl.map_to_guest, ctl, id):join()
+    end)
+    guest.add_mapped_virtual_disk = nil
+    assert.is_true(paused)
+    value(q:execute("cont"))
+    assert.is_nil(ok)
+    assert.equal("backend", code)
+    assert.matches("deadline exceeded", msg)
+    assert.matches("mount", msg)
+    -- QEMU runs again; the guest may still carry out the abandoned mount.
+    -- The retry converges whichever comes first.
+    -- The re-issued mount and the abandoned one take turns on the path's lock.
+    local path = value(ctl:map_to_guest(id))
+    assert.matches("%%run%%mounts%%scsi%%0_0_0", gsh("command -v flock >/dev/null && ls /run/scsictl-locks"))
+    assert.equal("deadline\n", gsh("cat " .. path .. "/d.txt"))
+    assert.equal(1, #guest_mounts())
+    value(ctl:unmap_from_guest(id))
+    assert_clean(ctl)
+  end)
+
+  it("cancelling an unmap while the hot-remove waits for DEVICE_DELETED; the next unmap converges", function()
+    need_guest()
+    local ctl <close> = new_ctl({})
+    local id = value(ctl:reserve({ host_path = ext4("cancel.img", { c = "c" }) }, {}))
+    value(ctl:map_to_guest(id))
+    -- Cancel the moment QEMU has accepted device_del: the backend is then
+    -- waiting for DEVICE_DELETED (QEMU sends it some 50 ms later).
+    local q = vm:qmp()
+    local task
+    q.execute = function(self, command, ...)
+      local r = table.pack(getmetatable(self).execute(self, command, ...))
+      if command == "device_del" and task then task:cancel("the container went away") end
+      return table.unpack(r, 1, r.n)
+    end
+    local ok, msg, code = loop.run(function()
+      task = loop.spawn(ctl.unmap_from_guest, ctl, id)
+      return task:join()
+    end)
+    q.execute = nil
+    assert.is_nil(ok)
+    assert.equal("backend", code)
+    assert.matches("device_del '[^']+': waiting for DEVICE_DELETED: cancelled %(the container went away%)", msg)
+    assert.equal(1, ctl:stats().used)
+    value(ctl:unmap_from_guest(id))
+    assert_clean(ctl)
+  end)
+
+  it("a hot-remove retried right after one that timed out converges on the first retry", function()
+    need_guest()
+    local vmb = vm:vm_backend()
+    local img = ext4("retry.img", { r = "r" })
+    value(vmb:add_scsi_disk({ path = img, type = "VirtualDisk", read_only = false }, 1, 5))
+    -- 5 ms is too short for QEMU's unplug (DEVICE_DELETED comes ~50 ms later).
+    local hasty = vm:vm_backend{ timeout = 0.005 }
+    local ok, msg = hasty:remove_scsi_disk(1, 5)
+    assert.is_nil(ok)
+    assert.matches("waiting for DEVICE_DELETED: no answer within", msg)
+    -- At once, with time to spare: device_del finds the unplug under way
+    -- or done, and blockdev-del waits while QEMU still holds the node.
+    value(vmb:remove_scsi_disk(1, 5))
+    assert_clean()
+  end)
+
+  it("QEMU killed with 8 operations in flight: all fail promptly and clearly; a new VM works after", function()
+    need_guest()
+    local vm2, guest2 = qemu_guest.launch{ controllers = 2, timeout = 30 }
+    assert(vm2, guest2)
+    local ctl2 <close> = scsictl.new{ controllers = 2, luns_per_controller = 8,
+      vm = vm2:vm_backend(), linux_guest = guest2 }
+    local ids = {}
+    for i = 1, 8 do
+      ids[i] = value(ctl2:reserve({ host_path = ext4(("kill%d.img"):format(i), { k = "k" }) }, {}))
+    end
+    local results, t0, t1 = {}, nil, nil
+    loop.run(function()
+      local tasks = {}
+      for i = 1, 8 do tasks[i] = loop.spawn(ctl2.map_to_guest, ctl2, ids[i]) end
+      loop.sleep(0.05)                         -- the operations are under way
+      t0 = loop.now()
+      assert.is_true(vm2:kill("KILL"))
+      for i = 1, 8 do results[i] = table.pack(tasks[i]:join()) end
+      t1 = loop.now()
+    end)
+    local failed = 0
+    for i = 1, 8 do
+      local r = results[i]
+      if r[1] == nil then
+        failed = failed + 1
+        assert.equal("backend", r[3])
+        assert.matches("QEMU exited %(pid %d+, killed by signal 9%)", r[2])
+      end
+    end
+    assert.is_true(failed >= 1)
+    assert.is_true(t1 - t0 < 5, ("the operations took %.1f s to fail"):format(t1 - t0))
+    vm2:stop()
+    -- A new VM in the same process: boots and maps.
+    local vm3, guest3 = qemu_guest.launch{ controllers = 1, timeout = 30 }
+    assert(vm3, guest3)
+    local ctl3 <close> = scsictl.new{ controllers = 1, vm = vm3:vm_backend(), linux_guest = guest3 }
+    local id = value(ctl3:reserve({ host_path = ext4("after.img", { ["a.txt"] = "after\n" }) }, {}))
+    local path = value(ctl3:map_to_guest(id))
+    assert.equal("after\n", value(guest3:sh("cat " .. path .. "/a.txt")))
+    value(ctl3:unmap_from_guest(id))
+    vm3:stop()
   end)
 end)

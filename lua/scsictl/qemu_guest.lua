@@ -34,7 +34,10 @@ WHAT THE GUEST NEEDS
   all); sysfs on /sys and /dev populated (devtmpfs; missing nodes are made
   with mknod); the virtio_scsi, sd_mod and file system modules loaded; for
   ensure_filesystem, mkfs.<type> (e2fsprogs' mke2fs for ext2/3/4) and
-  util-linux's blkid (without blkid, ext2/3/4 are detected by their magic).
+  util-linux's blkid (without blkid, ext2/3/4 are detected by their magic);
+  flock (util-linux), so that a mount or unmount re-issued after a host
+  deadline waits for the abandoned run of it, whose guest command goes on
+  (lock files in /run/scsictl-locks, else /tmp; without flock, no lock).
 
 qemu_guest.linux_guest(opts) -> backend
   opts.agent     a client from qemu_guest.agent_connect, or the path of the
@@ -148,7 +151,7 @@ local M = {}
 M.AGENT_PORT = "org.qemu.guest_agent.0"
 M.DEFAULT_TIMEOUT = 30
 M.DEFAULT_APPEND = "console=ttyS0 quiet panic=-1"
-M.IMAGE_FORMAT = "1"        -- scripts/build-guest.sh's FORMAT
+M.IMAGE_FORMAT = "2"        -- scripts/build-guest.sh's FORMAT
 M.MAX_LINE = 1024 * 1024
 M.MAX_UNSOLICITED = 256
 -- guest-exec-status polls: the first after 2 ms, doubling up to 10 ms, or
@@ -459,6 +462,17 @@ find_host() {
   done
   return 1
 }
+# lock_path <path>: an exclusive lock, held until the script exits, on a
+# file named after a mount path: a guest command outlives a host deadline,
+# so a step re-issued after one must not race the abandoned run of it (or
+# of an unmount of the same path). Without flock there is no lock.
+lock_path() {
+  command -v flock >/dev/null 2>&1 || return 0
+  _d=/run/scsictl-locks
+  [ -d "$_d" ] || mkdir -p "$_d" 2>/dev/null || _d=/tmp
+  _k=$1
+  exec 9>>"$_d/${_k//\//%}" && flock 9
+}
 tick() { read -r u _ < /proc/uptime; now=$(( ${u%%.*} * 100 + 1${u#*.} - 100 )); }
 wait_until() {
   _cs=$1; shift
@@ -496,6 +510,7 @@ local function mount_script(s, pci, wait)
     "step=" .. STEP,
   }
   return table.concat(v, "\n") .. "\n" .. PRELUDE .. [[
+lock_path "$mp" || fail "cannot lock $mp"
 find_host "$pci" || fail "no SCSI host in the guest for the controller at PCI $pci"
 sd=/sys/bus/scsi/devices/$host:0:0:$lun
 disk() {
@@ -516,10 +531,11 @@ node=/dev/$name
 if ! wait_until 50 test -b "$node"; then
   mknod "$node" b "${majmin%:*}" "${majmin#*:}" || fail "cannot create $node"
 fi
-cur=
-# Nothing is mounted on a path that does not exist.
-[ -e "$mp" ] && mounted_at "$mpe"
-if [ -n "$cur" ]; then
+# mounted_here: mounted_at, and success if it is this device; another
+# device there is a failure.
+mounted_here() {
+  mounted_at "$mpe"
+  [ -n "$cur" ] || return 1
   set -- $cur
   if [ "$blockdev" = 1 ]; then
     [ "$2" = "/$name" ] && exit 0
@@ -527,12 +543,14 @@ if [ -n "$cur" ]; then
     [ "$1" = "$majmin" ] && exit 0
   fi
   fail "$mp already has something else mounted on it ($1 $2 $3)"
-fi
+}
+# Nothing is mounted on a path that does not exist.
+[ -e "$mp" ] && mounted_here
 if [ "$blockdev" = 1 ]; then
   [ -d "${mp%/*}" ] || mkdir -p "${mp%/*}" || exit 1
   [ -d "$mp" ] && { rmdir "$mp" || exit 1; }
   [ -e "$mp" ] || : > "$mp" || exit 1
-  if ! mount --bind "$node" "$mp"; then rm -f "$mp"; exit 1; fi
+  if ! mount --bind "$node" "$mp"; then mounted_here; rm -f "$mp"; exit 1; fi
   # A read-only mount does not stop writes through a device node: the
   # block device itself is made read-only too (undone at unmount).
   if [ "$ro" = 1 ] && ! { mount -o remount,bind,ro "$mp" && blockdev --setro "$node"; }; then
@@ -561,6 +579,9 @@ set -- mount
 [ -n "$fstype" ] && set -- "$@" -t "$fstype"
 [ -n "$opts" ] && set -- "$@" -o "$opts"
 if ! "$@" "$node" "$mp"; then
+  # The same mount by an earlier, abandoned run of this step got there
+  # first (its guest command outlives the host's deadline): success.
+  mounted_here
   [ "$made" = 1 ] && rmdir "$mp" 2>/dev/null
   exit 1
 fi
@@ -572,6 +593,7 @@ local function unmount_script(s)
     "mpe=" .. shquote(mountinfo_escape(s.mount_path)),
     "rodev=" .. ((s.block_dev and s.read_only) and 1 or 0) }, "\n") .. "\n" .. PRELUDE .. [[
 [ -e "$mp" ] || [ -L "$mp" ] || exit 0
+lock_path "$mp" || fail "cannot lock $mp"
 mounted_at "$mpe"
 if [ -n "$cur" ]; then
   set -- $cur
@@ -580,12 +602,17 @@ if [ -n "$cur" ]; then
   fi
   # One umount for each mount stacked there, then a check that none is left.
   i=0
-  while [ "$i" -lt "$4" ]; do umount "$mp" || exit 1; i=$((i + 1)); done
+  # A failed umount is fine if an earlier, abandoned run of this step
+  # took the mount away meanwhile.
+  while [ "$i" -lt "$4" ]; do
+    umount "$mp" || { mounted_at "$mpe"; [ -z "$cur" ] && break; exit 1; }
+    i=$((i + 1))
+  done
   mounted_at "$mpe"
   [ -z "$cur" ] || fail "$mp is still mounted after $i umounts"
 fi
 if [ -d "$mp" ]; then
-  rmdir "$mp" || exit 1
+  rmdir "$mp" || [ ! -e "$mp" ] || exit 1
 elif [ -e "$mp" ] || [ -L "$mp" ]; then
   rm -f "$mp" || exit 1
 fi
