@@ -648,6 +648,36 @@ describe("scsictl.qemu_guest (a real Linux guest)", function()
     assert_clean(ctl)
   end)
 
+  it("a map cancelled between blockdev-add and device_add leaves no block node; a retry converges", function()
+    need_guest()
+    local ctl <close> = new_ctl({})
+    local id = value(ctl:reserve({ host_path = ext4("undo.img", { ["u.txt"] = "undo\n" }) }, {}))
+    local q = vm:qmp()
+    local task
+    q.execute = function(self, command, ...)
+      local r = table.pack(getmetatable(self).execute(self, command, ...))
+      if command == "blockdev-add" and task then task:cancel("changed my mind") end
+      return table.unpack(r, 1, r.n)
+    end
+    local ok, msg, code = loop.run(function()
+      task = loop.spawn(ctl.map_to_guest, ctl, id)
+      return task:join()
+    end)
+    q.execute = nil
+    assert.is_nil(ok)
+    assert.equal("backend", code)
+    assert.matches("cancelled %(changed my mind%)", msg)
+    -- The node went in, its device never did: the backend deletes the node
+    -- in the background (a loop task), within its grace period.
+    local deadline = loop.now() + 5
+    while #qemu_nodes() > 0 and loop.now() < deadline do loop.sleep(0.02) end
+    assert.same({}, qemu_nodes())
+    local path = value(ctl:map_to_guest(id))
+    assert.equal("undo\n", gsh("cat " .. path .. "/u.txt"))
+    value(ctl:unmap_from_guest(id))
+    assert_clean(ctl)
+  end)
+
   it("a hot-remove retried right after one that timed out converges on the first retry", function()
     need_guest()
     local vmb = vm:vm_backend()
