@@ -233,6 +233,34 @@ describe("scsictl.qemu", function()
     end)
   end)
 
+  describe("a script that never stops its VM", function()
+    -- At exit Lua collects the VM and its luv handles together; the VM's
+    -- collector kills QEMU by pid (luv may have finalized the process
+    -- handle first: calling it then crashed the script).
+    for _, case in ipairs({ { "ends", "", 0 }, { "fails", "error('on purpose')", 1 } }) do
+      it(case[1] .. ": the script exits normally, and QEMU goes with it", function()
+        need_qemu_module()
+        local child = ("package.path = %q .. package.path\n"):format(root .. "lua/?.lua;")
+          .. "local vm = assert(require('scsictl.qemu').launch{ controllers = 1 })\n"
+          .. "io.write(vm.pid, '\\n') io.stdout:flush()\n" .. case[2] .. "\n"
+        local p = assert(io.popen("lua5.4 -e " .. shquote(child) .. " 2>/dev/null"))
+        local pid = tonumber(p:read("l"))
+        local _, how, code = p:close()
+        assert.is_number(pid)
+        assert.same({ "exit", case[3] }, { how, code })
+        local gone = false
+        for _ = 1, 100 do
+          if not sh(("kill -0 %d 2>/dev/null && ! grep -q '^%d (.*) Z' /proc/%d/stat"):format(pid, pid, pid)) then
+            gone = true
+            break
+          end
+          uv.sleep(20)
+        end
+        assert.is_true(gone, "QEMU is still running")
+      end)
+    end
+  end)
+
   describe("through the controller", function()
     local vm
     before_each(function() vm = start(2) end)

@@ -703,10 +703,13 @@ function VM:stop()
 end
 
 -- At collection nothing may wait: kill QEMU outright and drop its files.
+-- By pid, not through the process handle: when both become garbage
+-- together, luv may have finalized the handle already (calling it then
+-- crashes).
 local function collect(self)
   if self._stopped then return end
   self._stopped = true
-  if self._proc and self._exit == nil then pcall(self._proc.kill, self._proc, "sigkill") end
+  if self.pid and self._exit == nil then uv.kill(self.pid, "sigkill") end
   for _, f in ipairs({ "qmp.sock", "qemu.log", "qemu.pid" }) do os.remove(self.dir .. "/" .. f) end
   os.remove(self.dir)
 end
