@@ -1,11 +1,11 @@
 #!/bin/bash
 # Builds a tiny Linux guest for scsictl's end-to-end tests: a kernel and an
 # initramfs holding busybox, qemu-ga (guest-exec allowed), e2fsprogs' mke2fs,
-# util-linux's blkid and flock and the kernel modules for virtio-scsi disks and ext4.
+# util-linux's blkid and the kernel modules for virtio-scsi disks and ext4.
 # Debian packages only: the kernel package that linux-image-amd64 depends on,
 # busybox-static and qemu-guest-agent are fetched with `apt-get download` and
 # unpacked with `dpkg-deb -x` (nothing is installed on the host); the shared
-# libraries, mke2fs, blkid and flock come from the host's own Debian packages
+# libraries, mke2fs and blkid come from the host's own Debian packages
 # (qemu-ga's libraries are those qemu-system-x86 already needs: glib, numa,
 # uring, udev). Needs apt access (apt-get update done) on the first build.
 #
@@ -76,7 +76,7 @@ exec 9> "$cache/.lock"
 flock 9
 
 # Bumped whenever the guest's content changes (scsictl.qemu_guest checks it).
-format=2
+format=3
 if [ -f "$out/guest.env" ] && grep -qx "FORMAT=$format" "$out/guest.env" \
         && [ "${SCSICTL_GUEST_REBUILD:-0}" != 1 ]; then
     ln -sfn "$kver" "$cache/latest"
@@ -135,7 +135,7 @@ install_exe() {                       # install_exe <source> <name in /bin>
     copy_libs "$1"
 }
 install_exe "$x/usr/sbin/qemu-ga" qemu-ga
-for t in mke2fs blkid flock; do
+for t in mke2fs blkid; do
     install_exe "$(PATH=/usr/sbin:/sbin:/usr/bin:/bin command -v "$t")" "$t"
 done
 for fs in ext2 ext3 ext4; do

@@ -612,13 +612,40 @@ describe("scsictl.qemu_guest (a real Linux guest)", function()
     assert.matches("mount", msg)
     -- QEMU runs again; the guest may still carry out the abandoned mount.
     -- The retry converges whichever comes first.
-    -- The re-issued mount and the abandoned one take turns on the path's lock.
+    -- The re-issued mount and the abandoned one take turns on the path's
+    -- lock file, and each removes it when done.
     local path = value(ctl:map_to_guest(id))
-    assert.matches("%%run%%mounts%%scsi%%0_0_0", gsh("command -v flock >/dev/null && ls /run/scsictl-locks"))
+    assert.equal("", gsh("ls -A /run/scsictl-locks"))
     assert.equal("deadline\n", gsh("cat " .. path .. "/d.txt"))
     assert.equal(1, #guest_mounts())
     value(ctl:unmap_from_guest(id))
     assert_clean(ctl)
+  end)
+
+  it("a step waits for the lock of its mount path; a lock whose holder died is taken over", function()
+    need_guest()
+    local vmb = vm:vm_backend()
+    value(vmb:add_scsi_disk({ path = ext4("lock.img", { l = "l" }), type = "VirtualDisk", read_only = false }, 0, 6))
+    local quick = qemu_guest.linux_guest{ agent = value(guest:agent()), pci = vm:pci_addresses(), timeout = 2 }
+    local s = { mount_path = "/run/mounts/locked", controller = 0, lun = 6, partition = 0, options = {},
+      filesystem = "ext4" }
+    local lockfile = "/run/scsictl-locks/%run%mounts%locked"
+    -- Held by a live process (a guest sleep standing in for a step that
+    -- does not end): the mount waits, then fails saying so.
+    gsh("mkdir -p /run/scsictl-locks; sleep 30 </dev/null >/dev/null 2>&1 & echo $! > " .. lockfile)
+    local ok, msg = quick:add_mapped_virtual_disk(s)
+    assert.is_nil(ok)
+    assert.matches("/run/mounts/locked is locked by another scsictl step %(pid %d+%) that did not end", msg)
+    assert.same({}, guest_mounts())
+    -- Its holder killed without removing it: taken over.
+    gsh("kill $(cat " .. lockfile .. ")")
+    value(quick:add_mapped_virtual_disk(s))
+    assert.equal(1, #guest_mounts())
+    value(quick:remove_mapped_virtual_disk(s))
+    assert.equal("", gsh("ls -A /run/scsictl-locks"))
+    value(guest:remove_scsi_device({ controller = 0, lun = 6 }))
+    value(vmb:remove_scsi_disk(0, 6))
+    assert_clean()
   end)
 
   it("cancelling an unmap while the hot-remove waits for DEVICE_DELETED; the next unmap converges", function()

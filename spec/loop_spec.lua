@@ -164,6 +164,16 @@ describe("scsictl.loop", function()
     assert.equal("ENOENT", code)
   end)
 
+  it("fails a write to a peer that hung up with EPIPE instead of ending the process", function()
+    local fds = assert(uv.pipe())
+    assert(uv.fs_close(fds.read))
+    local p = uv.new_pipe(false)
+    assert(p:open(fds.write))
+    local _, err = p:try_write("x")      -- without the SIGPIPE handler: killed here
+    assert.matches("^EPIPE", err)
+    loop.close(p)
+  end)
+
   it("runs a command to its end, bounded by a deadline", function()
     local ok, msg, out = loop.command({ "sh", "-c", "echo out; echo err >&2; exit 3" })
     assert.is_nil(ok)

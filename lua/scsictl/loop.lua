@@ -63,6 +63,14 @@ local uv = require("scsictl.deps")("scsictl.loop", "luv")
 
 local M = { uv = uv }
 
+-- A write to a peer that went away (QEMU killed, the guest's agent gone)
+-- raises SIGPIPE, whose default action ends the whole process; with the
+-- signal handled, libuv reports EPIPE to that one write instead. The
+-- handle is unreferenced: it never keeps the loop running.
+local sigpipe = uv.new_signal()
+sigpipe:start("sigpipe", function() end)
+sigpipe:unref()
+
 local Task = {}
 Task.__index = Task
 Task.__name = "scsictl.loop.task"

@@ -35,9 +35,9 @@ WHAT THE GUEST NEEDS
   with mknod); the virtio_scsi, sd_mod and file system modules loaded; for
   ensure_filesystem, mkfs.<type> (e2fsprogs' mke2fs for ext2/3/4) and
   util-linux's blkid (without blkid, ext2/3/4 are detected by their magic);
-  flock (util-linux), so that a mount or unmount re-issued after a host
-  deadline waits for the abandoned run of it, whose guest command goes on
-  (lock files in /run/scsictl-locks, else /tmp; without flock, no lock).
+  a writable /run or /tmp for the lock files that make a mount or unmount
+  re-issued after a host deadline wait for the abandoned run of it, whose
+  guest command goes on (/run/scsictl-locks, else /tmp).
 
 qemu_guest.linux_guest(opts) -> backend
   opts.agent     a client from qemu_guest.agent_connect, or the path of the
@@ -151,7 +151,7 @@ local M = {}
 M.AGENT_PORT = "org.qemu.guest_agent.0"
 M.DEFAULT_TIMEOUT = 30
 M.DEFAULT_APPEND = "console=ttyS0 quiet panic=-1"
-M.IMAGE_FORMAT = "2"        -- scripts/build-guest.sh's FORMAT
+M.IMAGE_FORMAT = "3"        -- scripts/build-guest.sh's FORMAT
 M.MAX_LINE = 1024 * 1024
 M.MAX_UNSOLICITED = 256
 -- guest-exec-status polls: the first after 2 ms, doubling up to 10 ms, or
@@ -462,16 +462,33 @@ find_host() {
   done
   return 1
 }
-# lock_path <path>: an exclusive lock, held until the script exits, on a
-# file named after a mount path: a guest command outlives a host deadline,
-# so a step re-issued after one must not race the abandoned run of it (or
-# of an unmount of the same path). Without flock there is no lock.
+# lock_path <path>: a lock, held until the script exits, on a file named
+# after a mount path: a guest command outlives a host deadline, so a step
+# re-issued after one must wait for the abandoned run of it (or of an
+# unmount of the same path). The file is made with noclobber (O_EXCL) and
+# holds the owner's pid; a holder that died without removing it (killed)
+# is taken over. No lock tool is needed: util-linux's flock, a dynamically
+# linked program, costs some 25 ms of guest CPU per step under TCG.
 lock_path() {
-  command -v flock >/dev/null 2>&1 || return 0
   _d=/run/scsictl-locks
   [ -d "$_d" ] || mkdir -p "$_d" 2>/dev/null || _d=/tmp
   _k=$1
-  exec 9>>"$_d/${_k//\//%}" && flock 9
+  _lock=$_d/${_k//\//%}
+  tick; _end=$(( now + wait ))
+  while :; do
+    set -C
+    if { echo $$ > "$_lock"; } 2>/dev/null; then
+      set +C
+      trap 'rm -f "$_lock"' EXIT
+      return 0
+    fi
+    set +C
+    _pid=
+    read -r _pid < "$_lock" 2>/dev/null
+    if [ -n "$_pid" ] && [ ! -d "/proc/$_pid" ]; then rm -f "$_lock"; continue; fi
+    tick; [ "$now" -ge "$_end" ] && return 1
+    sleep "$step"
+  done
 }
 tick() { read -r u _ < /proc/uptime; now=$(( ${u%%.*} * 100 + 1${u#*.} - 100 )); }
 wait_until() {
@@ -510,7 +527,7 @@ local function mount_script(s, pci, wait)
     "step=" .. STEP,
   }
   return table.concat(v, "\n") .. "\n" .. PRELUDE .. [[
-lock_path "$mp" || fail "cannot lock $mp"
+lock_path "$mp" || fail "$mp is locked by another scsictl step (pid $_pid) that did not end"
 find_host "$pci" || fail "no SCSI host in the guest for the controller at PCI $pci"
 sd=/sys/bus/scsi/devices/$host:0:0:$lun
 disk() {
@@ -588,12 +605,12 @@ fi
 ]]
 end
 
-local function unmount_script(s)
-  return table.concat({ "mp=" .. shquote(s.mount_path),
+local function unmount_script(s, wait)
+  return table.concat({ "mp=" .. shquote(s.mount_path), "wait=" .. wait, "step=" .. STEP,
     "mpe=" .. shquote(mountinfo_escape(s.mount_path)),
     "rodev=" .. ((s.block_dev and s.read_only) and 1 or 0) }, "\n") .. "\n" .. PRELUDE .. [[
 [ -e "$mp" ] || [ -L "$mp" ] || exit 0
-lock_path "$mp" || fail "cannot lock $mp"
+lock_path "$mp" || fail "$mp is locked by another scsictl step (pid $_pid) that did not end"
 mounted_at "$mpe"
 if [ -n "$cur" ]; then
   set -- $cur
@@ -855,7 +872,7 @@ function Guest:remove_mapped_virtual_disk(settings)
       or settings.mount_path:sub(1, 1) ~= "/" or settings.mount_path == "/" then
     return nil, "unmount: settings.mount_path must be an absolute path below /"
   end
-  local out, msg = self:sh(unmount_script(settings))
+  local out, msg = self:sh(unmount_script(settings, self:_wait()))
   if not out then return nil, ("unmount %s: %s"):format(settings.mount_path, msg) end
   return true
 end
