@@ -8,7 +8,8 @@ to <build>/bench-guest.jsonl: name, n, mode, wall_s, the median of each step
 gap of a 1 ms repeating timer during the case), max_loop_busy_ms (the most CPU
 time this process spent within one gap: the part of a stall that is scsictl
 blocking the loop rather than the OS running QEMU), and what bounds the
-speed-up: guest_cpu_s and guest_busy (the guest's CPU use over its vCPUs),
+speed-up: guest_cpu_s and guest_busy (the guest's CPU use over its vCPUs;
+guest_kernel_s is the kernel's part),
 guest_processes (processes the guest started), agent_busy (the share of the
 wall time a request was in flight on the one agent connection), qemu_cpu_s,
 lua_cpu_s and host_busy (their CPU use over the host's cores).
@@ -92,13 +93,15 @@ local function cycle(i)
   return id
 end
 
--- The guest's CPU time (all vCPUs, seconds) and the last pid it started.
+-- The guest's CPU time (all vCPUs, seconds), the kernel's part of it
+-- (system, irq, softirq), and the last pid it started.
 local function guest_counters()
-  local out = must(guest:sh("read -r _ u n s i w rest < /proc/stat; echo $u $n $s $i $w; "
+  local out = must(guest:sh("read -r _ u n s i w q sq rest < /proc/stat; echo $u $n $s $q $sq; "
     .. "read -r l < /proc/loadavg; echo $l"))
-  local u, n, s = out:match("^(%d+) (%d+) (%d+) %d+ %d+\n")
+  local f = {}
+  for v in out:match("^[^\n]*"):gmatch("%d+") do f[#f + 1] = tonumber(v) end
   local pid = out:match("(%d+)%s*$")
-  return (tonumber(u) + tonumber(n) + tonumber(s)) / 100, tonumber(pid)
+  return (f[1] + f[2] + f[3] + f[4] + f[5]) / 100, (f[3] + f[4] + f[5]) / 100, tonumber(pid)
 end
 
 -- CPU seconds used so far by QEMU (all its threads) and by this process.
@@ -119,7 +122,7 @@ local function run_case(n, mode, used)
   local luns = math.max(1, (n + used - 1) // used)
   ctl = scsictl.new{ controllers = used, luns_per_controller = luns, vm = timed_vm, linux_guest = timed_guest }
   times = { add = {}, mount = {}, unmount = {}, eject = {}, remove = {} }
-  local cpu0, pid0 = guest_counters()
+  local cpu0, sys0, pid0 = guest_counters()
   local qemu0, self0 = host_cpu()
   local agent0, req0 = agent.busy_seconds, agent.requests
   local stall = loop.stall_monitor()
@@ -145,10 +148,11 @@ local function run_case(n, mode, used)
   stall.stop()
   local qemu1, self1 = host_cpu()
   local agent1, req1 = agent.busy_seconds, agent.requests
-  local cpu1, pid1 = guest_counters()
+  local cpu1, sys1, pid1 = guest_counters()
   assert(ctl:stats().used == 0, "a disk was left attached")
   local r = { name = "map_unmap_ro_ext4", n = n, mode = mode, controllers = used, wall_s = wall,
               max_loop_stall_ms = stall_ms, max_loop_busy_ms = busy_ms, guest_cpu_s = cpu1 - cpu0,
+              guest_kernel_s = sys1 - sys0,
               guest_processes = pid1 - pid0 - 1, qemu_cpu_s = qemu1 - qemu0, lua_cpu_s = self1 - self0,
               host_busy = (qemu1 - qemu0 + self1 - self0) / (wall * cores),
               guest_busy = (cpu1 - cpu0) / (wall * smp), agent_busy = (agent1 - agent0) / wall,
