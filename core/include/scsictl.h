@@ -295,7 +295,9 @@ SCSICTL_API int scsictl_op_start_map(scsictl *ctl, scsictl_op *op, const scsictl
 
 /* Starts releasing reservation *id. Returns STEP, DONE (released with no
  * backend call needed), or NOT_FOUND, BUSY, CLOSED, INVALID_ARGUMENT.
- * Once a release has failed, the id stays valid with its release pending. */
+ * A release is pending from its first change until it ends: while a step
+ * is in flight, and once a step or a state file write (IO) failed the id
+ * stays valid with its release pending; a retried unmap finishes it. */
 SCSICTL_API int scsictl_op_start_unmap(scsictl *ctl, scsictl_op *op, const scsictl_id *id,
                            scsictl_error *err);
 
@@ -420,7 +422,7 @@ typedef struct scsictl_reservation_info {
     uint32_t lun;
     uint64_t partition;
     const char *host_path;
-    bool release_pending;
+    bool release_pending;    /* its release has begun and not ended      */
 } scsictl_reservation_info;
 
 typedef struct scsictl_partition_info {

@@ -104,6 +104,7 @@ void scsictl_free(scsictl *ctl)
     slotmap_destroy(&ctl->taken, &a);
     sc_free(&a, ctl->pinned);
     sc_free(&a, ctl->state_path);
+    sc_free(&a, ctl->released);
     sc_free(&a, ctl);
 }
 

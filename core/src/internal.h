@@ -115,7 +115,16 @@ struct scsictl {
     sc_cache cache;     /* freed object blocks for reuse */
     char *state_path;   /* durable state file, or NULL */
     bool dirty;         /* state changed since the state file was written */
+    /* Ids whose release finished in memory while the state file write
+     * failed (the call returned io): the caller still holds them, so a
+     * retried unmap finishes with success once the file is written, and a
+     * map is refused as a pending release. At most SC_RELEASED_MAX, oldest
+     * dropped first. */
+    scsictl_id *released;
+    size_t nreleased;
 };
+
+#define SC_RELEASED_MAX 256
 
 /* errors.c */
 int sc_fail(scsictl_error *err, int code, const char *fmt, ...)

@@ -131,6 +131,10 @@ static int unmap_next(scsictl *ctl, scsictl_op *op, reservation *r)
 {
     mount *m = r->mount;
     ctl->dirty = true; /* every path below changes state or issues a step */
+    /* From the first change on, only unmap may move this claim: even if
+     * this call ends early (a failed state file write takes its step
+     * back), a map must not meet a claim whose partition is released. */
+    r->pending = true;
     if (m) {
         if (m->refs > 1) {
             m->refs--;
@@ -186,6 +190,68 @@ static int persist_or_cancel(scsictl *ctl, scsictl_op *op, int rc, scsictl_error
     return prc;
 }
 
+/* Released ids whose release is not yet in the state file (see
+ * scsictl.released). */
+static size_t released_index(const scsictl *ctl, const scsictl_id *id)
+{
+    for (size_t i = 0; i < ctl->nreleased; i++)
+        if (memcmp(ctl->released[i].bytes, id->bytes, sizeof id->bytes) == 0)
+            return i;
+    return SIZE_MAX;
+}
+
+static void released_remember(scsictl *ctl, const scsictl_id *id)
+{
+    if (!ctl->released) {
+        ctl->released = sc_calloc(&ctl->alloc, SC_RELEASED_MAX, sizeof *ctl->released);
+        if (!ctl->released)
+            return; /* a retry then says not_found: the release is done in memory */
+    }
+    if (ctl->nreleased == SC_RELEASED_MAX) {
+        memmove(ctl->released, ctl->released + 1, (SC_RELEASED_MAX - 1) * sizeof *ctl->released);
+        ctl->nreleased--;
+    }
+    ctl->released[ctl->nreleased++] = *id;
+}
+
+static void released_drop(scsictl *ctl, size_t i)
+{
+    ctl->released[i] = ctl->released[--ctl->nreleased];
+}
+
+/* An unmap of an id whose release finished in memory but not in the state
+ * file: write it now. A map of such an id is refused like any pending
+ * release. */
+static __attribute__((noinline, cold)) int finish_release(scsictl *ctl, const scsictl_op *op,
+                                                         size_t i, scsictl_error *err)
+{
+    char ids[SCSICTL_ID_STRLEN + 1];
+    if (op->kind_ == OP_MAP) {
+        scsictl_id_format(&ctl->released[i], ids);
+        return sc_fail(err, SCSICTL_E_BUSY,
+                       "map_to_guest: reservation %s has a pending release; "
+                       "retry unmap_from_guest to finish it", ids);
+    }
+    if (ctl->dirty) {
+        int rc = sc_persist_locked(ctl, err);
+        if (rc != SCSICTL_OK)
+            return rc;
+    }
+    released_drop(ctl, i);
+    return SCSICTL_DONE;
+}
+
+/* persist_or_cancel, and when an unmap finished in memory (its claim is
+ * forgotten) but the write failed, the id is remembered as released. */
+static int persist_after(scsictl *ctl, scsictl_op *op, const scsictl_id *id, int rc,
+                         scsictl_error *err)
+{
+    int prc = persist_or_cancel(ctl, op, rc, err);
+    if (prc != rc && rc == SCSICTL_DONE && op->kind_ == OP_UNMAP)
+        released_remember(ctl, id);
+    return prc;
+}
+
 /* The error for an op that cannot start: the controller is closed, r is
  * NULL (unknown id), r's disk is busy, or a map meets a pending release.
  * Out of line and cold: it keeps start()'s frame small. */
@@ -224,14 +290,17 @@ static int start(scsictl *ctl, scsictl_op *op, const scsictl_id *id, int kind,
     int rc;
     sc_lock_acquire(&ctl->lock);
     reservation *r = ctl->closed ? NULL : sc_res_find(ctl, id);
-    if (!r || r->disk->busy || (kind == OP_MAP && r->pending)) {
+    size_t gone;
+    if (!r && !ctl->closed && ctl->nreleased && (gone = released_index(ctl, id)) != SIZE_MAX) {
+        rc = finish_release(ctl, op, gone, err);
+    } else if (!r || r->disk->busy || (kind == OP_MAP && r->pending)) {
         rc = refusal(ctl, op, id, r, err);
     } else {
         hmap_prefetch(&ctl->res, r->later_hash); /* the caller's next id, likely */
         op->res_ = r;
         rc = next(ctl, op);
         if (ctl->state_path)
-            rc = persist_or_cancel(ctl, op, rc, err);
+            rc = persist_after(ctl, op, id, rc, err);
         if (rc != SCSICTL_STEP)
             op->res_ = NULL;
     }
@@ -319,6 +388,7 @@ int scsictl_op_report(scsictl *ctl, scsictl_op *op, bool ok,
     int rc;
     sc_lock_acquire(&ctl->lock);
     reservation *r = op->res_;
+    const scsictl_id id = r->id; /* r is gone once an unmap finishes */
     disk *d = r->disk;
     d->busy = false;
     ctl->inflight--;
@@ -329,7 +399,7 @@ int scsictl_op_report(scsictl *ctl, scsictl_op *op, bool ok,
         rc = step_failed(ctl, op, backend_message, err);
     }
     if (ctl->state_path)
-        rc = persist_or_cancel(ctl, op, rc, err);
+        rc = persist_after(ctl, op, &id, rc, err);
     if (rc != SCSICTL_STEP)
         op->res_ = NULL; /* the op is over; a stray report is refused */
     sc_lock_release(&ctl->lock);

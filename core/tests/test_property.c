@@ -452,6 +452,7 @@ static void start(int idx, bool is_map)
     o->is_map = is_map;
     o->idx = idx;
     o->path = d->path;
+    if (!is_map) d->pending = true; /* a release, once begun, is pending until it ends */
     int next;
     if (is_map) {
         next = map_next(idx);

@@ -1159,6 +1159,62 @@ static void test_state_file_io(void)
     unlink(path);
 }
 
+/* Regressions: a state file write failing in the middle of an unmap. */
+static void test_state_file_release_io(void)
+{
+    TEST("state file: a write failing mid-unmap keeps the id valid and the process alive");
+    char path[300], tmp[310];
+    snprintf(path, sizeof path, "%s/release-state", tmpdir);
+    snprintf(tmp, sizeof tmp, "%s.tmp", path);
+    scsictl_error err;
+    scsictl *ctl = tu_new(1, 4, SCSICTL_GUEST_LINUX);
+    CHECK_CODE(scsictl_set_state_file(ctl, path, &err), SCSICTL_OK);
+    rec_backend *r = rec_new(SCSICTL_GUEST_LINUX);
+    scsictl_op op;
+    scsictl_id a, b;
+    CHECK_CODE(tu_reserve(ctl, "/d", 1, &a), SCSICTL_OK);
+    CHECK_CODE(tu_drive(ctl, r, true, &a, &op, &err), SCSICTL_DONE);
+
+    /* The unmount succeeds; the write made as the eject is issued fails:
+     * the eject is taken back with the partition already released. A map
+     * of the id then met a claim without a partition and crashed (NULL
+     * mount); it is a pending release now. */
+    CHECK_CODE(scsictl_op_start_unmap(ctl, &op, &a, &err), SCSICTL_STEP);
+    CHECK_EQ(op.step.kind, SCSICTL_STEP_LINUX_UNMOUNT);
+    rec_call call;
+    rec_call_from_step(r->guest, &op.step, &call);
+    char msg[256] = "";
+    CHECK_EQ(rec_record(r, &call, msg, sizeof msg), 0);  /* the unmount, done */
+    CHECK(mkdir(tmp, 0700) == 0);
+    CHECK_CODE(scsictl_op_report(ctl, &op, true, NULL, &err), SCSICTL_E_IO);
+    CHECK_CODE(scsictl_op_start_map(ctl, &op, &a, &err), SCSICTL_E_BUSY);
+    CHECK_CONTAINS(err.message, "pending release");
+    CHECK(rmdir(tmp) == 0);
+    int rc = tu_drive(ctl, r, false, &a, &op, &err);
+    CHECK_CODE(rc, SCSICTL_DONE);
+    file_matches(ctl, path, "after the release finished");
+
+    /* Two claims on one partition: the second unmap only drops its claim
+     * (no step). With the write failing it used to return io with the claim
+     * gone from memory (a retry said not_found) but kept in the file. */
+    CHECK_CODE(tu_reserve(ctl, "/d", 1, &a), SCSICTL_OK);
+    CHECK_CODE(tu_reserve(ctl, "/d", 1, &b), SCSICTL_OK);
+    CHECK_CODE(tu_drive(ctl, r, true, &a, &op, &err), SCSICTL_DONE);
+    CHECK(mkdir(tmp, 0700) == 0);
+    CHECK_CODE(tu_drive(ctl, r, false, &b, &op, &err), SCSICTL_E_IO);
+    CHECK_CODE(tu_drive(ctl, r, false, &b, &op, &err), SCSICTL_E_IO); /* still held */
+    CHECK_CODE(scsictl_op_start_map(ctl, &op, &b, &err), SCSICTL_E_BUSY);
+    CHECK(rmdir(tmp) == 0);
+    CHECK_CODE(tu_drive(ctl, r, false, &b, &op, &err), SCSICTL_DONE);   /* finished */
+    file_matches(ctl, path, "after the retried release");
+    CHECK_CODE(tu_drive(ctl, r, false, &b, &op, &err), SCSICTL_E_NOT_FOUND);
+    CHECK_CODE(tu_drive(ctl, r, false, &a, &op, &err), SCSICTL_DONE);
+    rec_check_balanced(r, true);
+    free(r);
+    scsictl_free(ctl);
+    unlink(path);
+}
+
 static void test_open(void)
 {
     TEST("state file: scsictl_open restores and keeps writing");
@@ -1310,6 +1366,7 @@ int main(int argc, char **argv)
         for (uint64_t s = 1; s <= 300 && !too_many_failures(); s++) test_p10(s);
     }
     test_state_file_io();
+    test_state_file_release_io();
     test_open();
     for (uint64_t s = 1; s <= 6; s++) test_state_file_mirrors(s);
     rmdir(tmpdir);
