@@ -228,3 +228,45 @@ describe("the controller's metatable", function()
     assert.is_not_nil(mt.__tostring)
   end)
 end)
+
+describe("a controller reached after its finaliser ran", function()
+  -- Another object's __gc can resurrect a controller collected in the same
+  -- cycle; it then has no core and must behave as closed, never read freed
+  -- memory.
+  local function resurrect()
+    local ctl = H.new_ctl{ controllers = 2 }
+    local id = H.value(ctl:reserve{ host_path = "/img/a.vhdx" })
+    local saved = {}
+    -- Finalisers run in reverse order of marking: the holder, marked after
+    -- the controller, is finalised first and makes it reachable again; the
+    -- controller's own finaliser still runs in that cycle.
+    do
+      local victim = ctl
+      setmetatable({}, { __gc = function() saved.ctl = victim end })
+    end
+    ctl = nil
+    H.full_gc()
+    H.full_gc()
+    assert.is_not_nil(saved.ctl)
+    return saved.ctl, id
+  end
+
+  it("behaves as a closed, empty controller", function()
+    local ctl, id = resurrect()
+    assert.equal("scsictl.controller (finalized, closed)", tostring(ctl))
+    H.fails("closed", ctl:reserve{ host_path = "/img/b.vhdx" })
+    H.fails("closed", ctl:reserve_for_rootfs(0, 1))
+    H.fails("closed", ctl:map_to_guest(id))
+    H.fails("closed", ctl:unmap_from_guest(id))
+    H.fails("closed", ctl:save())
+    assert.is_nil(ctl:reservation(id))
+    assert.same({}, ctl:reservations())
+    assert.same({}, ctl:slots())
+    assert.same({ controllers = 0, luns_per_controller = 0, slots = 0, used = 0, free = 0,
+                  pinned = 0, disks = 0, reservations = 0 }, ctl:stats())
+    assert.is_true(ctl:close())
+    assert.is_true(ctl:close())
+    -- malformed arguments still raise
+    H.raises("bad argument", function() ctl:reserve(42) end)
+  end)
+end)

@@ -11,12 +11,13 @@ describe("ctl:reservation", function()
     ctl = H.new_ctl{ controllers = 2, luns = 4 }
   end)
 
-  it("returns exactly { id, controller, lun, partition, host_path }", function()
+  it("returns exactly { id, controller, lun, partition, host_path, release_pending }", function()
     H.value(ctl:reserve(B))
     local id = H.value(ctl:reserve(A, { partition = 7, read_only = true, options = { "x" } }))
     local r = ctl:reservation(id)
-    assert.same({ "controller", "host_path", "id", "lun", "partition" }, H.keys(r))
-    assert.same({ id = id, controller = 0, lun = 1, partition = 7, host_path = "/img/a.vhdx" }, r)
+    assert.same({ "controller", "host_path", "id", "lun", "partition", "release_pending" }, H.keys(r))
+    assert.same({ id = id, controller = 0, lun = 1, partition = 7, host_path = "/img/a.vhdx",
+                  release_pending = false }, r)
     assert.equal("integer", math.type(r.controller))
     assert.equal("integer", math.type(r.lun))
     assert.equal("integer", math.type(r.partition))
@@ -49,9 +50,43 @@ describe("ctl:reservation", function()
     H.value(ctl2:map_to_guest(id))
     R:fail("remove_mapped_virtual_disk", "raise")
     H.fails("backend", ctl2:unmap_from_guest(id))
-    assert.same({ id = id, controller = 0, lun = 0, partition = 0, host_path = "/img/a.vhdx" }, ctl2:reservation(id))
+    assert.same({ id = id, controller = 0, lun = 0, partition = 0, host_path = "/img/a.vhdx",
+                  release_pending = true }, ctl2:reservation(id))
     assert.equal(1, #ctl2:reservations())
+    assert.is_true(ctl2:reservations()[1].release_pending)
     assert.equal(1, ctl2:stats().reservations)
+    -- a retry finishes it (the injected failure was used up)
+    H.value(ctl2:unmap_from_guest(id))
+    assert.is_nil(ctl2:reservation(id))
+  end)
+
+  it("shows release_pending after a restart from the state file, so a script can finish it", function()
+    local path = os.tmpname()
+    local R = H.recorder()
+    local ctl2 = H.value(require("scsictl").new{ controllers = 1, state_file = path,
+                                                 vm = R.vm, linux_guest = R.linux_guest })
+    local kept = H.value(ctl2:reserve(B))
+    local id = H.value(ctl2:reserve(A))
+    H.value(ctl2:map_to_guest(id))
+    R:fail("remove_mapped_virtual_disk", "raise")
+    H.fails("backend", ctl2:unmap_from_guest(id))
+    ctl2 = nil -- a crash: dropped without close
+    H.full_gc()
+    local again = H.value(require("scsictl").open(path, { vm = R.vm, linux_guest = R.linux_guest }))
+    local pending = {}
+    for _, r in ipairs(again:reservations()) do
+      if r.release_pending then pending[#pending + 1] = r.id end
+    end
+    assert.same({ id }, pending)
+    assert.is_false(again:reservation(kept).release_pending)
+    for _, p in ipairs(pending) do H.value(again:unmap_from_guest(p)) end
+    assert.same({ kept }, (function()
+      local t = {}
+      for i, r in ipairs(again:reservations()) do t[i] = r.id end
+      return t
+    end)())
+    assert.is_true(again:close())
+    os.remove(path)
   end)
 end)
 
@@ -88,7 +123,7 @@ describe("ctl:reservations", function()
     assert.equal(8, #got)
     assert.same(expect, got)
     for _, r in ipairs(got) do
-      assert.same({ "controller", "host_path", "id", "lun", "partition" }, H.keys(r))
+      assert.same({ "controller", "host_path", "id", "lun", "partition", "release_pending" }, H.keys(r))
     end
     assert.same({ "/d1", "/d1", "/d1", "/d1", "/d2", "/d2", "/d3", "/d3" },
       (function()

@@ -35,7 +35,8 @@
  *
  * Strings: every `const char *` argument is a NUL-terminated UTF-8 or byte
  * string; the core copies what it keeps. Pointers inside a scsictl_step stay
- * valid until the step is reported.
+ * valid until the step is reported (see scsictl_step for what they point
+ * into).
  */
 #ifndef SCSICTL_H
 #define SCSICTL_H
@@ -256,8 +257,11 @@ SCSICTL_API const char *scsictl_step_backend(scsictl_step_kind kind);
  *   LINUX_EJECT        controller, lun (the device)
  *   LINUX_(UN)MOUNT    disk, mount, controller, lun, guest_path (mount_path)
  *   WINDOWS_*          disk, mount, lun, guest_path (container_path)
- * disk and mount point into the core and stay valid and unchanged until the
- * step is reported; guest_path points into the op (op->guest_path). Linux settings are built from mount:
+ * disk, mount and guest_path point into the op itself (so the op must not
+ * move while a step is in flight); the strings they reach (host_path,
+ * evd_type, filesystem, options) point into the controller's records and
+ * stay valid and unchanged until the step is reported, or until
+ * scsictl_free(). Linux settings are built from mount:
  * read_only, encrypted, options, ensure_filesystem, filesystem and
  * block_dev are the mount config's fields. */
 typedef struct scsictl_step {
@@ -277,6 +281,7 @@ typedef struct scsictl_op {
     scsictl_step step;                        /* valid after SCSICTL_STEP */
     char guest_path[SCSICTL_GUEST_PATH_MAX];  /* map: valid after DONE    */
     /* private */
+    scsictl *ctl_;               /* the controller that started it */
     void *res_;
     int kind_;
     int path_len_;               /* of guest_path once this op formatted it */

@@ -282,6 +282,7 @@ static int start(scsictl *ctl, scsictl_op *op, const scsictl_id *id, int kind,
         return sc_fail(err, SCSICTL_E_INVALID_ARGUMENT, "no operation given");
     op->step = (scsictl_step){ 0 }; /* guest_path is written before it is valid */
     op->guest_path[0] = '\0';
+    op->ctl_ = ctl;
     op->res_ = NULL;
     op->kind_ = kind;
     op->path_len_ = 0;
@@ -385,6 +386,9 @@ int scsictl_op_report(scsictl *ctl, scsictl_op *op, bool ok,
 {
     if (!ctl || !op || !op->res_ || !op->kind_)
         return sc_fail(err, SCSICTL_E_INVALID_ARGUMENT, "report: no operation in flight");
+    if (op->ctl_ != ctl) /* its reservation lives in another controller */
+        return sc_fail(err, SCSICTL_E_INVALID_ARGUMENT,
+                       "report: the operation was started on another controller");
     int rc;
     sc_lock_acquire(&ctl->lock);
     reservation *r = op->res_;

@@ -711,6 +711,22 @@ static void test_invalid_argument(void)
     CHECK_STR(op.step.guest_path, "/run/mounts/scsi/0_1_9223372036854775807");
     CHECK_CODE(scsictl_op_report(ctl, &op, true, NULL, &err), SCSICTL_DONE);
     CHECK_STR(op.guest_path, "/run/mounts/scsi/0_1_9223372036854775807");
+
+    /* An op reported to a controller other than the one that started it
+     * is refused, and the op stays in flight on its own controller. */
+    scsictl *other = tu_new(1, 4, SCSICTL_GUEST_LINUX);
+    scsictl_id oid;
+    CHECK_CODE(tu_reserve(other, "/big", 0, &oid), SCSICTL_OK);
+    CHECK_CODE(scsictl_op_start_unmap(ctl, &op, &id, &err), SCSICTL_STEP);
+    CHECK_CODE(scsictl_op_report(other, &op, true, NULL, &err), SCSICTL_E_INVALID_ARGUMENT);
+    check_err(&err, SCSICTL_E_INVALID_ARGUMENT);
+    CHECK_CONTAINS(err.message, "another controller");
+    CHECK_CODE(scsictl_op_report(ctl, &op, true, NULL, &err), SCSICTL_STEP);
+    CHECK_EQ(op.step.kind, SCSICTL_STEP_LINUX_EJECT);
+    CHECK_CODE(scsictl_op_report(ctl, &op, true, NULL, &err), SCSICTL_STEP);
+    CHECK_CODE(scsictl_op_report(ctl, &op, true, NULL, &err), SCSICTL_DONE);
+    CHECK_STATE(other, "0:0 /big reserved r1 [0 reserved 1]");
+    scsictl_free(other);
     scsictl_free(ctl);
 }
 

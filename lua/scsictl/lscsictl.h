@@ -100,6 +100,8 @@ void largs_known_keys(lua_State *L, int arg, const char *const known[],
 /* module.c */
 lctl *lscsictl_check(lua_State *L, int arg);
 int lscsictl_fail(lua_State *L, const scsictl_error *err);
+/* nil, "<what>: controller is closed (it was finalized)", "closed" */
+int lscsictl_finalized(lua_State *L, const char *what);
 
 /* ops.c */
 int lscsictl_map(lua_State *L);

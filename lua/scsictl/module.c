@@ -71,6 +71,16 @@ int lscsictl_fail(lua_State *L, const scsictl_error *err)
     return 3;
 }
 
+/* A controller reached after its finaliser ran (resurrected by another
+ * object's __gc) has no core: it behaves as a closed, empty controller. */
+int lscsictl_finalized(lua_State *L, const char *what)
+{
+    lua_pushnil(L);
+    lua_pushfstring(L, "%s: controller is closed (it was finalized)", what);
+    lua_pushliteral(L, "closed");
+    return 3;
+}
+
 /* ---- scsictl.new ------------------------------------------------------ */
 
 static const char *const vm_callbacks[] = { "add_scsi_disk", "remove_scsi_disk", NULL };
@@ -276,6 +286,8 @@ static int l_reserve(lua_State *L)
     lua_settop(L, 3); /* the checks push the fields' values above the arguments */
     largs_disk_check(L, 2, &disk);
     largs_mount_check(L, 3, &mount);
+    if (!c->core)
+        return lscsictl_finalized(L, "reserve");
     scsictl_id id;
     scsictl_error err;
     if (scsictl_reserve(c->core, &disk.cfg, &mount.cfg, &id, &err) != SCSICTL_OK)
@@ -295,6 +307,8 @@ static int l_reserve_for_rootfs(lua_State *L)
     bool with_disk = !lua_isnoneornil(L, 4);
     if (with_disk)
         largs_disk_check(L, 4, &disk);
+    if (!c->core)
+        return lscsictl_finalized(L, "reserve_for_rootfs");
     scsictl_error err;
     if (scsictl_reserve_for_rootfs(c->core, controller, lun, with_disk ? &disk.cfg : NULL,
                                    &err) != SCSICTL_OK)
@@ -307,7 +321,7 @@ static int l_close(lua_State *L)
 {
     lctl *c = lscsictl_check(L, 1);
     scsictl_error err;
-    if (scsictl_close(c->core, &err) != SCSICTL_OK)
+    if (c->core && scsictl_close(c->core, &err) != SCSICTL_OK)
         return lscsictl_fail(L, &err);
     lua_pushboolean(L, 1);
     return 1;
@@ -359,12 +373,13 @@ static void push_reservation(lua_State *L, const scsictl_reservation_info *r)
 {
     char id[SCSICTL_ID_STRLEN + 1];
     scsictl_id_format(&r->id, id);
-    lua_createtable(L, 0, 5);
+    lua_createtable(L, 0, 6);
     set_str(L, "id", id);
     set_int(L, "controller", r->controller);
     set_int(L, "lun", r->lun);
     set_int(L, "partition", (lua_Integer)r->partition);
     set_str(L, "host_path", r->host_path);
+    set_bool(L, "release_pending", r->release_pending);
 }
 
 /* Runs after a listing call: raises on out-of-memory (the only failure). */
@@ -412,6 +427,8 @@ static int l_save(lua_State *L)
 {
     lctl *c = lscsictl_check(L, 1);
     lua_settop(L, 1);
+    if (!c->core)
+        return lscsictl_finalized(L, "save");
     lblock *b = push_block(L, c->core); /* owns the buffer from the start */
     char *snap;
     size_t len;
@@ -429,6 +446,10 @@ static int l_reservation(lua_State *L)
     scsictl_id id;
     largs_ctl_id_check(L, 2, c, &id);
     lua_settop(L, 2);
+    if (!c->core) {
+        lua_pushnil(L);
+        return 1;
+    }
     lblock *b = push_block(L, c->core);
     scsictl_reservation_info *info = NULL;
     scsictl_error err;
@@ -447,6 +468,10 @@ static int l_reservations(lua_State *L)
 {
     lctl *c = lscsictl_check(L, 1);
     lua_settop(L, 1);
+    if (!c->core) {
+        lua_newtable(L);
+        return 1;
+    }
     lblock *b = push_block(L, c->core);
     scsictl_reservation_info *list = NULL;
     size_t n = 0;
@@ -466,6 +491,10 @@ static int l_slots(lua_State *L)
 {
     lctl *c = lscsictl_check(L, 1);
     lua_settop(L, 1);
+    if (!c->core) {
+        lua_newtable(L);
+        return 1;
+    }
     lblock *b = push_block(L, c->core);
     scsictl_slot_info *list = NULL;
     size_t n = 0;
@@ -505,8 +534,8 @@ static int l_slots(lua_State *L)
 static int l_stats(lua_State *L)
 {
     lctl *c = lscsictl_check(L, 1);
-    scsictl_stats st;
-    scsictl_get_stats(c->core, &st);
+    scsictl_stats st = { .closed = true };
+    scsictl_get_stats(c->core, &st); /* leaves st as it is without a core */
     lua_createtable(L, 0, 8);
     set_int(L, "controllers", st.controllers);
     set_int(L, "luns_per_controller", st.luns_per_controller);
@@ -522,6 +551,10 @@ static int l_stats(lua_State *L)
 static int l_tostring(lua_State *L)
 {
     lctl *c = lscsictl_check(L, 1);
+    if (!c->core) {
+        lua_pushliteral(L, "scsictl.controller (finalized, closed)");
+        return 1;
+    }
     scsictl_stats st;
     scsictl_get_stats(c->core, &st);
     lua_pushfstring(L, "scsictl.controller (%s guest, %d controllers x %d luns): "

@@ -271,6 +271,8 @@ static int start(lua_State *L, int kind)
     scsictl_id id;
     largs_ctl_id_check(L, 2, c, &id);
     lua_settop(L, 2);
+    if (!c->core)
+        return lscsictl_finalized(L, kind == OP_MAP ? "map_to_guest" : "unmap_from_guest");
     lop *o = push_op(L, c);
     o->kind = kind;
     o->active = false;
