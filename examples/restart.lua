@@ -42,9 +42,7 @@ must(os.execute("mkdir -p '" .. dir .. "'"), "cannot create " .. dir)
 local state = dir .. "/scsi.state"
 
 local function cleanup()
-  os.remove(state)
-  os.remove(state .. ".tmp")
-  os.remove(dir)
+  os.execute("rm -rf '" .. dir .. "'")
 end
 
 -- The VM and its Linux guest, simulated. It outlives the agent.
@@ -100,8 +98,21 @@ if not resumed or coroutine.status(co) ~= "suspended" then fail("the map did not
 local crashed = { ctl = ctl, co = co }
 say("== agent 1 crashed (%d disks in the VM, %d mounts)", #vm:attached(), #vm:mounts())
 
-say("== agent 2: scsictl.open(%q)", state)
-local ctl2 = must(scsictl.open(state, { vm = vm, linux_guest = vm }))
+-- A state file has one owner: a killed agent's lock dies with its process.
+-- Agent 1 lives on in this one-process demo, holding its lock, so agent 2
+-- opens a copy of the file as the crash left it (what a new process finds).
+local after_crash = dir .. "/after-crash.state"
+do
+  local from, to = assert(io.open(state, "rb")), assert(io.open(after_crash, "wb"))
+  to:write(from:read("a"))
+  from:close()
+  to:close()
+end
+local again, why, busy = scsictl.open(state, { vm = vm, linux_guest = vm })
+if again or busy ~= "busy" then fail("a second owner of the state file should be refused") end
+say("(opening %s while agent 1 holds it: %s)", state, why)
+say("== agent 2: scsictl.open(%q)", after_crash)
+local ctl2 = must(scsictl.open(after_crash, { vm = vm, linux_guest = vm }))
 local st = ctl2:stats()
 say("restored: %d reservations on %d disks, %d slots used", st.reservations, st.disks, st.used)
 for _, s in ipairs(ctl2:slots()) do
@@ -151,7 +162,7 @@ st = ctl2:stats()
 if st.reservations ~= 0 or st.disks ~= 0 or st.used ~= 0 then fail("the controller still holds something") end
 if not vm:is_empty() then fail("the VM still has something attached or mounted:\n%s", tostring(vm)) end
 if #vm:refusals() > 0 then fail("the VM refused a call: %s", vm:refusals()[1].message) end
-local f = io.open(state, "rb")
+local f = io.open(after_crash, "rb")
 local text = f and f:read("a")
 if f then f:close() end
 if text ~= ctl2:save() then fail("the state file does not hold the final state") end

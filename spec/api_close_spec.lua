@@ -244,7 +244,7 @@ describe("a controller reached after its finaliser ran", function()
       local victim = ctl
       setmetatable({}, { __gc = function() saved.ctl = victim end })
     end
-    ctl = nil
+    ctl = nil -- luacheck: ignore 311 (collected, then resurrected)
     H.full_gc()
     H.full_gc()
     assert.is_not_nil(saved.ctl)

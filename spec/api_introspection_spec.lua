@@ -70,7 +70,7 @@ describe("ctl:reservation", function()
     H.value(ctl2:map_to_guest(id))
     R:fail("remove_mapped_virtual_disk", "raise")
     H.fails("backend", ctl2:unmap_from_guest(id))
-    ctl2 = nil -- a crash: dropped without close
+    ctl2 = nil -- luacheck: ignore 311 (a crash: dropped without close)
     H.full_gc()
     local again = H.value(require("scsictl").open(path, { vm = R.vm, linux_guest = R.linux_guest }))
     local pending = {}

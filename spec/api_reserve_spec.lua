@@ -38,8 +38,8 @@ describe("ctl:reserve", function()
 
   it("gives the first disk slot (0, 0) in state reserved", function()
     local id = H.value(ctl:reserve(A))
-    assert.same({ id = id, controller = 0, lun = 0, partition = 0, host_path = "/img/a.vhdx" },
-      ctl:reservation(id))
+    assert.same({ id = id, controller = 0, lun = 0, partition = 0, host_path = "/img/a.vhdx",
+                  release_pending = false }, ctl:reservation(id))
     local s = H.slot(ctl, 0, 0)
     assert.equal("reserved", s.state)
     assert.equal("/img/a.vhdx", s.host_path)

@@ -22,7 +22,8 @@ for _, guest in ipairs(H.GUESTS) do
     it("reserve success", function()
       local id = ctl:reserve(A, { partition = 1 })
       assert.is_true(H.is_uuid(id))
-      assert.same({ id = id, controller = 0, lun = 0, partition = 1, host_path = "/img/a.vhdx" }, ctl:reservation(id))
+      assert.same({ id = id, controller = 0, lun = 0, partition = 1, host_path = "/img/a.vhdx",
+                    release_pending = false }, ctl:reservation(id))
       assert.same({}, R.log)
     end)
 

@@ -69,9 +69,12 @@ extern "C" {
 /* ------------------------------------------------------------------------ */
 
 /* Result codes. Functions return SCSICTL_OK (0) or a negative error code;
- * the operation functions may also return SCSICTL_STEP or SCSICTL_DONE. The
+ * the operation functions may also return SCSICTL_STEP, SCSICTL_DONE or
+ * SCSICTL_PERSIST. The
  * names of the error codes are the Lua error code strings. */
 typedef enum scsictl_code {
+    SCSICTL_PERSIST = 3,            /* op: make the state durable, then
+                                       scsictl_op_persisted()             */
     SCSICTL_STEP = 2,               /* op: perform op->step, then report   */
     SCSICTL_DONE = 1,               /* op: finished successfully           */
     SCSICTL_OK = 0,
@@ -100,8 +103,8 @@ typedef struct scsictl_error {
     char message[SCSICTL_MESSAGE_MAX];
 } scsictl_error;
 
-/* "not_found", "no_slots", ... for error codes; "ok", "step", "done" for the
- * others; "unknown" otherwise. Static strings. */
+/* "not_found", "no_slots", ... for error codes; "ok", "step", "done",
+ * "persist" for the others; "unknown" otherwise. Static strings. */
 SCSICTL_API const char *scsictl_code_name(int code);
 
 /* ------------------------------------------------------------------------ */
@@ -280,26 +283,33 @@ typedef struct scsictl_step {
 typedef struct scsictl_op {
     scsictl_step step;                        /* valid after SCSICTL_STEP */
     char guest_path[SCSICTL_GUEST_PATH_MAX];  /* map: valid after DONE    */
+    uint64_t persist_seq;  /* after SCSICTL_PERSIST: the change to make durable */
     /* private */
     scsictl *ctl_;               /* the controller that started it */
     void *res_;
+    scsictl_id id_;
     int kind_;
+    int after_;                  /* what PERSIST stands in for: STEP or DONE */
     int path_len_;               /* of guest_path once this op formatted it */
     scsictl_disk_config disk_;   /* step.disk and step.mount point here */
     scsictl_mount_config mount_;
 } scsictl_op;
 
 /* Starts mapping reservation *id (SPEC §3). Returns
- *   SCSICTL_STEP  perform op->step, then call scsictl_op_report();
- *   SCSICTL_DONE  already mapped: op->guest_path is set, no step needed;
- *   < 0           NOT_FOUND, BUSY (step in flight on the disk, or the id's
- *                 release is pending), CLOSED, INVALID_ARGUMENT.
+ *   SCSICTL_STEP     perform op->step, then call scsictl_op_report();
+ *   SCSICTL_DONE     already mapped: op->guest_path is set, no step needed;
+ *   SCSICTL_PERSIST  (only with a state file) the change must be durable
+ *                    before the op goes on: scsictl_persist(ctl,
+ *                    op->persist_seq), then scsictl_op_persisted();
+ *   < 0              NOT_FOUND, BUSY (step in flight on the disk, or the
+ *                    id's release is pending), CLOSED, INVALID_ARGUMENT.
  * Nothing changes on error. */
 SCSICTL_API int scsictl_op_start_map(scsictl *ctl, scsictl_op *op, const scsictl_id *id,
                          scsictl_error *err);
 
 /* Starts releasing reservation *id. Returns STEP, DONE (released with no
- * backend call needed), or NOT_FOUND, BUSY, CLOSED, INVALID_ARGUMENT.
+ * backend call needed), PERSIST (as for map), or NOT_FOUND, BUSY, CLOSED,
+ * INVALID_ARGUMENT.
  * A release is pending from its first change until it ends: while a step
  * is in flight, and once a step or a state file write (IO) failed the id
  * stays valid with its release pending; a retried unmap finishes it. */
@@ -307,16 +317,30 @@ SCSICTL_API int scsictl_op_start_unmap(scsictl *ctl, scsictl_op *op, const scsic
                            scsictl_error *err);
 
 /* Reports the result of op->step: ok, or failed with backend_message (may
- * be NULL). Returns the next SCSICTL_STEP, SCSICTL_DONE, or on failure
- * SCSICTL_E_BACKEND with err->message naming the step, host path,
- * controller, lun, partition and backend_message. A failed map leaves what
- * earlier steps did (retrying continues from there); a failed unmap leaves
- * the release pending. Every op that returned STEP must be reported
- * exactly once per step (report failure to abandon it), unless the
- * controller is freed. With a state file, also IO when the new state
- * could not be written (see scsictl_set_state_file). */
+ * be NULL). Returns the next SCSICTL_STEP, SCSICTL_DONE, SCSICTL_PERSIST,
+ * or on failure SCSICTL_E_BACKEND with err->message naming the step, host
+ * path, controller, lun, partition and backend_message; INVALID_ARGUMENT
+ * when op has no step in flight or was started on another controller. A
+ * failed map leaves what earlier steps did (retrying continues from there);
+ * a failed unmap leaves the release pending. Every op that returned STEP
+ * must be reported exactly once per step (report failure to abandon it),
+ * unless the controller is freed. With a state file, a failed step returns
+ * PERSIST first (see scsictl_op_persisted). */
 SCSICTL_API int scsictl_op_report(scsictl *ctl, scsictl_op *op, bool ok,
                       const char *backend_message, scsictl_error *err);
+
+/* After SCSICTL_PERSIST: says whether the state up to op->persist_seq was
+ * made durable (ok) or not (message says why). Returns what the op goes on
+ * with: STEP or DONE when ok; on failure IO, and a step that was about to
+ * be performed is taken back (its disk is not busy; the op is over), an
+ * unmap that finished in memory stays pending for its id (a retried unmap
+ * finishes once a write succeeds; a map of it is BUSY). After a failed
+ * step (scsictl_op_report wrote the BACKEND error into err and returned
+ * PERSIST, so that the file records the outcome), BACKEND again whatever
+ * ok says, and err is left as the report set it. INVALID_ARGUMENT when op
+ * awaits no write or was started on another controller. */
+SCSICTL_API int scsictl_op_persisted(scsictl *ctl, scsictl_op *op, bool ok,
+                                     const char *message, scsictl_error *err);
 
 /* ------------------------------------------------------------------------ */
 /* Blocking driver                                                           */
@@ -506,16 +530,39 @@ SCSICTL_API int scsictl_snapshot_guest(const char *snapshot, size_t len,
 
 /* Makes `path` the controller's durable state file: the snapshot is written
  * now and again after every completed step and every reservation change,
- * atomically (temporary file, fsync, rename, fsync of the directory),
- * before the call that made the change returns. If a write fails, that call
- * returns IO: reserve and reserve_for_rootfs are then undone; a completed
- * step is kept in memory and written by the next successful write.
- * Errors: IO (the first write failed; no state file is set), NO_MEMORY,
- * BUSY, INVALID_ARGUMENT. */
+ * atomically (a uniquely named temporary file beside it, fsync, rename,
+ * fsync of the directory), before the call that made the change returns
+ * (ops return SCSICTL_PERSIST for that). The core itself does no I/O: the
+ * file is written by the state-file store (core/store/) with no lock of
+ * the controller held. Calls whose changes are in flight together share
+ * one write (group commit). If a write fails, the calls whose changes it
+ * carried return IO: reserve and reserve_for_rootfs are then undone; a
+ * completed step is kept in memory and written by the next write.
+ *
+ * One owner per file: the controller holds an exclusive lock (flock on
+ * "<path>.lock", which holds the owner's pid) for its lifetime, until
+ * scsictl_free(); a second scsictl_set_state_file() or scsictl_open() of
+ * the same file, from this process or another, fails with BUSY. A relative
+ * path is resolved against the working directory now. A path that is a
+ * symbolic link keeps its link: the target is written (atomically, beside
+ * the target); a dangling link is refused (IO).
+ * Errors: IO (the first write failed, or the path cannot be resolved; no
+ * state file is set), BUSY (a step is in flight, or the file has another
+ * owner), NO_MEMORY, INVALID_ARGUMENT (no path, or a state file is set
+ * already). */
 SCSICTL_API int scsictl_set_state_file(scsictl *ctl, const char *path, scsictl_error *err);
 
-/* Reads a state file, imports it and keeps writing to it. Errors: IO (the
- * file cannot be read), INVALID_SNAPSHOT, NO_MEMORY, INVALID_ARGUMENT. */
+/* Makes the state up to change number seq durable, blocking: writes it, or
+ * waits for the write in flight that carries it. SCSICTL_OK at once when
+ * the controller has no state file. Called with no lock held by the driver
+ * of an op that returned SCSICTL_PERSIST. Errors: IO (the write carrying
+ * seq failed: the message says why), NO_MEMORY, INVALID_ARGUMENT. */
+SCSICTL_API int scsictl_persist(scsictl *ctl, uint64_t seq, scsictl_error *err);
+
+/* Reads a state file, imports it and keeps writing to it, as its owner
+ * (see scsictl_set_state_file). Errors: IO (the file cannot be read),
+ * BUSY (the file has another owner), INVALID_SNAPSHOT, NO_MEMORY,
+ * INVALID_ARGUMENT. */
 SCSICTL_API int scsictl_open(const char *path, const scsictl_allocator *allocator,
                              scsictl **out, scsictl_error *err);
 

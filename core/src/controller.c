@@ -103,7 +103,9 @@ void scsictl_free(scsictl *ctl)
     sc_cache_drain(&a, &ctl->cache);
     slotmap_destroy(&ctl->taken, &a);
     sc_free(&a, ctl->pinned);
-    sc_free(&a, ctl->state_path);
+    if (ctl->store)
+        ctl->store->destroy(ctl->store); /* gives up the state file's lock */
+    sc_free(&a, ctl->tentative);
     sc_free(&a, ctl->released);
     sc_free(&a, ctl);
 }
@@ -113,6 +115,7 @@ int scsictl_close(scsictl *ctl, scsictl_error *err)
     if (!ctl)
         return sc_fail(err, SCSICTL_E_INVALID_ARGUMENT, "close: no controller");
     int rc = SCSICTL_OK;
+    uint64_t seq = 0;
     sc_lock_acquire(&ctl->lock);
     if (ctl->inflight && !ctl->closed) {
         rc = sc_fail(err, SCSICTL_E_BUSY,
@@ -121,14 +124,14 @@ int scsictl_close(scsictl *ctl, scsictl_error *err)
     } else {
         if (!ctl->closed) {
             ctl->closed = true;
-            ctl->dirty = true;
+            sc_changed(ctl);
             /* No reserve can follow: the blocks kept for reuse go back. */
             sc_cache_drain(&ctl->alloc, &ctl->cache);
         }
-        rc = sc_persist_locked(ctl, err); /* also retries a failed write */
+        seq = sc_unwritten(ctl); /* also retries a failed write */
     }
     sc_lock_release(&ctl->lock);
-    return rc;
+    return rc == SCSICTL_OK && seq ? sc_sync(ctl, seq, false, err) : rc;
 }
 
 /* Chooses the slot for a new disk: its pin if the path is pinned, else the
@@ -156,7 +159,7 @@ static int choose_slot(scsictl *ctl, const scsictl_disk_config *dc, size_t len,
 }
 
 /* Undoes a reservation that was just made (nothing was mapped). */
-static void unreserve(scsictl *ctl, reservation *r)
+void sc_unreserve(scsictl *ctl, reservation *r)
 {
     mount *m = r->mount;
     disk *d = r->disk;
@@ -191,9 +194,11 @@ static __attribute__((noinline, cold)) int refuse_shared(const disk *d,
                    (unsigned long long)mc->partition, dc->host_path);
 }
 
+/* Makes the reservation in memory; *seq is its change number when a store
+ * must write it (0 otherwise). */
 static int reserve_locked(scsictl *ctl, const scsictl_disk_config *dc,
                           const scsictl_mount_config *mc, scsictl_id *id,
-                          scsictl_error *err)
+                          uint64_t *seq, scsictl_error *err)
 {
     static const scsictl_mount_config defaults = { 0 };
     if (!mc)
@@ -235,7 +240,8 @@ static int reserve_locked(scsictl *ctl, const scsictl_disk_config *dc,
             goto nomem;
         m = new_mount;
     }
-    if (!hmap_reserve(&ctl->res, ctl->res.len + 1, &ctl->alloc))
+    if (!hmap_reserve(&ctl->res, ctl->res.len + 1, &ctl->alloc) ||
+        (ctl->store && !sc_tentative_room(ctl)))
         goto nomem;
 
     /* Commit. */
@@ -262,11 +268,10 @@ static int reserve_locked(scsictl *ctl, const scsictl_disk_config *dc,
         sc_mount_insert(ctl, new_mount);
     d->refs++;
     m->refs++;
-    ctl->dirty = true;
-    int rc = sc_persist_locked(ctl, err);
-    if (rc != SCSICTL_OK) {
-        unreserve(ctl, r); /* the change was not recorded: undo it (P5) */
-        return rc;
+    uint64_t n = sc_changed(ctl);
+    if (ctl->store) { /* undone if its write fails (P5) */
+        sc_tentative_add(ctl, n, &r->id, false, 0);
+        *seq = n;
     }
     *id = r->id;
     return SCSICTL_OK;
@@ -291,14 +296,39 @@ int scsictl_reserve(scsictl *ctl, const scsictl_disk_config *disk_cfg,
     if (!sc_mount_config_valid(mount_cfg))
         return sc_fail(err, SCSICTL_E_INVALID_ARGUMENT,
                        "reserve: mount partition must be 0..2^63-1 and options non-NULL strings");
+    scsictl_id made;
+    uint64_t seq = 0;
     sc_lock_acquire(&ctl->lock);
-    int rc = reserve_locked(ctl, disk_cfg, mount_cfg, id, err);
+    int rc = reserve_locked(ctl, disk_cfg, mount_cfg, &made, &seq, err);
     sc_lock_release(&ctl->lock);
+    if (rc == SCSICTL_OK && seq)
+        rc = sc_sync(ctl, seq, true, err);
+    if (rc == SCSICTL_OK)
+        *id = made;
     return rc;
 }
 
+/* Undoes a pin that was just made. */
+void sc_pin_undo(scsictl *ctl, uint32_t slot)
+{
+    bool disk_there = false; /* a reserve of the pinned path took the slot */
+    for (size_t i = 0; i < ctl->pins.cap; i++) {
+        pin *p = hmap_item(&ctl->pins, i);
+        if (p && p->slot == slot) {
+            disk_there = sc_disk_find(ctl, p->cfg.host_path, p->path_len, p->hash) != NULL;
+            hmap_remove(&ctl->pins, p->hash, p);
+            sc_pin_free(ctl, p);
+            break;
+        }
+    }
+    ctl->pinned[slot >> 6] &= ~(1ull << (slot & 63));
+    ctl->npinned--;
+    if (!disk_there)
+        sc_slot_release(ctl, slot);
+}
+
 static int pin_locked(scsictl *ctl, uint64_t controller, uint64_t lun,
-                      const scsictl_disk_config *dc, scsictl_error *err)
+                      const scsictl_disk_config *dc, uint64_t *seq, scsictl_error *err)
 {
     if (ctl->closed)
         return sc_fail(err, SCSICTL_E_CLOSED, "reserve_for_rootfs: controller is closed");
@@ -314,6 +344,8 @@ static int pin_locked(scsictl *ctl, uint64_t controller, uint64_t lun,
                        "reserve_for_rootfs: controller %llu lun %llu is already %s",
                        (unsigned long long)controller, (unsigned long long)lun,
                        sc_slot_pinned(ctl, slot) ? "pinned" : "in use");
+    if (ctl->store && !sc_tentative_room(ctl))
+        return sc_fail(err, SCSICTL_E_NO_MEMORY, "reserve_for_rootfs: out of memory");
     pin *p = NULL;
     if (dc) {
         size_t len = strlen(dc->host_path);
@@ -337,18 +369,12 @@ static int pin_locked(scsictl *ctl, uint64_t controller, uint64_t lun,
     ctl->pinned[slot >> 6] |= 1ull << (slot & 63);
     ctl->npinned++;
     sc_slot_take(ctl, slot);
-    ctl->dirty = true;
-    int rc = sc_persist_locked(ctl, err);
-    if (rc != SCSICTL_OK) { /* not recorded: undo the pin */
-        if (p) {
-            hmap_remove(&ctl->pins, p->hash, p);
-            sc_pin_free(ctl, p);
-        }
-        ctl->pinned[slot >> 6] &= ~(1ull << (slot & 63));
-        ctl->npinned--;
-        sc_slot_release(ctl, slot);
+    uint64_t n = sc_changed(ctl);
+    if (ctl->store) { /* undone if its write fails */
+        sc_tentative_add(ctl, n, NULL, true, slot);
+        *seq = n;
     }
-    return rc;
+    return SCSICTL_OK;
 }
 
 int scsictl_reserve_for_rootfs(scsictl *ctl, uint64_t controller, uint64_t lun,
@@ -360,8 +386,9 @@ int scsictl_reserve_for_rootfs(scsictl *ctl, uint64_t controller, uint64_t lun,
     if (disk_cfg && !sc_disk_config_valid(disk_cfg))
         return sc_fail(err, SCSICTL_E_INVALID_ARGUMENT,
                        "reserve_for_rootfs: disk needs a non-empty host_path and a known type");
+    uint64_t seq = 0;
     sc_lock_acquire(&ctl->lock);
-    int rc = pin_locked(ctl, controller, lun, disk_cfg, err);
+    int rc = pin_locked(ctl, controller, lun, disk_cfg, &seq, err);
     sc_lock_release(&ctl->lock);
-    return rc;
+    return rc == SCSICTL_OK && seq ? sc_sync(ctl, seq, true, err) : rc;
 }

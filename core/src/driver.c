@@ -1,5 +1,6 @@
 /* driver.c — the blocking driver: runs an operation's steps through C
- * function pointers, with no lock held during each call. */
+ * function pointers, and its writes through the controller's store, with
+ * no lock held during each call. */
 #include <string.h>
 
 #include "internal.h"
@@ -81,7 +82,13 @@ static int run(scsictl *ctl, const scsictl_callbacks *cb, scsictl_op *op, int st
                scsictl_error *err)
 {
     char msg[SCSICTL_MESSAGE_MAX];
-    while (st == SCSICTL_STEP) {
+    while (st == SCSICTL_STEP || st == SCSICTL_PERSIST) {
+        if (st == SCSICTL_PERSIST) { /* the store writes, no lock held */
+            scsictl_error perr;
+            bool ok = scsictl_persist(ctl, op->persist_seq, &perr) == SCSICTL_OK;
+            st = scsictl_op_persisted(ctl, op, ok, ok ? NULL : perr.message, err);
+            continue;
+        }
         msg[0] = '\0';
         int rc = perform(cb, &op->step, msg, sizeof msg);
         msg[sizeof msg - 1] = '\0';

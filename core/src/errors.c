@@ -7,6 +7,7 @@
 const char *scsictl_code_name(int code)
 {
     switch (code) {
+    case SCSICTL_PERSIST: return "persist";
     case SCSICTL_STEP: return "step";
     case SCSICTL_DONE: return "done";
     case SCSICTL_OK: return "ok";

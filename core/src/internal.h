@@ -22,6 +22,44 @@
 
 typedef struct mount mount;
 
+/* A durable store of the controller's snapshots, attached by a driver
+ * (core/store/state_file.c). The core calls it only from the blocking
+ * entry points, with no lock held, to wait until change `seq` is written;
+ * it writes through sc_write_begin / sc_write_end. */
+typedef struct sc_store sc_store;
+struct sc_store {
+    /* OK once change seq is written; IO if the write that carried it
+     * failed (for a tentative change: if it was undone). */
+    int (*sync)(sc_store *s, scsictl *ctl, uint64_t seq, bool tentative, scsictl_error *err);
+    void (*destroy)(sc_store *s);
+};
+
+/* A reserve or pin whose change is not yet written: undone if the write
+ * that first carries it fails. */
+typedef struct sc_tentative {
+    uint64_t seq;
+    uint8_t outcome;   /* SC_PENDING, SC_WRITTEN, SC_UNDONE */
+    bool is_pin;
+    uint32_t slot;     /* a pin's slot */
+    scsictl_id id;     /* a reservation's id */
+} sc_tentative;
+
+enum { SC_PENDING = 0, SC_WRITTEN = 1, SC_UNDONE = 2 };
+
+/* An id whose release finished in memory but is not known written. */
+typedef struct sc_gone {
+    scsictl_id id;
+    bool in_file;   /* its write failed: later writes carry it ("gone" records),
+                       so that a restart still finishes its retried unmap */
+} sc_gone;
+
+/* A snapshot to write (sc_write_begin). */
+typedef struct sc_write {
+    uint64_t seq;   /* the changes it carries: up to this one */
+    char *data;     /* NUL-terminated; freed by sc_write_end */
+    size_t len;
+} sc_write;
+
 /* Id generator state (ids.c): a ChaCha8 keystream keyed from libuuid, in
  * a ring of two halves. The half after the ready ids is computed before
  * fewer than SC_ID_LOOKAHEAD are left, so the ids of the next reserves are
@@ -113,14 +151,23 @@ struct scsictl {
     hmap disks, mounts, res, pins;
     sc_idgen ids;
     sc_cache cache;     /* freed object blocks for reuse */
-    char *state_path;   /* durable state file, or NULL */
-    bool dirty;         /* state changed since the state file was written */
-    /* Ids whose release finished in memory while the state file write
-     * failed (the call returned io): the caller still holds them, so a
-     * retried unmap finishes with success once the file is written, and a
-     * map is refused as a pending release. At most SC_RELEASED_MAX, oldest
-     * dropped first. */
-    scsictl_id *released;
+    /* Durability (persist.c). Every change is numbered; with a store
+     * attached, a call whose change is not yet written waits for a write
+     * (done by the store, outside the lock) before it returns. */
+    sc_store *store;    /* NULL: nothing is written */
+    uint64_t seq;       /* the number of the latest change */
+    uint64_t durable;   /* changes up to this one are written */
+    uint64_t writing;   /* a write in flight carries changes up to this one */
+    uint64_t failed;    /* the latest failed write carried changes up to this one */
+    /* Reserves and pins not yet written, oldest first (persist.c). */
+    sc_tentative *tentative;
+    size_t ntentative, tentative_cap;
+    /* Ids whose release finished in memory but is not known written (the
+     * call is waiting for the write, or it failed and returned io): the
+     * caller still holds them, so a retried unmap finishes with success
+     * once the file is written, and a map is refused as a pending release.
+     * At most SC_RELEASED_MAX, oldest dropped first. */
+    sc_gone *released;
     size_t nreleased;
 };
 
@@ -183,17 +230,51 @@ void **sc_sorted_items(scsictl *ctl, const hmap *m, int (*cmp)(const void *, con
 int sc_cmp_disk_slot(const void *pa, const void *pb);
 int sc_cmp_mount_slot(const void *pa, const void *pb);
 
-/* snapshot.c, persist.c — the caller holds the lock */
+/* snapshot.c — the caller holds the lock */
 int sc_snapshot_write(scsictl *ctl, char **out, size_t *len, scsictl_error *err);
-int sc_persist_write(scsictl *ctl, scsictl_error *err);
 
-/* Writes the state file if there is one and the state changed since. */
-static inline int sc_persist_locked(scsictl *ctl, scsictl_error *err)
+/* persist.c — durability, sans I/O.
+ * sc_changed numbers a change (the caller holds the lock). */
+static inline uint64_t sc_changed(scsictl *ctl)
 {
-    if (!ctl->state_path || !ctl->dirty)
-        return SCSICTL_OK;
-    return sc_persist_write(ctl, err);
+    return ++ctl->seq;
 }
+/* The change a call must see written before it returns (0: everything is
+ * written). After a failed write the state is renumbered, so that a retry
+ * writes again rather than collecting the old failure. */
+static inline uint64_t sc_unwritten(scsictl *ctl)
+{
+    if (ctl->durable >= ctl->seq)
+        return 0;
+    if (ctl->failed >= ctl->seq)
+        sc_changed(ctl);
+    return ctl->seq;
+}
+/* Room for one more tentative record (caller holds the lock): false when
+ * out of memory. sc_tentative_add records a reserve (id) or pin (slot)
+ * made as change seq. */
+bool sc_tentative_room(scsictl *ctl);
+void sc_tentative_add(scsictl *ctl, uint64_t seq, const scsictl_id *id, bool is_pin,
+                      uint32_t slot);
+/* Waits until change seq is written, through the store; OK with no store.
+ * Takes no lock itself; the caller holds none. */
+int sc_sync(scsictl *ctl, uint64_t seq, bool tentative, scsictl_error *err);
+/* For stores. sc_write_begin (takes the lock): DONE when change seq is
+ * written (a tentative one: and was not undone), SCSICTL_E_IO when the
+ * write carrying it failed (a tentative one: it was undone), BUSY while
+ * another write is in flight (wait for its end, then call again), STEP
+ * with a snapshot in w to write. sc_write_end (takes the lock) records the
+ * outcome of w's write; on failure, undoes the tentative changes it
+ * carried. */
+int sc_write_begin(scsictl *ctl, uint64_t seq, bool tentative, sc_write *w,
+                   scsictl_error *err);
+void sc_write_end(scsictl *ctl, sc_write *w, bool ok);
+/* Attaches a store (the state file is set): the lock is held. */
+int sc_store_attach(scsictl *ctl, sc_store *s, scsictl_error *err);
+/* Undoes a pin made just now (controller.c). */
+void sc_pin_undo(scsictl *ctl, uint32_t slot);
+/* Undoes a reservation made just now (controller.c). */
+void sc_unreserve(scsictl *ctl, reservation *r);
 
 /* Disks, mounts, reservations and pins: blocks through the object cache. */
 static inline void *sc_obj_new(scsictl *ctl, size_t n)

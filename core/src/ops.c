@@ -100,7 +100,7 @@ static int issue(scsictl *ctl, scsictl_op *op, reservation *r, scsictl_step_kind
      * the state file must say so before the callback runs. */
     if (kind == SCSICTL_STEP_ADD_SCSI_DISK || kind == SCSICTL_STEP_LINUX_MOUNT ||
         kind == SCSICTL_STEP_WINDOWS_MOUNT || kind == SCSICTL_STEP_WINDOWS_MOUNT_SCRATCH)
-        ctl->dirty = true;
+        sc_changed(ctl);
     return SCSICTL_STEP;
 }
 
@@ -130,7 +130,7 @@ static int map_next(scsictl *ctl, scsictl_op *op, reservation *r)
 static int unmap_next(scsictl *ctl, scsictl_op *op, reservation *r)
 {
     mount *m = r->mount;
-    ctl->dirty = true; /* every path below changes state or issues a step */
+    sc_changed(ctl); /* every path below changes state or issues a step */
     /* From the first change on, only unmap may move this claim: even if
      * this call ends early (a failed state file write takes its step
      * back), a map must not meet a claim whose partition is released. */
@@ -171,47 +171,25 @@ static int next(scsictl *ctl, scsictl_op *op)
     return op->kind_ == OP_MAP ? map_next(ctl, op, r) : unmap_next(ctl, op, r);
 }
 
-/* Writes the state file after the changes of a call. If that fails, a step
- * just issued is taken back (the disk is not busy) and the call returns the
- * write error; the changes stay in memory and are written next time. A
- * backend error is returned as it is: it matters more to the caller. */
-static int persist_or_cancel(scsictl *ctl, scsictl_op *op, int rc, scsictl_error *err)
-{
-    scsictl_error perr;
-    int prc = sc_persist_locked(ctl, &perr);
-    if (prc == SCSICTL_OK || rc == SCSICTL_E_BACKEND)
-        return rc;
-    if (rc == SCSICTL_STEP) {
-        ((reservation *)op->res_)->disk->busy = false;
-        ctl->inflight--;
-    }
-    if (err)
-        *err = perr;
-    return prc;
-}
-
 /* Released ids whose release is not yet in the state file (see
  * scsictl.released). */
 static size_t released_index(const scsictl *ctl, const scsictl_id *id)
 {
     for (size_t i = 0; i < ctl->nreleased; i++)
-        if (memcmp(ctl->released[i].bytes, id->bytes, sizeof id->bytes) == 0)
+        if (memcmp(ctl->released[i].id.bytes, id->bytes, sizeof id->bytes) == 0)
             return i;
     return SIZE_MAX;
 }
 
 static void released_remember(scsictl *ctl, const scsictl_id *id)
 {
-    if (!ctl->released) {
-        ctl->released = sc_calloc(&ctl->alloc, SC_RELEASED_MAX, sizeof *ctl->released);
-        if (!ctl->released)
-            return; /* a retry then says not_found: the release is done in memory */
-    }
+    if (!ctl->released)
+        return; /* made when the store is attached; none without one */
     if (ctl->nreleased == SC_RELEASED_MAX) {
         memmove(ctl->released, ctl->released + 1, (SC_RELEASED_MAX - 1) * sizeof *ctl->released);
         ctl->nreleased--;
     }
-    ctl->released[ctl->nreleased++] = *id;
+    ctl->released[ctl->nreleased++] = (sc_gone){ .id = *id, .in_file = false };
 }
 
 static void released_drop(scsictl *ctl, size_t i)
@@ -222,34 +200,71 @@ static void released_drop(scsictl *ctl, size_t i)
 /* An unmap of an id whose release finished in memory but not in the state
  * file: write it now. A map of such an id is refused like any pending
  * release. */
-static __attribute__((noinline, cold)) int finish_release(scsictl *ctl, const scsictl_op *op,
+static __attribute__((noinline, cold)) int finish_release(scsictl *ctl, scsictl_op *op,
                                                          size_t i, scsictl_error *err)
 {
     char ids[SCSICTL_ID_STRLEN + 1];
     if (op->kind_ == OP_MAP) {
-        scsictl_id_format(&ctl->released[i], ids);
+        scsictl_id_format(&ctl->released[i].id, ids);
         return sc_fail(err, SCSICTL_E_BUSY,
                        "map_to_guest: reservation %s has a pending release; "
                        "retry unmap_from_guest to finish it", ids);
     }
-    if (ctl->dirty) {
-        int rc = sc_persist_locked(ctl, err);
-        if (rc != SCSICTL_OK)
-            return rc;
-    }
+    /* Dropped before the write, which then records that it is over; a
+     * failed write brings it back (scsictl_op_persisted). */
+    if (ctl->released[i].in_file)
+        sc_changed(ctl);
     released_drop(ctl, i);
-    return SCSICTL_DONE;
+    uint64_t seq = sc_unwritten(ctl);
+    if (!seq)
+        return SCSICTL_DONE;
+    op->after_ = SCSICTL_DONE;
+    op->persist_seq = seq;
+    return SCSICTL_PERSIST;
 }
 
-/* persist_or_cancel, and when an unmap finished in memory (its claim is
- * forgotten) but the write failed, the id is remembered as released. */
-static int persist_after(scsictl *ctl, scsictl_op *op, const scsictl_id *id, int rc,
-                         scsictl_error *err)
+/* With a store, a call that changed the state hands the write to the
+ * driver before it goes on, so that the file mirrors memory whenever a
+ * call returns: PERSIST, standing in for rc (STEP, DONE, or a step's
+ * BACKEND failure) until scsictl_op_persisted(). An unmap that finished in
+ * memory leaves a tombstone until its write is known to have succeeded. */
+static int durable_first(scsictl *ctl, scsictl_op *op, uint64_t before, int rc)
 {
-    int prc = persist_or_cancel(ctl, op, rc, err);
-    if (prc != rc && rc == SCSICTL_DONE && op->kind_ == OP_UNMAP)
-        released_remember(ctl, id);
-    return prc;
+    if (!ctl->store || ctl->seq == before ||
+        (rc != SCSICTL_STEP && rc != SCSICTL_DONE && rc != SCSICTL_E_BACKEND))
+        return rc;
+    if (rc == SCSICTL_DONE && op->kind_ == OP_UNMAP)
+        released_remember(ctl, &op->id_);
+    op->after_ = rc;
+    op->persist_seq = ctl->seq;
+    return SCSICTL_PERSIST;
+}
+
+/* Whether the op still has a reservation once a call returned rc. */
+static bool op_goes_on(const scsictl_op *op, int rc)
+{
+    return rc == SCSICTL_STEP || (rc == SCSICTL_PERSIST && op->after_ == SCSICTL_STEP);
+}
+
+/* Whether releasing r now would lean on claims not yet written: r shares
+ * its partition or disk only with reserves whose write is in flight. If
+ * that write failed, their undo would then leave a mounted partition or an
+ * attached disk with no claim at all, never torn down. Such an unmap waits
+ * (BUSY) for the write to end. */
+static bool leans_on_tentative(scsictl *ctl, const reservation *r)
+{
+    size_t on_mount = 0, on_disk = 0;
+    for (size_t i = 0; i < ctl->ntentative; i++) {
+        const sc_tentative *t = &ctl->tentative[i];
+        const reservation *o = t->is_pin || t->outcome != SC_PENDING
+                                   ? NULL : sc_res_find(ctl, &t->id);
+        if (!o || o == r)
+            continue;
+        on_mount += o->mount && o->mount == r->mount;
+        on_disk += o->disk == r->disk;
+    }
+    return (r->mount && r->mount->refs > 1 && r->mount->refs - 1 == on_mount) ||
+           (r->disk->refs > 1 && r->disk->refs - 1 == on_disk);
 }
 
 /* The error for an op that cannot start: the controller is closed, r is
@@ -270,6 +285,11 @@ static __attribute__((noinline, cold)) int refusal(const scsictl *ctl, const scs
                        "%s: reservation %s: '%.200s' at controller %u lun %u is busy "
                        "with a backend call; retry later",
                        op_name(op), ids, r->disk->strings, r->disk->controller, r->disk->lun);
+    if (op->kind_ == OP_UNMAP)
+        return sc_fail(err, SCSICTL_E_BUSY,
+                       "unmap_from_guest: reservation %s: the other claims on '%.200s' are "
+                       "still being written to the state file; retry later",
+                       ids, r->disk->strings);
     return sc_fail(err, SCSICTL_E_BUSY,
                    "map_to_guest: reservation %s has a pending release; "
                    "retry unmap_from_guest to finish it", ids);
@@ -285,24 +305,27 @@ static int start(scsictl *ctl, scsictl_op *op, const scsictl_id *id, int kind,
     op->ctl_ = ctl;
     op->res_ = NULL;
     op->kind_ = kind;
+    op->after_ = 0;
+    op->persist_seq = 0;
     op->path_len_ = 0;
     if (!ctl || !id)
         return sc_fail(err, SCSICTL_E_INVALID_ARGUMENT, "%s: no controller or id", op_name(op));
+    op->id_ = *id;
     int rc;
     sc_lock_acquire(&ctl->lock);
     reservation *r = ctl->closed ? NULL : sc_res_find(ctl, id);
     size_t gone;
     if (!r && !ctl->closed && ctl->nreleased && (gone = released_index(ctl, id)) != SIZE_MAX) {
         rc = finish_release(ctl, op, gone, err);
-    } else if (!r || r->disk->busy || (kind == OP_MAP && r->pending)) {
+    } else if (!r || r->disk->busy || (kind == OP_MAP && r->pending) ||
+               (kind == OP_UNMAP && ctl->ntentative && leans_on_tentative(ctl, r))) {
         rc = refusal(ctl, op, id, r, err);
     } else {
         hmap_prefetch(&ctl->res, r->later_hash); /* the caller's next id, likely */
         op->res_ = r;
-        rc = next(ctl, op);
-        if (ctl->state_path)
-            rc = persist_after(ctl, op, id, rc, err);
-        if (rc != SCSICTL_STEP)
+        uint64_t before = ctl->seq;
+        rc = durable_first(ctl, op, before, next(ctl, op));
+        if (!op_goes_on(op, rc))
             op->res_ = NULL;
     }
     sc_lock_release(&ctl->lock);
@@ -324,7 +347,7 @@ int scsictl_op_start_unmap(scsictl *ctl, scsictl_op *op, const scsictl_id *id,
 static void apply_success(scsictl *ctl, scsictl_step_kind kind, reservation *r)
 {
     disk *d = r->disk;
-    ctl->dirty = true;
+    sc_changed(ctl);
     switch (kind) {
     case SCSICTL_STEP_ADD_SCSI_DISK:
         d->state = SCSICTL_DISK_ATTACHED;
@@ -365,8 +388,9 @@ static __attribute__((noinline, cold)) int step_failed(scsictl *ctl, scsictl_op 
     if (op->kind_ == OP_UNMAP)
         r->pending = true;
     /* The state file may have been written while this step was in
-     * flight (recording it as maybe done): write the outcome. */
-    ctl->dirty = true;
+     * flight (recording it as maybe done): the outcome goes out with the
+     * next write. */
+    sc_changed(ctl);
     const scsictl_step *s = &op->step;
     if (s->mount)
         return sc_fail(err, SCSICTL_E_BACKEND,
@@ -384,28 +408,69 @@ static __attribute__((noinline, cold)) int step_failed(scsictl *ctl, scsictl_op 
 int scsictl_op_report(scsictl *ctl, scsictl_op *op, bool ok,
                       const char *backend_message, scsictl_error *err)
 {
-    if (!ctl || !op || !op->res_ || !op->kind_)
-        return sc_fail(err, SCSICTL_E_INVALID_ARGUMENT, "report: no operation in flight");
+    if (!ctl || !op || !op->res_ || !op->kind_ || op->after_)
+        return sc_fail(err, SCSICTL_E_INVALID_ARGUMENT, "report: no step in flight");
     if (op->ctl_ != ctl) /* its reservation lives in another controller */
         return sc_fail(err, SCSICTL_E_INVALID_ARGUMENT,
                        "report: the operation was started on another controller");
     int rc;
     sc_lock_acquire(&ctl->lock);
     reservation *r = op->res_;
-    const scsictl_id id = r->id; /* r is gone once an unmap finishes */
     disk *d = r->disk;
     d->busy = false;
     ctl->inflight--;
+    uint64_t before = ctl->seq;
     if (ok) {
         apply_success(ctl, op->step.kind, r);
         rc = next(ctl, op);
     } else {
         rc = step_failed(ctl, op, backend_message, err);
     }
-    if (ctl->state_path)
-        rc = persist_after(ctl, op, &id, rc, err);
-    if (rc != SCSICTL_STEP)
+    rc = durable_first(ctl, op, before, rc);
+    if (!op_goes_on(op, rc))
         op->res_ = NULL; /* the op is over; a stray report is refused */
+    sc_lock_release(&ctl->lock);
+    return rc;
+}
+
+int scsictl_op_persisted(scsictl *ctl, scsictl_op *op, bool ok, const char *message,
+                         scsictl_error *err)
+{
+    if (!ctl || !op || !op->kind_ || !op->after_)
+        return sc_fail(err, SCSICTL_E_INVALID_ARGUMENT, "persisted: the operation awaits no write");
+    if (op->ctl_ != ctl)
+        return sc_fail(err, SCSICTL_E_INVALID_ARGUMENT,
+                       "persisted: the operation was started on another controller");
+    sc_lock_acquire(&ctl->lock);
+    int rc = op->after_;
+    op->after_ = 0;
+    if (rc < 0) {
+        /* a step's failure: it stays the answer, err keeps its message */
+    } else if (ok) {
+        size_t i;
+        if (rc == SCSICTL_DONE && op->kind_ == OP_UNMAP &&
+            (i = released_index(ctl, &op->id_)) != SIZE_MAX)
+            released_drop(ctl, i); /* the release is in the file */
+    } else {
+        size_t i;
+        if (rc == SCSICTL_STEP) { /* take the step back: it was not performed */
+            ((reservation *)op->res_)->disk->busy = false;
+            ctl->inflight--;
+        } else if (op->kind_ == OP_UNMAP) {
+            /* the caller holds the id: the next writes record that its
+             * retried unmap must succeed, even after a restart */
+            if ((i = released_index(ctl, &op->id_)) == SIZE_MAX) {
+                released_remember(ctl, &op->id_);
+                i = ctl->nreleased - 1;
+            }
+            if (ctl->nreleased)
+                ctl->released[i].in_file = true;
+        }
+        rc = sc_fail(err, SCSICTL_E_IO, "%s: %.400s", op_name(op),
+                     message ? message : "the state file could not be written");
+    }
+    if (rc != SCSICTL_STEP)
+        op->res_ = NULL;
     sc_lock_release(&ctl->lock);
     return rc;
 }

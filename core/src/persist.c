@@ -1,203 +1,151 @@
-/* persist.c — the durable state file.
+/* persist.c — durability without I/O: which changes are written, and what
+ * a failed write undoes.
  *
- * After every change the whole snapshot is written to "<path>.tmp", fsynced,
- * renamed over <path>, and the directory is fsynced, so after a crash at any
- * instant the file holds either the previous or the new state. The write
- * happens under the controller's lock (it is file I/O, not a backend call),
- * which keeps writes in the order of the changes they record. */
-#define _POSIX_C_SOURCE 200809L
-
-#include <errno.h>
-#include <fcntl.h>
-#include <stdio.h>
+ * Every change is numbered (sc_changed). A store, attached by a driver,
+ * writes snapshots: it asks sc_write_begin for one, writes it with no lock
+ * held, and reports with sc_write_end. One write is in flight at a time;
+ * the changes made meanwhile wait and go out together in the next one
+ * (group commit). A call returns once the write carrying its change ended:
+ *
+ *   change   first write carrying it   the call returns
+ *   -------  ------------------------  --------------------------------------
+ *   reserve  written                   OK (the id)
+ *   reserve  failed                    IO; the reservation is undone, so
+ *                                      memory and file agree it never was
+ *   pin      as reserve
+ *   other    written                   OK / DONE / the next step
+ *   other    failed                    IO; the change stays in memory and
+ *                                      goes out with the next write (see
+ *                                      scsictl_op_persisted for ops)
+ *
+ * The undo happens in sc_write_end, before any later write can start, so
+ * no later file ever holds an undone reservation. */
 #include <string.h>
-#include <sys/stat.h>
-#include <unistd.h>
 
 #include "alloc.h"
 #include "internal.h"
 
-static int io_fail(scsictl_error *err, const char *what, const char *path)
+bool sc_tentative_room(scsictl *ctl)
 {
-    return sc_fail(err, SCSICTL_E_IO, "state file: cannot %s '%.200s': %s", what, path,
-                   strerror(errno));
-}
-
-static bool write_all(int fd, const char *p, size_t n)
-{
-    while (n) {
-        ssize_t w = write(fd, p, n);
-        if (w < 0 && errno == EINTR)
-            continue;
-        if (w <= 0)
-            return false;
-        p += w;
-        n -= (size_t)w;
-    }
+    if (ctl->ntentative < ctl->tentative_cap)
+        return true;
+    size_t cap = ctl->tentative_cap ? 2 * ctl->tentative_cap : 8;
+    sc_tentative *t = ctl->tentative ? ctl->alloc.realloc_fn(ctl->alloc.ud, ctl->tentative,
+                                                             cap * sizeof *t)
+                                     : sc_malloc(&ctl->alloc, cap * sizeof *t);
+    if (!t)
+        return false;
+    ctl->tentative = t;
+    ctl->tentative_cap = cap;
     return true;
 }
 
-static int fsync_dir_of(const char *path, scsictl_error *err, const scsictl_allocator *a)
+void sc_tentative_add(scsictl *ctl, uint64_t seq, const scsictl_id *id, bool is_pin,
+                      uint32_t slot)
 {
-    const char *slash = strrchr(path, '/');
-    size_t n = slash ? (size_t)(slash - path) : 1;
-    if (slash == path)
-        n = 1; /* the root directory */
-    char *dir = sc_malloc(a, n + 1);
-    if (!dir)
-        return sc_fail(err, SCSICTL_E_NO_MEMORY, "state file: out of memory");
-    memcpy(dir, slash ? path : ".", n);
-    dir[n] = '\0';
-    int rc = SCSICTL_OK;
-    int fd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-    if (fd < 0 || fsync(fd) != 0)
-        rc = io_fail(err, "sync the directory of", path);
-    if (fd >= 0)
-        close(fd);
-    sc_free(a, dir);
-    return rc;
+    sc_tentative *t = &ctl->tentative[ctl->ntentative++];
+    *t = (sc_tentative){ .seq = seq, .outcome = SC_PENDING, .is_pin = is_pin, .slot = slot };
+    if (id)
+        t->id = *id;
 }
 
-static int write_atomic(const scsictl_allocator *a, const char *path, const char *buf,
-                        size_t len, scsictl_error *err)
+static sc_tentative *tentative_find(scsictl *ctl, uint64_t seq)
 {
-    size_t plen = strlen(path);
-    char *tmp = sc_malloc(a, plen + 5);
-    if (!tmp)
-        return sc_fail(err, SCSICTL_E_NO_MEMORY, "state file: out of memory");
-    memcpy(tmp, path, plen);
-    memcpy(tmp + plen, ".tmp", 5);
-    int rc = SCSICTL_OK;
-    int fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
-    if (fd < 0) {
-        rc = io_fail(err, "create", tmp);
-    } else {
-        bool ok = write_all(fd, buf, len) && fsync(fd) == 0;
-        if (!ok)
-            rc = io_fail(err, "write", tmp);
-        if (close(fd) != 0 && rc == SCSICTL_OK)
-            rc = io_fail(err, "write", tmp);
-        if (rc == SCSICTL_OK && rename(tmp, path) != 0)
-            rc = io_fail(err, "replace", path);
-        if (rc != SCSICTL_OK)
-            unlink(tmp);
-    }
-    sc_free(a, tmp);
-    return rc == SCSICTL_OK ? fsync_dir_of(path, err, a) : rc;
+    for (size_t i = 0; i < ctl->ntentative; i++)
+        if (ctl->tentative[i].seq == seq)
+            return &ctl->tentative[i];
+    return NULL;
 }
 
-int sc_persist_write(scsictl *ctl, scsictl_error *err)
+static void tentative_drop(scsictl *ctl, sc_tentative *t)
 {
-    char *buf;
-    size_t len;
-    int rc = sc_snapshot_write(ctl, &buf, &len, err);
-    if (rc != SCSICTL_OK)
-        return rc;
-    rc = write_atomic(&ctl->alloc, ctl->state_path, buf, len, err);
-    sc_free(&ctl->alloc, buf);
-    if (rc == SCSICTL_OK)
-        ctl->dirty = false;
-    return rc;
+    size_t i = (size_t)(t - ctl->tentative);
+    memmove(t, t + 1, (ctl->ntentative - i - 1) * sizeof *t);
+    ctl->ntentative--;
 }
 
-int scsictl_set_state_file(scsictl *ctl, const char *path, scsictl_error *err)
+int sc_sync(scsictl *ctl, uint64_t seq, bool tentative, scsictl_error *err)
 {
-    if (!ctl || !path || !path[0])
-        return sc_fail(err, SCSICTL_E_INVALID_ARGUMENT, "state file: no path");
-    size_t n = strlen(path) + 1;
-    char *copy = sc_malloc(&ctl->alloc, n);
-    if (!copy)
-        return sc_fail(err, SCSICTL_E_NO_MEMORY, "state file: out of memory");
-    memcpy(copy, path, n);
+    sc_store *s = ctl->store; /* set once, before any change it carries */
+    return s ? s->sync(s, ctl, seq, tentative, err) : SCSICTL_OK;
+}
+
+int sc_write_begin(scsictl *ctl, uint64_t seq, bool tentative, sc_write *w,
+                   scsictl_error *err)
+{
     int rc;
     sc_lock_acquire(&ctl->lock);
-    if (ctl->inflight) {
-        rc = sc_fail(err, SCSICTL_E_BUSY, "state file: a backend call is in flight");
-        sc_free(&ctl->alloc, copy);
+    sc_tentative *t = tentative ? tentative_find(ctl, seq) : NULL;
+    if (t && t->outcome != SC_PENDING) {
+        /* its first write ended: the caller collects the outcome */
+        rc = t->outcome == SC_WRITTEN ? SCSICTL_DONE : SCSICTL_E_IO;
+        tentative_drop(ctl, t);
+    } else if (!t && ctl->durable >= seq) {
+        rc = SCSICTL_DONE;
+    } else if (!t && ctl->failed >= seq) {
+        rc = SCSICTL_E_IO;
+    } else if (ctl->writing) {
+        rc = SCSICTL_E_BUSY;
     } else {
-        char *old = ctl->state_path;
-        bool was_dirty = ctl->dirty;
-        ctl->state_path = copy;
-        ctl->dirty = true;
-        rc = sc_persist_locked(ctl, err);
-        if (rc != SCSICTL_OK) {
-            ctl->state_path = old;
-            ctl->dirty = was_dirty;
-            sc_free(&ctl->alloc, copy);
-        } else {
-            sc_free(&ctl->alloc, old);
+        rc = sc_snapshot_write(ctl, &w->data, &w->len, err);
+        if (rc == SCSICTL_OK) {
+            w->seq = ctl->seq;
+            ctl->writing = ctl->seq;
+            rc = SCSICTL_STEP;
         }
     }
     sc_lock_release(&ctl->lock);
     return rc;
 }
 
-int scsictl_read_file(const char *path, const scsictl_allocator *allocator, char **out,
-                      size_t *len, scsictl_error *err)
+void sc_write_end(scsictl *ctl, sc_write *w, bool ok)
 {
-    const scsictl_allocator *a = allocator ? allocator : &sc_default_allocator;
-    if (!path || !out || !len)
-        return sc_fail(err, SCSICTL_E_INVALID_ARGUMENT, "read: missing argument");
-    int fd = open(path, O_RDONLY | O_CLOEXEC);
-    if (fd < 0)
-        return io_fail(err, "open", path);
-    struct stat st;
-    int rc = SCSICTL_OK;
-    char *buf = NULL;
-    size_t n = 0;
-    if (fstat(fd, &st) != 0 || !S_ISREG(st.st_mode) || st.st_size < 0) {
-        errno = errno ? errno : EINVAL;
-        rc = io_fail(err, "read", path);
-    } else if (!(buf = sc_malloc(a, (size_t)st.st_size + 1))) {
-        rc = sc_fail(err, SCSICTL_E_NO_MEMORY, "read: out of memory for '%.200s'", path);
-    } else {
-        while (n < (size_t)st.st_size) {
-            ssize_t r = read(fd, buf + n, (size_t)st.st_size - n);
-            if (r < 0 && errno == EINTR)
-                continue;
-            if (r <= 0)
-                break;
-            n += (size_t)r;
-        }
-        if (n != (size_t)st.st_size) {
-            rc = io_fail(err, "read", path);
-            sc_free(a, buf);
-            buf = NULL;
-        } else {
-            buf[n] = '\0';
-        }
+    sc_lock_acquire(&ctl->lock);
+    ctl->writing = 0;
+    if (ok) {
+        if (w->seq > ctl->durable)
+            ctl->durable = w->seq;
+    } else if (w->seq > ctl->failed) {
+        ctl->failed = w->seq;
     }
-    close(fd);
-    if (rc == SCSICTL_OK) {
-        *out = buf;
-        *len = n;
+    for (size_t i = 0; i < ctl->ntentative; i++) {
+        sc_tentative *t = &ctl->tentative[i];
+        if (t->outcome != SC_PENDING || t->seq > w->seq)
+            continue;
+        if (!ok) {
+            reservation *r = t->is_pin ? NULL : sc_res_find(ctl, &t->id);
+            if (t->is_pin)
+                sc_pin_undo(ctl, t->slot);
+            else if (r)
+                sc_unreserve(ctl, r);
+        }
+        t->outcome = ok ? SC_WRITTEN : SC_UNDONE;
     }
-    return rc;
+    sc_lock_release(&ctl->lock);
+    sc_free(&ctl->alloc, w->data);
+    w->data = NULL;
 }
 
-int scsictl_open(const char *path, const scsictl_allocator *allocator, scsictl **out,
-                 scsictl_error *err)
+int sc_store_attach(scsictl *ctl, sc_store *s, scsictl_error *err)
 {
-    const scsictl_allocator *a = allocator ? allocator : &sc_default_allocator;
-    if (!path || !out)
-        return sc_fail(err, SCSICTL_E_INVALID_ARGUMENT, "open: missing argument");
-    char *buf;
-    size_t len;
-    int rc = scsictl_read_file(path, a, &buf, &len, err);
-    if (rc != SCSICTL_OK)
-        return rc;
-    scsictl *ctl;
-    rc = scsictl_import(buf, len, a, &ctl, err);
-    sc_free(a, buf);
-    if (rc != SCSICTL_OK)
-        return rc;
-    size_t n = strlen(path) + 1;
-    ctl->state_path = sc_malloc(a, n);
-    if (!ctl->state_path) {
-        scsictl_free(ctl);
-        return sc_fail(err, SCSICTL_E_NO_MEMORY, "open: out of memory");
+    if (ctl->store)
+        return sc_fail(err, SCSICTL_E_INVALID_ARGUMENT, "state file: one is set already");
+    if (ctl->inflight)
+        return sc_fail(err, SCSICTL_E_BUSY, "state file: a backend call is in flight");
+    /* A release finishing while a write fails leaves a tombstone; the room
+     * for them is made now, so that recording one never fails. */
+    if (!ctl->released) {
+        ctl->released = sc_calloc(&ctl->alloc, SC_RELEASED_MAX, sizeof *ctl->released);
+        if (!ctl->released)
+            return sc_fail(err, SCSICTL_E_NO_MEMORY, "state file: out of memory");
     }
-    memcpy(ctl->state_path, path, n);
-    *out = ctl;
+    ctl->store = s;
     return SCSICTL_OK;
+}
+
+int scsictl_persist(scsictl *ctl, uint64_t seq, scsictl_error *err)
+{
+    if (!ctl)
+        return sc_fail(err, SCSICTL_E_INVALID_ARGUMENT, "persist: no controller");
+    return sc_sync(ctl, seq, false, err);
 }

@@ -14,6 +14,8 @@
  *        <block_dev> <format_with_refs> <filesystem> <n> <option>*n
  *        state: reserved | mounted | mounting (a mount was in flight)
  *   res <id> <c> <l> <partition> <holds_partition> <pending>
+ *   gone <id>      a released id whose caller was told io (its write
+ *                  failed): a retried unmap of it succeeds
  *   end <records> <checksum>
  *
  * Numbers are decimal with no sign or leading zero; flags are 0 or 1;
@@ -146,6 +148,11 @@ static int cmp_res_ptr(const void *a, const void *b)
     return memcmp(x->id.bytes, y->id.bytes, sizeof x->id.bytes);
 }
 
+static int cmp_gone(const void *a, const void *b)
+{
+    return memcmp(((const sc_gone *)a)->id.bytes, ((const sc_gone *)b)->id.bytes, 16);
+}
+
 static int cmp_pin_ptr(const void *a, const void *b)
 {
     const pin *x = *(const pin *const *)a, *y = *(const pin *const *)b;
@@ -234,6 +241,20 @@ int sc_snapshot_write(scsictl *ctl, char **out, size_t *len, scsictl_error *err)
          * it is once its disk step fails (the state file is written while
          * that step is in flight). */
         out_u64(&o, r->pending || r->mount == NULL);
+        out_str(&o, "\n");
+        records++;
+    }
+    sc_gone gone[SC_RELEASED_MAX];
+    size_t ngone = 0;
+    for (size_t i = 0; i < ctl->nreleased; i++)
+        if (ctl->released[i].in_file)
+            gone[ngone++] = ctl->released[i];
+    qsort(gone, ngone, sizeof *gone, cmp_gone);
+    for (size_t i = 0; !nomem && i < ngone; i++) {
+        char id[SCSICTL_ID_STRLEN + 1];
+        scsictl_id_format(&gone[i].id, id);
+        out_str(&o, "gone");
+        out_word(&o, id);
         out_str(&o, "\n");
         records++;
     }
@@ -700,6 +721,36 @@ static int parse_res(parser *ps, scsictl *ctl, disk **by_slot)
     return SCSICTL_OK;
 }
 
+static int parse_gone(parser *ps, scsictl *ctl)
+{
+    const char *t;
+    size_t n;
+    scsictl_id id;
+    if (!tok_is(ps, "gone") || !token(ps, &t, &n) || scsictl_id_parse(t, n, &id) != SCSICTL_OK ||
+        ps->p != ps->end)
+        return bad(ps, "bad gone record");
+    char canon[SCSICTL_ID_STRLEN + 1];
+    scsictl_id_format(&id, canon);
+    if (memcmp(canon, t, SCSICTL_ID_STRLEN) != 0)
+        return bad(ps, "gone id not in canonical lowercase form");
+    if (sc_res_find(ctl, &id))
+        return bad(ps, "gone id is also a reservation");
+    for (size_t i = 0; i < ctl->nreleased; i++)
+        if (memcmp(ctl->released[i].id.bytes, id.bytes, 16) == 0)
+            return bad(ps, "gone id listed twice");
+    if (ctl->nreleased == SC_RELEASED_MAX)
+        return bad(ps, "too many gone records");
+    if (!ctl->released) {
+        ctl->released = sc_calloc(&ctl->alloc, SC_RELEASED_MAX, sizeof *ctl->released);
+        if (!ctl->released) {
+            ps->nomem = true;
+            return nomem_or_bad(ps, "");
+        }
+    }
+    ctl->released[ctl->nreleased++] = (sc_gone){ .id = id, .in_file = true };
+    return SCSICTL_OK;
+}
+
 /* Claims must match the recorded counts, and a disk being torn down must
  * have exactly the one claim whose release is pending. */
 static int check_counts(parser *ps, scsictl *ctl)
@@ -745,7 +796,7 @@ static int import_body(parser *ps, const char *text_end, scsictl *ctl)
     disk **by_slot = sc_calloc(ps->a, ctl->nslots ? ctl->nslots : 1, sizeof *by_slot);
     if (!by_slot)
         return sc_fail(ps->err, SCSICTL_E_NO_MEMORY, "import: out of memory");
-    static const char *const order[] = { "pin", "disk", "part", "res" };
+    static const char *const order[] = { "pin", "disk", "part", "res", "gone" };
     int stage = 0, rc = SCSICTL_OK;
     size_t records = 2;
     for (;;) {
@@ -755,9 +806,9 @@ static int import_body(parser *ps, const char *text_end, scsictl *ctl)
         }
         if (line_is(ps, "end"))
             break;
-        while (stage < 4 && !line_is(ps, order[stage]))
+        while (stage < 5 && !line_is(ps, order[stage]))
             stage++;
-        if (stage == 4) {
+        if (stage == 5) {
             rc = bad(ps, "unknown or out-of-order record");
             break;
         }
@@ -766,7 +817,8 @@ static int import_body(parser *ps, const char *text_end, scsictl *ctl)
         case 0: rc = parse_pin(ps, ctl); break;
         case 1: rc = parse_disk(ps, ctl, by_slot); break;
         case 2: rc = parse_part(ps, ctl, by_slot); break;
-        default: rc = parse_res(ps, ctl, by_slot); break;
+        case 3: rc = parse_res(ps, ctl, by_slot); break;
+        default: rc = parse_gone(ps, ctl); break;
         }
         if (rc != SCSICTL_OK)
             break;

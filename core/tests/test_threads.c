@@ -13,13 +13,21 @@
  *    controller. Atomic per-slot flags check that adds/removes and
  *    mounts/unmounts alternate; at the end no slot is used and every add
  *    was matched by a remove, every mount by an unmount.
+ * 3. The same stress with a state file whose writes fail now and then (its
+ *    directory is swapped for a file by another thread): the threads' writes
+ *    go out together (group commit), io is retried like a backend failure,
+ *    and at the end the file equals the state in memory.
  * Run it under ThreadSanitizer with -DSCSICTL_TSAN=ON.
  */
 #define _POSIX_C_SOURCE 200809L
 #include "test_util.h"
 
 #include <errno.h>
+#include <fcntl.h>
 #include <pthread.h>
+#include <stdlib.h>
+#include <sys/stat.h>
+#include <unistd.h>
 #include <sched.h>
 #include <time.h>
 
@@ -280,8 +288,15 @@ static void test_no_lock_held(void)
 /* 2. stress                                                                 */
 /* ------------------------------------------------------------------------ */
 
+static atomic_long n_io;
+
 static int retry_busy(int rc)
 {
+    if (rc == SCSICTL_E_IO) { /* the state file could not be written: retry */
+        atomic_fetch_add(&n_io, 1);
+        sched_yield();
+        return 1;
+    }
     if (rc == SCSICTL_E_BUSY) {
         atomic_fetch_add(&n_busy, 1);
         sched_yield();
@@ -346,12 +361,57 @@ static void *worker(void *arg)
     return NULL;
 }
 
-static void test_stress(scsictl_guest guest)
+/* Storage that fails: the state file's directory swapped for a file. */
+static char g_dir[256];
+static atomic_int g_stop_toggling;
+
+static void *toggler(void *arg)
 {
-    TEST(guest == SCSICTL_GUEST_LINUX ? "threads: stress, linux" : "threads: stress, windows");
+    (void)arg;
+    char away[300];
+    snprintf(away, sizeof away, "%s.away", g_dir);
+    struct timespec ts = { 0, 2000000 };
+    while (!atomic_load(&g_stop_toggling)) {
+        CHECK(rename(g_dir, away) == 0);
+        int fd = open(g_dir, O_WRONLY | O_CREAT | O_EXCL, 0600);
+        CHECK(fd >= 0);
+        if (fd >= 0) close(fd);
+        nanosleep(&ts, NULL);
+        CHECK(unlink(g_dir) == 0);
+        CHECK(rename(away, g_dir) == 0);
+        nanosleep(&ts, NULL);
+        nanosleep(&ts, NULL);
+    }
+    return NULL;
+}
+
+static char *read_file(const char *path, size_t *n)
+{
+    char *buf = NULL;
+    scsictl_error err;
+    return scsictl_read_file(path, NULL, &buf, n, &err) == SCSICTL_OK ? buf : NULL;
+}
+
+static void test_stress(scsictl_guest guest, bool with_file)
+{
+    TEST(with_file ? "threads: stress with a failing state file, linux"
+         : guest == SCSICTL_GUEST_LINUX ? "threads: stress, linux" : "threads: stress, windows");
     g_guest = guest;
     g_luns = 4;
     g_ctl = tu_new(2, 4, guest);
+    char path[300];
+    pthread_t tog;
+    atomic_store(&n_io, 0);
+    if (with_file) {
+        const char *base = access("/dev/shm", W_OK) == 0 ? "/dev/shm" : "/tmp";
+        snprintf(g_dir, sizeof g_dir, "%s/scsictl-threads-XXXXXX", base);
+        CHECK(mkdtemp(g_dir) != NULL);
+        snprintf(path, sizeof path, "%s/state", g_dir);
+        scsictl_error err;
+        CHECK_CODE(scsictl_set_state_file(g_ctl, path, &err), SCSICTL_OK);
+        atomic_store(&g_stop_toggling, 0);
+        pthread_create(&tog, NULL, toggler, NULL);
+    }
     atomic_store(&n_add, 0);
     atomic_store(&n_remove, 0);
     atomic_store(&n_mount, 0);
@@ -365,6 +425,18 @@ static void test_stress(scsictl_guest guest)
     for (int t = 0; t < NTHREADS; t++)
         pthread_create(&th[t], NULL, worker, (void *)(intptr_t)t);
     for (int t = 0; t < NTHREADS; t++) pthread_join(th[t], NULL);
+    if (with_file) {
+        atomic_store(&g_stop_toggling, 1);
+        pthread_join(tog, NULL);
+        CHECK(atomic_load(&n_io) > 0); /* the failures were met */
+        size_t n = 0, m = 0;
+        char *f = read_file(path, &n), *snap = NULL;
+        scsictl_error err;
+        CHECK_CODE(scsictl_save(g_ctl, &snap, &m, &err), SCSICTL_OK);
+        CHECK(f && snap && n == m && memcmp(f, snap, n) == 0);
+        free(f);
+        scsictl_info_free(g_ctl, snap);
+    }
 
     scsictl_stats s;
     scsictl_get_stats(g_ctl, &s);
@@ -382,18 +454,25 @@ static void test_stress(scsictl_guest guest)
         CHECK_EQ(atomic_load(&attached[i]), 0);
         for (int p = 0; p < NPART; p++) CHECK_EQ(atomic_load(&mounted[i][p]), 0);
     }
-    printf("%s: %ld calls, %ld adds, %ld mounts, %ld injected failures, %ld busy retries\n",
+    printf("%s: %ld calls, %ld adds, %ld mounts, %ld injected failures, %ld busy retries, "
+           "%ld io retries\n",
            guest == SCSICTL_GUEST_LINUX ? "linux" : "windows", atomic_load(&n_calls),
            atomic_load(&n_add), atomic_load(&n_mount), atomic_load(&n_fail),
-           atomic_load(&n_busy));
+           atomic_load(&n_busy), atomic_load(&n_io));
     scsictl_free(g_ctl);
     g_ctl = NULL;
+    if (with_file) {
+        char rm[300];
+        snprintf(rm, sizeof rm, "rm -rf '%s'", g_dir);
+        CHECK(system(rm) == 0);
+    }
 }
 
 int main(void)
 {
     test_no_lock_held();
-    test_stress(SCSICTL_GUEST_LINUX);
-    test_stress(SCSICTL_GUEST_WINDOWS);
+    test_stress(SCSICTL_GUEST_LINUX, false);
+    test_stress(SCSICTL_GUEST_WINDOWS, false);
+    test_stress(SCSICTL_GUEST_LINUX, true);
     return tu_finish();
 }

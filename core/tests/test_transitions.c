@@ -651,7 +651,8 @@ static void test_names_and_paths(void)
         {SCSICTL_E_BACKEND, "backend"}, {SCSICTL_E_CLOSED, "closed"},
         {SCSICTL_E_INVALID_SNAPSHOT, "invalid_snapshot"},
         {SCSICTL_E_INVALID_ARGUMENT, "invalid_argument"}, {SCSICTL_E_NO_MEMORY, "no_memory"},
-        {SCSICTL_E_IO, "io"}, {-13, "unknown"}, {3, "unknown"},
+        {SCSICTL_E_IO, "io"}, {SCSICTL_PERSIST, "persist"}, {-13, "unknown"},
+        {4, "unknown"},
     };
     for (size_t i = 0; i < sizeof codes / sizeof codes[0]; i++)
         CHECK_STR(scsictl_code_name(codes[i].code), codes[i].name);

@@ -561,18 +561,36 @@ static inline void rec_call_from_step(scsictl_guest guest, const scsictl_step *s
  * interface: every step is logged into r and answered as r decides
  * (script / fail_next). Returns the final code: SCSICTL_DONE, or the error
  * of start/report. op->guest_path holds the path after a DONE map. */
+/* After SCSICTL_PERSIST: the blocking write through the controller's store,
+ * then scsictl_op_persisted, as a driver does. */
+static inline int tu_persist(scsictl *ctl, scsictl_op *op, scsictl_error *err)
+{
+    scsictl_error perr;
+    bool ok = scsictl_persist(ctl, op->persist_seq, &perr) == SCSICTL_OK;
+    return scsictl_op_persisted(ctl, op, ok, ok ? NULL : perr.message, err);
+}
+
+/* The op's next step, or its end: PERSIST is written through (tu_persist). */
+static inline int tu_through(scsictl *ctl, scsictl_op *op, int st, scsictl_error *err)
+{
+    while (st == SCSICTL_PERSIST)
+        st = tu_persist(ctl, op, err);
+    return st;
+}
+
 static inline int tu_drive(scsictl *ctl, rec_backend *r, bool is_map,
                            const scsictl_id *id, scsictl_op *op, scsictl_error *err)
 {
-    int st = is_map ? scsictl_op_start_map(ctl, op, id, err)
-                    : scsictl_op_start_unmap(ctl, op, id, err);
+    int st = tu_through(ctl, op, is_map ? scsictl_op_start_map(ctl, op, id, err)
+                                        : scsictl_op_start_unmap(ctl, op, id, err), err);
     int guard = 0;
     while (st == SCSICTL_STEP && guard++ < 64) {
         rec_call c;
         rec_call_from_step(r->guest, &op->step, &c);
         char msg[256] = "";
         int fail = rec_record(r, &c, msg, sizeof msg);
-        st = scsictl_op_report(ctl, op, fail == 0, fail ? msg : NULL, err);
+        st = tu_through(ctl, op, scsictl_op_report(ctl, op, fail == 0, fail ? msg : NULL, err),
+                        err);
     }
     if (guard >= 64) {
         tu_check(false, __FILE__, __LINE__, "operation did not finish in 64 steps");

@@ -184,7 +184,7 @@ static const char *callback_failure(lua_State *L, int status)
     return NULL;
 }
 
-static int drive(lua_State *L, lop *o, int st, const scsictl_error *err);
+static int drive(lua_State *L, lop *o, int st, scsictl_error *err);
 
 static int finish_step(lua_State *L, int status, lua_KContext ctx)
 {
@@ -201,8 +201,13 @@ static int finish_step(lua_State *L, int status, lua_KContext ctx)
     return drive(L, o, st, &err);
 }
 
-static int drive(lua_State *L, lop *o, int st, const scsictl_error *err)
+static int drive(lua_State *L, lop *o, int st, scsictl_error *err)
 {
+    while (st == SCSICTL_PERSIST) { /* the state file is written in place */
+        scsictl_error perr;
+        bool ok = scsictl_persist(o->ctl->core, o->op.persist_seq, &perr) == SCSICTL_OK;
+        st = scsictl_op_persisted(o->ctl->core, &o->op, ok, ok ? NULL : perr.message, err);
+    }
     if (st == SCSICTL_STEP) {
         const scsictl_step *s = &o->op.step;
         if (!o->closing) { /* from the first step on, a close must report it */
