@@ -1085,6 +1085,88 @@ static void bc_cases(void)
 }
 
 /* ------------------------------------------------------------------------ */
+/* BD: BC with a durable state file: writes per cycle, alone and with 16     */
+/* threads in flight (group commit)                                          */
+/* ------------------------------------------------------------------------ */
+
+/* Wall ns per cycle and state file writes per cycle for `threads` workers
+ * doing `cycles` cycles each on a controller with a state file in the
+ * current directory (the build tree: a real disk). */
+static void bd_sample(int threads, uint64_t cycles, double *ns_per_cycle,
+                      double *writes_per_cycle)
+{
+    char dir[64], path[96];
+    snprintf(dir, sizeof dir, "bench-durable.XXXXXX");
+    if (!mkdtemp(dir))
+        die("mkdtemp: %s", strerror(errno));
+    snprintf(path, sizeof path, "%s/state", dir);
+    scsictl *ctl = new_ctl(1, 64, NULL);
+    scsictl_error err;
+    check(scsictl_set_state_file(ctl, path, &err), &err, "state file");
+    scsictl_stats before, after;
+    scsictl_get_stats(ctl, &before);
+    bc_worker w[16];
+    pthread_barrier_t start;
+    pthread_barrier_init(&start, NULL, (unsigned)threads + 1);
+    for (int i = 0; i < threads; i++) {
+        w[i] = (bc_worker){ .ctl = ctl, .index = i, .cycles = cycles, .start = &start };
+        if (pthread_create(&w[i].th, NULL, bc_thread, &w[i]) != 0)
+            die("pthread_create");
+    }
+    pthread_barrier_wait(&start);
+    uint64_t t0 = now_ns();
+    for (int i = 0; i < threads; i++)
+        pthread_join(w[i].th, NULL);
+    uint64_t ns = now_ns() - t0;
+    pthread_barrier_destroy(&start);
+    scsictl_get_stats(ctl, &after);
+    double total = (double)(cycles * (uint64_t)threads);
+    *ns_per_cycle = (double)ns / total;
+    *writes_per_cycle = (double)(after.state_writes - before.state_writes) / total;
+    scsictl_free(ctl);
+    char lock[112];
+    snprintf(lock, sizeof lock, "%s.lock", path);
+    unlink(path);
+    unlink(lock);
+    rmdir(dir);
+}
+
+static void bd_cases(void)
+{
+    static const int counts[] = { 1, 16 };
+    uint64_t cycles = cfg.smoke ? 2 : 30;
+    int reps = cfg.smoke ? 1 : 3;
+    for (size_t k = 0; k < sizeof counts / sizeof counts[0]; k++) {
+        int t = counts[k];
+        result r = { .name = "BD", .allocs = -1, .bytes = -1 };
+        snprintf(r.label, sizeof r.label, "threads=%d", t);
+        snprintf(r.params, sizeof r.params,
+                 "{\"threads\":%d,\"cycles_per_thread\":%" PRIu64
+                 ",\"vm_call_sleep_us\":200,\"geometry\":\"1x64\",\"state_file\":true}",
+                 t, cycles);
+        if (!selected(r.name, r.label))
+            continue;
+        double samples[16], writes = 0;
+        for (int i = 0; i < reps; i++) {
+            double wpc;
+            bd_sample(t, cycles, &samples[i], &wpc);
+            writes += wpc / reps;
+        }
+        r.repeats = reps;
+        r.iters = cycles * (uint64_t)t;
+        summarize(samples, reps, &r);
+        /* each write is two fsyncs: the temporary file and the directory */
+        snprintf(r.extra, sizeof r.extra,
+                 ",\"unit\":\"wall ns per cycle (all threads)\",\"writes_per_cycle\":%.2f,"
+                 "\"fsyncs_per_cycle\":%.2f",
+                 writes, 2 * writes);
+        snprintf(r.note, sizeof r.note, "%.2f writes (%.2f fsyncs) per cycle, %.0f cycles/s",
+                 writes, 2 * writes, 1e9 / r.med);
+        emit(&r);
+    }
+}
+
+/* ------------------------------------------------------------------------ */
 /* Targets                                                                   */
 /* ------------------------------------------------------------------------ */
 
@@ -1435,6 +1517,7 @@ int main(int argc, char **argv)
 
     /* BC */
     bc_cases();
+    bd_cases();
 
     print_targets();
     if (out_json) {

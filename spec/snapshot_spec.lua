@@ -308,6 +308,37 @@ describe("snapshots", function()
         assert.is_true(s:is_empty())
       end)
 
+      it("state_file: one owner; another process is refused and the owner is unharmed", function()
+        local path = dir .. "/state"
+        local ctl, s = sim.controller{ guest = guest, controllers = 1, luns_per_controller = 4,
+                                       state_file = path }
+        local a = assert(ctl:reserve{ host_path = "/img/a" })
+        local function q(x) return "'" .. x:gsub("'", "'\\''") .. "'" end
+        local script = ([[
+          local scsictl = require("scsictl")
+          local s = require("scsictl.sim").new{ guest = %q }
+          local b = { vm = s, %s_guest = s }
+          local _, msg, code = scsictl.open(%q, b)
+          local o = { controllers = 1, state_file = %q }
+          for k, v in pairs(b) do o[k] = v end
+          local _, msg2, code2 = scsictl.new(o)
+          io.write(tostring(code), "|", tostring(code2), "|", tostring(msg), "\n")
+        ]]):format(guest, guest, path, path)
+        local p = assert(io.popen(("LUA_PATH=%s LUA_CPATH=%s lua5.4 -e %s 2>&1"):format(
+          q(package.path), q(package.cpath), q(script))))
+        local out = p:read("a")
+        p:close()
+        assert.are.equal("busy|busy", out:match("^(%a+|%a+)|"), out)
+        assert.is_truthy(out:find("in use by another controller (pid " .. tostring(
+          math.tointeger(tonumber(read(path .. ".lock"):match("%d+")))) .. ")", 1, true), out)
+        -- the owner goes on writing, unharmed
+        assert(ctl:map_to_guest(a))
+        assert.are.equal(ctl:save(), read(path))
+        assert.is_true(ctl:unmap_from_guest(a))
+        assert.are.equal(ctl:save(), read(path))
+        assert.is_true(s:is_empty())
+      end)
+
       it("save is busy while a callback is suspended in a coroutine", function()
         local ctl, s = sim.controller{ guest = guest, controllers = 1, luns_per_controller = 4 }
         local a = assert(ctl:reserve{ host_path = "/img/a" })

@@ -425,6 +425,8 @@ typedef struct scsictl_stats {
     scsictl_guest guest;
     bool closed;
     bool busy;               /* some step is in flight                  */
+    uint64_t state_writes;   /* state file writes that succeeded        */
+    uint64_t state_write_failures; /* ... and that failed               */
 } scsictl_stats;
 
 SCSICTL_API void scsictl_get_stats(scsictl *ctl, scsictl_stats *out);

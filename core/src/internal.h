@@ -159,6 +159,7 @@ struct scsictl {
     uint64_t durable;   /* changes up to this one are written */
     uint64_t writing;   /* a write in flight carries changes up to this one */
     uint64_t failed;    /* the latest failed write carried changes up to this one */
+    uint64_t writes, write_failures; /* for scsictl_get_stats */
     /* Reserves and pins not yet written, oldest first (persist.c). */
     sc_tentative *tentative;
     size_t ntentative, tentative_cap;

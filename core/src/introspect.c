@@ -26,6 +26,8 @@ void scsictl_get_stats(scsictl *ctl, scsictl_stats *out)
         .guest = ctl->guest,
         .closed = ctl->closed,
         .busy = ctl->inflight > 0,
+        .state_writes = ctl->writes,
+        .state_write_failures = ctl->write_failures,
     };
     sc_lock_release(&ctl->lock);
 }

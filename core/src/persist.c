@@ -102,6 +102,10 @@ void sc_write_end(scsictl *ctl, sc_write *w, bool ok)
 {
     sc_lock_acquire(&ctl->lock);
     ctl->writing = 0;
+    if (ok)
+        ctl->writes++;
+    else
+        ctl->write_failures++;
     if (ok) {
         if (w->seq > ctl->durable)
             ctl->durable = w->seq;

@@ -290,6 +290,11 @@ int scsictl_set_state_file(scsictl *ctl, const char *path, scsictl_error *err)
 {
     if (!ctl || !path || !path[0])
         return sc_fail(err, SCSICTL_E_INVALID_ARGUMENT, "state file: no path");
+    sc_lock_acquire(&ctl->lock);
+    bool has_one = ctl->store != NULL;
+    sc_lock_release(&ctl->lock);
+    if (has_one) /* before the lock file, which this controller may hold */
+        return sc_fail(err, SCSICTL_E_INVALID_ARGUMENT, "state file: one is set already");
     file_store *s;
     int rc = store_new(&ctl->alloc, path, false, &s, err);
     if (rc != SCSICTL_OK)

@@ -1297,6 +1297,59 @@ static void test_state_file_release_io(void)
     scsictl_free(ctl);
 }
 
+/* The path a state file is given by: a symbolic link keeps its link (its
+ * target is written), a dangling one is refused, a relative path is
+ * resolved when the file is set; a second owner, even through the link,
+ * is refused. */
+static void test_state_file_paths(void)
+{
+    TEST("state file: symbolic links, relative paths, one owner");
+    char dir[280], target[300], link_path[300], dangling[300];
+    test_dir(dir, sizeof dir, "paths");
+    snprintf(target, sizeof target, "%s/target", dir);
+    snprintf(link_path, sizeof link_path, "%s/link", dir);
+    snprintf(dangling, sizeof dangling, "%s/dangling", dir);
+    FILE *f = fopen(target, "w");
+    CHECK(f != NULL);
+    if (f) fclose(f);
+    CHECK(symlink("target", link_path) == 0);
+    CHECK(symlink("missing", dangling) == 0);
+    scsictl_error err;
+    scsictl *ctl = tu_new(1, 4, SCSICTL_GUEST_LINUX);
+    CHECK_CODE(scsictl_set_state_file(ctl, dangling, &err), SCSICTL_E_IO);
+    CHECK_CONTAINS(err.message, "symbolic link to a missing file");
+    CHECK_CODE(scsictl_set_state_file(ctl, link_path, &err), SCSICTL_OK);
+    CHECK_CODE(scsictl_set_state_file(ctl, link_path, &err), SCSICTL_E_INVALID_ARGUMENT);
+    scsictl_id a;
+    CHECK_CODE(tu_reserve(ctl, "/a", 0, &a), SCSICTL_OK);
+    struct stat st;
+    CHECK(lstat(link_path, &st) == 0 && S_ISLNK(st.st_mode)); /* still a link */
+    file_matches(ctl, target, "the link's target is written");
+    scsictl *other = tu_new(1, 4, SCSICTL_GUEST_LINUX);
+    CHECK_CODE(scsictl_set_state_file(other, target, &err), SCSICTL_E_BUSY);
+    scsictl *opened = NULL;
+    CHECK_CODE(scsictl_open(link_path, NULL, &opened, &err), SCSICTL_E_BUSY);
+    CHECK(opened == NULL);
+    scsictl_free(ctl);
+    CHECK_CODE(scsictl_open(link_path, NULL, &opened, &err), SCSICTL_OK);
+    scsictl_free(opened);
+
+    /* relative: resolved against the working directory of the set call */
+    char cwd[1024];
+    CHECK(getcwd(cwd, sizeof cwd) != NULL);
+    CHECK(chdir(dir) == 0);
+    CHECK_CODE(scsictl_set_state_file(other, "relative", &err), SCSICTL_OK);
+    CHECK(chdir(tmpdir) == 0);
+    CHECK_CODE(tu_reserve(other, "/b", 0, &a), SCSICTL_OK);
+    char rel[300];
+    snprintf(rel, sizeof rel, "%s/relative", dir);
+    file_matches(other, rel, "a relative path stays where it was resolved");
+    CHECK(access("relative", F_OK) != 0); /* nothing in the new directory */
+    CHECK(chdir(cwd) == 0);
+    CHECK(!tmp_left(dir));
+    scsictl_free(other);
+}
+
 static void test_open(void)
 {
     TEST("state file: scsictl_open restores and keeps writing");
@@ -1453,6 +1506,7 @@ int main(int argc, char **argv)
     }
     test_state_file_io();
     test_state_file_release_io();
+    test_state_file_paths();
     test_open();
     for (uint64_t s = 1; s <= 6; s++) test_state_file_mirrors(s);
     char rm[300];
