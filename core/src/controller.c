@@ -178,12 +178,12 @@ static __attribute__((noinline, cold)) int refuse_shared(const disk *d,
                                                         const scsictl_mount_config *mc,
                                                         scsictl_error *err)
 {
-    if (d->busy || d->tearing_down)
+    if (sc_disk_busy(d) || sc_disk_tearing_down(d))
         return sc_fail(err, SCSICTL_E_BUSY,
                        "reserve: '%.200s' at controller %u lun %u is %s; retry later",
                        dc->host_path, d->controller, d->lun,
-                       d->busy ? "busy with a backend call"
-                               : "being torn down by a pending release");
+                       sc_disk_busy(d) ? "busy with a backend call"
+                                       : "being torn down by a pending release");
     if (!sc_disk_same_settings(d, dc))
         return sc_fail(err, SCSICTL_E_CONFIG_MISMATCH,
                        "reserve: '%.200s' is already in use with a different disk config",
@@ -213,7 +213,7 @@ static int reserve_locked(scsictl *ctl, const scsictl_disk_config *dc,
     uint32_t slot = 0;
     if (d) {
         m = sc_mount_find(ctl, d, mc->partition);
-        if (d->busy || d->tearing_down || !sc_disk_same_settings(d, dc) ||
+        if (sc_disk_busy(d) || sc_disk_tearing_down(d) || !sc_disk_same_settings(d, dc) ||
             (m && !sc_mount_matches(m, mc)))
             return refuse_shared(d, dc, mc, err);
     } else {

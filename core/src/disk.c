@@ -1,38 +1,120 @@
-/* disk.c — disks: configs, the slot they hold, and their state machine.
+/* disk.c — disks: the disk state machine, configs, and the slot they hold.
  *
- * Transition table (ops.c drives it; "claims" are reservations):
- *
- *   state      event                                   next       step issued
- *   ---------  --------------------------------------  ---------  ----------------
- *   (none)     reserve: first claim on the host path   reserved   (lowest free or pinned slot taken)
- *   reserved   map                                     reserved   ADD_SCSI_DISK, disk busy
- *   reserved   ADD_SCSI_DISK ok                        attached
- *   reserved   ADD_SCSI_DISK failed                    reserved   (map fails; retry re-adds)
- *   reserved   last claim released                     (none)     slot freed, no step (D2, D4)
- *   attached   last claim released, Linux guest        attached   LINUX_EJECT, tearing down
- *   attached   LINUX_EJECT ok                          ejected
- *   attached   LINUX_EJECT failed                      attached   (release pending)
- *   attached   last claim released, Windows guest      attached   REMOVE_SCSI_DISK, tearing down
- *   ejected    release continues                       ejected    REMOVE_SCSI_DISK
- *   attached,
- *   ejected    REMOVE_SCSI_DISK ok                     reserved   then forgotten: slot freed
- *   attached,
- *   ejected    REMOVE_SCSI_DISK failed                 unchanged  (release pending)
- *   reserved*  last claim released                     reserved*  LINUX_EJECT (Linux) or
- *                                                                 REMOVE_SCSI_DISK, tearing down
- *
- *   reserved* = "uncertain": restored from a state file written while its
- *   ADD was in flight; map re-adds it, release removes it anyway (ops.c).
+ * The machine is the table below: (state, event) -> (next state, step
+ * issued). ops.c moves disks only through it, snapshot import accepts only
+ * the states it names, and a move it does not list is refused, naming the
+ * state and the event. "release" reaches the disk with its last claim,
+ * after its partitions are unmounted and forgotten (P2); a Linux guest
+ * ejects the device before the VM removes it. "failed" is a step that
+ * failed or was taken back unperformed (its state file write failed).
  *
  * Rules that keep P1-P4: a disk keeps its slot until it is forgotten (D3);
- * it is ejected or removed only when no partition is mounted (unmounts come
- * first); while tearing down, reserve of its host path is busy (D5); while a
- * step is in flight, everything touching it is busy. */
+ * while a step is in flight on it (or on one of its partitions), every
+ * call touching it is busy; once its teardown began, reserve of its host
+ * path is busy (D5). */
 #include <stddef.h>
 #include <string.h>
 
 #include "alloc.h"
 #include "internal.h"
+
+#define MOVE(next, step) { (uint8_t)(next), (uint8_t)(step), true }
+#define D(x) SC_D_##x
+#define DO(x) SC_DO_##x
+
+const sc_move sc_disk_table[SC_D_COUNT][SC_EV_COUNT] = {
+    /* state                event                  next                   step */
+    [D(RESERVED)] = {
+        [SC_EV_MAP]             = MOVE(D(ADDING),            DO(ADD)),
+        [SC_EV_RELEASE_LINUX]   = MOVE(D(GONE),              DO(NOTHING)),
+        [SC_EV_RELEASE_WINDOWS] = MOVE(D(GONE),              DO(NOTHING)),
+    },
+    [D(ADDING)] = {
+        [SC_EV_OK]              = MOVE(D(ATTACHED),          DO(NOTHING)),
+        [SC_EV_FAILED]          = MOVE(D(RESERVED),          DO(NOTHING)),
+    },
+    [D(MAYBE_ADDED)] = { /* a map adds it again; a release removes it anyway */
+        [SC_EV_MAP]             = MOVE(D(READDING),          DO(ADD)),
+        [SC_EV_RELEASE_LINUX]   = MOVE(D(MAYBE_EJECTING),    DO(EJECT)),
+        [SC_EV_RELEASE_WINDOWS] = MOVE(D(MAYBE_REMOVING),    DO(REMOVE)),
+    },
+    [D(READDING)] = {
+        [SC_EV_OK]              = MOVE(D(ATTACHED),          DO(NOTHING)),
+        [SC_EV_FAILED]          = MOVE(D(MAYBE_ADDED),       DO(NOTHING)),
+    },
+    [D(ATTACHED)] = { /* a map goes on to the partition's machine */
+        [SC_EV_MAP]             = MOVE(D(ATTACHED),          DO(NOTHING)),
+        [SC_EV_RELEASE_LINUX]   = MOVE(D(EJECTING),          DO(EJECT)),
+        [SC_EV_RELEASE_WINDOWS] = MOVE(D(REMOVING),          DO(REMOVE)),
+    },
+    [D(RELEASING)] = {
+        [SC_EV_RELEASE_LINUX]   = MOVE(D(EJECTING),          DO(EJECT)),
+        [SC_EV_RELEASE_WINDOWS] = MOVE(D(REMOVING),          DO(REMOVE)),
+    },
+    [D(EJECTING)] = {
+        [SC_EV_OK]              = MOVE(D(EJECTED),           DO(NOTHING)),
+        [SC_EV_FAILED]          = MOVE(D(RELEASING),         DO(NOTHING)),
+    },
+    [D(EJECTED)] = { /* the release goes on: only the removal is left */
+        [SC_EV_RELEASE_LINUX]   = MOVE(D(REMOVING_EJECTED),  DO(REMOVE)),
+    },
+    [D(REMOVING)] = { /* out of the VM: the release then forgets it */
+        [SC_EV_OK]              = MOVE(D(RESERVED),          DO(NOTHING)),
+        [SC_EV_FAILED]          = MOVE(D(RELEASING),         DO(NOTHING)),
+    },
+    [D(REMOVING_EJECTED)] = {
+        [SC_EV_OK]              = MOVE(D(RESERVED),          DO(NOTHING)),
+        [SC_EV_FAILED]          = MOVE(D(EJECTED),           DO(NOTHING)),
+    },
+    [D(MAYBE_RELEASING)] = {
+        [SC_EV_RELEASE_LINUX]   = MOVE(D(MAYBE_EJECTING),    DO(EJECT)),
+        [SC_EV_RELEASE_WINDOWS] = MOVE(D(MAYBE_REMOVING),    DO(REMOVE)),
+    },
+    [D(MAYBE_EJECTING)] = {
+        [SC_EV_OK]              = MOVE(D(EJECTED),           DO(NOTHING)),
+        [SC_EV_FAILED]          = MOVE(D(MAYBE_RELEASING),   DO(NOTHING)),
+    },
+    [D(MAYBE_REMOVING)] = {
+        [SC_EV_OK]              = MOVE(D(RESERVED),          DO(NOTHING)),
+        [SC_EV_FAILED]          = MOVE(D(MAYBE_RELEASING),   DO(NOTHING)),
+    },
+};
+
+#define R SCSICTL_DISK_RESERVED
+#define A SCSICTL_DISK_ATTACHED
+#define E SCSICTL_DISK_EJECTED
+
+const sc_dstate_info sc_disk_states[SC_D_COUNT] = {
+    /*                       name                shown file word  td     in flight teardown linux */
+    [D(RESERVED)]         = { "reserved",         R, "reserved", false, false, false, false },
+    [D(ADDING)]           = { "adding",           R, "adding",   false, true,  false, false },
+    [D(MAYBE_ADDED)]      = { "maybe_added",      R, "adding",   false, false, false, false },
+    [D(READDING)]         = { "readding",         R, "adding",   false, true,  false, false },
+    [D(ATTACHED)]         = { "attached",         A, "attached", false, false, false, false },
+    [D(RELEASING)]        = { "releasing",        A, "attached", true,  false, true,  false },
+    [D(EJECTING)]         = { "ejecting",         A, "attached", true,  true,  true,  true },
+    [D(EJECTED)]          = { "ejected",          E, "ejected",  true,  false, true,  true },
+    [D(REMOVING)]         = { "removing",         A, "attached", true,  true,  true,  false },
+    [D(REMOVING_EJECTED)] = { "removing_ejected", E, "ejected",  true,  true,  true,  true },
+    [D(MAYBE_RELEASING)]  = { "maybe_releasing",  R, "adding",   true,  false, true,  false },
+    [D(MAYBE_EJECTING)]   = { "maybe_ejecting",   R, "adding",   true,  true,  true,  true },
+    [D(MAYBE_REMOVING)]   = { "maybe_removing",   R, "adding",   true,  true,  true,  false },
+};
+
+#undef R
+#undef A
+#undef E
+#undef D
+#undef DO
+#undef MOVE
+
+const char *const sc_event_names[SC_EV_COUNT] = {
+    [SC_EV_MAP] = "map",
+    [SC_EV_RELEASE_LINUX] = "release (Linux guest)",
+    [SC_EV_RELEASE_WINDOWS] = "release (Windows guest)",
+    [SC_EV_OK] = "step ok",
+    [SC_EV_FAILED] = "step failed",
+};
 
 bool sc_disk_config_valid(const scsictl_disk_config *c)
 {
@@ -156,11 +238,7 @@ disk *sc_disk_create(scsictl *ctl, const scsictl_disk_config *c, size_t len,
     d->type = (uint8_t)c->type;
     d->read_only = c->read_only;
     d->has_evd = c->evd_type != NULL;
-    d->state = SCSICTL_DISK_RESERVED;
-    d->busy = false;
-    d->tearing_down = false;
-    d->uncertain = false;
-    d->step_kind = 0;
+    d->state = SC_D_RESERVED;
     return d;
 }
 

@@ -22,6 +22,94 @@
 
 typedef struct mount mount;
 
+/* ---- the two state machines (tables in disk.c and mount.c) -------------- */
+
+/* What a move asks the driver to do; ops.c turns it into a step kind (the
+ * mount step depends on the guest and format_with_refs). */
+typedef enum sc_do {
+    SC_DO_NOTHING = 0,
+    SC_DO_ADD,      /* ADD_SCSI_DISK */
+    SC_DO_EJECT,    /* LINUX_EJECT */
+    SC_DO_REMOVE,   /* REMOVE_SCSI_DISK */
+    SC_DO_MOUNT,    /* LINUX_MOUNT, WINDOWS_MOUNT(_SCRATCH) */
+    SC_DO_UNMOUNT,  /* LINUX_UNMOUNT, WINDOWS_UNMOUNT */
+} sc_do;
+
+/* Events. A release reaches a machine only with its last claim; the disk
+ * tells the guests apart (a Linux guest ejects before the removal). */
+typedef enum sc_event {
+    SC_EV_MAP,
+    SC_EV_RELEASE_LINUX,
+    SC_EV_RELEASE_WINDOWS,
+    SC_EV_OK,       /* the step in flight succeeded */
+    SC_EV_FAILED,   /* ... failed, or was taken back unperformed */
+    SC_EV_COUNT
+} sc_event;
+
+typedef enum sc_dstate {
+    SC_D_RESERVED,          /* has a slot, not in the VM */
+    SC_D_ADDING,            /* add in flight */
+    SC_D_MAYBE_ADDED,       /* restored while its add was in flight: maybe in the VM */
+    SC_D_READDING,          /* add of a maybe-added disk in flight */
+    SC_D_ATTACHED,          /* in the VM */
+    SC_D_RELEASING,         /* in the VM, its teardown began (a step failed) */
+    SC_D_EJECTING,          /* Linux eject in flight */
+    SC_D_EJECTED,           /* the Linux guest let go; removal due */
+    SC_D_REMOVING,          /* removal in flight, not ejected (Windows) */
+    SC_D_REMOVING_EJECTED,  /* removal in flight after the eject */
+    SC_D_MAYBE_RELEASING,   /* maybe in the VM, its teardown began */
+    SC_D_MAYBE_EJECTING,    /* eject of a maybe-added disk in flight */
+    SC_D_MAYBE_REMOVING,    /* removal of a maybe-added disk in flight */
+    SC_D_COUNT,
+    SC_D_GONE = SC_D_COUNT  /* a move's next: the disk is forgotten, its slot freed */
+} sc_dstate;
+
+typedef enum sc_mstate {
+    SC_M_RESERVED,          /* not mounted */
+    SC_M_MOUNTING,          /* mount in flight */
+    SC_M_MAYBE_MOUNTED,     /* restored while its mount was in flight */
+    SC_M_REMOUNTING,        /* mount of a maybe-mounted partition in flight */
+    SC_M_MOUNTED,
+    SC_M_UNMOUNTING,        /* unmount in flight */
+    SC_M_UNMOUNTING_MAYBE,  /* unmount of a maybe-mounted partition in flight */
+    SC_M_COUNT,
+    SC_M_GONE = SC_M_COUNT  /* a move's next: the mount is forgotten */
+} sc_mstate;
+
+/* One cell of a transition table; `legal` false: the move is refused. */
+typedef struct sc_move {
+    uint8_t next;
+    uint8_t step;   /* sc_do */
+    bool legal;
+} sc_move;
+
+/* What each state means outside the machine: introspection, the state
+ * file (an in-flight state is written as what it is after a crash: its
+ * step counts as not done) and the checks that depend on it. */
+typedef struct sc_dstate_info {
+    const char *name;
+    uint8_t public_state;  /* scsictl_disk_state shown by list_slots */
+    const char *file_word; /* the state file's state word ... */
+    bool file_teardown;    /* ... and teardown flag */
+    bool in_flight;        /* a disk step is in flight: the disk is busy */
+    bool teardown;         /* its release began: reserve of the path is busy */
+    bool linux_only;
+} sc_dstate_info;
+
+typedef struct sc_mstate_info {
+    const char *name;
+    uint8_t public_state;  /* scsictl_mount_state */
+    const char *file_word;
+    bool in_flight;
+    bool on_attached_only; /* the disk must be attached (may be mounted) */
+} sc_mstate_info;
+
+extern const sc_move sc_disk_table[SC_D_COUNT][SC_EV_COUNT];
+extern const sc_move sc_mount_table[SC_M_COUNT][SC_EV_COUNT];
+extern const sc_dstate_info sc_disk_states[SC_D_COUNT];
+extern const sc_mstate_info sc_mount_states[SC_M_COUNT];
+extern const char *const sc_event_names[SC_EV_COUNT];
+
 /* A durable store of the controller's snapshots, attached by a driver
  * (core/store/state_file.c). The core calls it only from the blocking
  * entry points, with no lock held, to wait until change `seq` is written;
@@ -83,7 +171,7 @@ typedef struct sc_idgen {
  * public structs by sc_disk_cfg() / sc_mount_cfg(). */
 typedef struct disk {
     uint64_t hash;      /* of the host path */
-    mount *step_mount;  /* the step in flight's mount, for a mount step */
+    mount *step_mount;  /* the mount whose step is in flight (the disk is busy) */
     size_t refs;        /* claims (reservations) on this disk */
     uint32_t slot;
     uint16_t controller, lun; /* the slot's coordinates, for the step path:
@@ -92,12 +180,7 @@ typedef struct disk {
     uint8_t type;       /* scsictl_disk_type */
     bool read_only;
     bool has_evd;       /* evd_type follows the host path */
-    uint8_t state;      /* scsictl_disk_state */
-    bool busy;          /* a step is in flight */
-    bool tearing_down;  /* the last claim's release reached the disk stage */
-    bool uncertain;     /* imported while its add was in flight: it may be
-                           in the VM, so a release removes it anyway */
-    uint8_t step_kind;  /* the step in flight, when busy */
+    uint8_t state;      /* sc_dstate: the disk machine (disk.c) */
     char strings[];     /* host_path NUL [evd_type NUL] */
 } disk;
 
@@ -110,8 +193,7 @@ struct mount {
     uint32_t n_options;
     uint32_t fs_offset; /* filesystem string at (char *)m + fs_offset; 0 = "" */
     bool read_only, encrypted, ensure_filesystem, block_dev, format_with_refs;
-    uint8_t state;      /* scsictl_mount_state */
-    bool uncertain;     /* imported while its mount was in flight */
+    uint8_t state;      /* sc_mstate: the mount machine (mount.c) */
     /* the guest path is derived (slot, partition), formatted when needed */
 };
 
@@ -184,6 +266,18 @@ void sc_id_generate(sc_idgen *g, scsictl_id *id);
  * (k < SC_ID_LOOKAHEAD), computing it now if needed. */
 uint64_t sc_id_next_hash(sc_idgen *g, unsigned k);
 void sc_chacha_blocks4(const uint32_t key[8], uint64_t counter, int rounds, uint8_t out[256]);
+
+/* A disk is busy while a step on it or on one of its partitions is in
+ * flight; it is being torn down once its last claim's release reached it. */
+static inline bool sc_disk_busy(const disk *d)
+{
+    return sc_disk_states[d->state].in_flight || d->step_mount != NULL;
+}
+
+static inline bool sc_disk_tearing_down(const disk *d)
+{
+    return sc_disk_states[d->state].teardown;
+}
 
 /* disk.c — disk configs and the disk state machine */
 bool sc_disk_config_valid(const scsictl_disk_config *c);

@@ -167,22 +167,23 @@ static void fill_disk_slot(const scsictl *ctl, const disk *d, scsictl_slot_info 
         .controller = d->slot / ctl->luns,
         .lun = d->slot % ctl->luns,
         .pinned = sc_slot_pinned(ctl, d->slot),
-        .busy = d->busy,
+        .busy = sc_disk_busy(d),
         .has_disk = true,
         .host_path = arena_str(a, d->strings),
-        .state = (scsictl_disk_state)d->state,
+        .state = (scsictl_disk_state)sc_disk_states[d->state].public_state,
         .reservations = d->refs,
     };
     size_t k = 0;
     for (; *next < n_mounts && mounts[*next]->disk == d; ++*next) {
         const mount *m = mounts[*next];
         char path[SCSICTL_GUEST_PATH_MAX];
-        bool mounted = m->state == SCSICTL_MOUNT_MOUNTED;
+        scsictl_mount_state shown = (scsictl_mount_state)sc_mount_states[m->state].public_state;
+        bool mounted = shown == SCSICTL_MOUNT_MOUNTED;
         if (mounted)
             sc_guest_path(ctl->guest, s->controller, s->lun, m->partition, path);
         parts[k++] = (scsictl_partition_info){
             .partition = m->partition,
-            .state = (scsictl_mount_state)m->state,
+            .state = shown,
             .refs = m->refs,
             .guest_path = mounted ? arena_str(a, path) : NULL,
         };

@@ -1,27 +1,78 @@
-/* mount.c — partition mounts: configs and the mount state machine.
+/* mount.c — partition mounts: the mount state machine and mount configs.
  *
- * Transition table (ops.c drives it; "claims" are reservations):
+ * The machine is the table below: (state, event) -> (next state, step
+ * issued), driven by ops.c, checked by snapshot import. "map" reaches a
+ * partition once its disk is attached; "release" with its last claim (a
+ * claim released while others remain only drops a reference). While a
+ * mount step is in flight its disk is busy. A failed unmount leaves the
+ * partition mounted: a new claim may join it (mapping it makes no step)
+ * and the pending release, retried, only drops its own claim.
  *
- *   state      event                                  next       step issued
- *   ---------  -------------------------------------  ---------  ------------------
- *   (none)     reserve: first claim on (disk, part)   reserved
- *   reserved   map, disk attached                     reserved   *_MOUNT, disk busy
- *   reserved   *_MOUNT ok                             mounted
- *   reserved   *_MOUNT failed                         reserved   (map fails; retry re-mounts; D1)
- *   reserved   last claim released                    (none)     no step (D1, D2)
- *   mounted    map                                    mounted    none: same path (P6)
- *   mounted    a claim released, others remain        mounted    none (refs - 1)
- *   mounted    last claim released                    mounted    *_UNMOUNT, disk busy
- *   mounted    *_UNMOUNT ok                           reserved   then forgotten
- *   mounted    *_UNMOUNT failed                       mounted    (release pending; a new
- *                                                                 claim may join it)
- *
- * The *_MOUNT step is LINUX_MOUNT, or on Windows WINDOWS_MOUNT_SCRATCH when
+ * The MOUNT step is LINUX_MOUNT, or on Windows WINDOWS_MOUNT_SCRATCH when
  * format_with_refs is set and WINDOWS_MOUNT otherwise. */
 #include <string.h>
 
 #include "alloc.h"
 #include "internal.h"
+
+#define MOVE(next, step) { (uint8_t)(next), (uint8_t)(step), true }
+#define M(x) SC_M_##x
+#define DO(x) SC_DO_##x
+
+const sc_move sc_mount_table[SC_M_COUNT][SC_EV_COUNT] = {
+    /* state                event                  next                  step */
+    [M(RESERVED)] = {
+        [SC_EV_MAP]             = MOVE(M(MOUNTING),         DO(MOUNT)),
+        [SC_EV_RELEASE_LINUX]   = MOVE(M(GONE),             DO(NOTHING)),
+        [SC_EV_RELEASE_WINDOWS] = MOVE(M(GONE),             DO(NOTHING)),
+    },
+    [M(MOUNTING)] = {
+        [SC_EV_OK]              = MOVE(M(MOUNTED),          DO(NOTHING)),
+        [SC_EV_FAILED]          = MOVE(M(RESERVED),         DO(NOTHING)),
+    },
+    [M(MAYBE_MOUNTED)] = { /* a map mounts it again; a release unmounts it anyway */
+        [SC_EV_MAP]             = MOVE(M(REMOUNTING),       DO(MOUNT)),
+        [SC_EV_RELEASE_LINUX]   = MOVE(M(UNMOUNTING_MAYBE), DO(UNMOUNT)),
+        [SC_EV_RELEASE_WINDOWS] = MOVE(M(UNMOUNTING_MAYBE), DO(UNMOUNT)),
+    },
+    [M(REMOUNTING)] = {
+        [SC_EV_OK]              = MOVE(M(MOUNTED),          DO(NOTHING)),
+        [SC_EV_FAILED]          = MOVE(M(MAYBE_MOUNTED),    DO(NOTHING)),
+    },
+    [M(MOUNTED)] = { /* a map is done: the same guest path (P6) */
+        [SC_EV_MAP]             = MOVE(M(MOUNTED),          DO(NOTHING)),
+        [SC_EV_RELEASE_LINUX]   = MOVE(M(UNMOUNTING),       DO(UNMOUNT)),
+        [SC_EV_RELEASE_WINDOWS] = MOVE(M(UNMOUNTING),       DO(UNMOUNT)),
+    },
+    [M(UNMOUNTING)] = { /* unmounted: the release then forgets it */
+        [SC_EV_OK]              = MOVE(M(RESERVED),         DO(NOTHING)),
+        [SC_EV_FAILED]          = MOVE(M(MOUNTED),          DO(NOTHING)),
+    },
+    [M(UNMOUNTING_MAYBE)] = {
+        [SC_EV_OK]              = MOVE(M(RESERVED),         DO(NOTHING)),
+        [SC_EV_FAILED]          = MOVE(M(MAYBE_MOUNTED),    DO(NOTHING)),
+    },
+};
+
+#define R SCSICTL_MOUNT_RESERVED
+#define MD SCSICTL_MOUNT_MOUNTED
+
+const sc_mstate_info sc_mount_states[SC_M_COUNT] = {
+    /*                       name                shown file word   in flight attached only */
+    [M(RESERVED)]         = { "reserved",         R,  "reserved", false, false },
+    [M(MOUNTING)]         = { "mounting",         R,  "mounting", true,  true },
+    [M(MAYBE_MOUNTED)]    = { "maybe_mounted",    R,  "mounting", false, true },
+    [M(REMOUNTING)]       = { "remounting",       R,  "mounting", true,  true },
+    [M(MOUNTED)]          = { "mounted",          MD, "mounted",  false, true },
+    [M(UNMOUNTING)]       = { "unmounting",       MD, "mounted",  true,  true },
+    [M(UNMOUNTING_MAYBE)] = { "unmounting_maybe", R,  "mounting", true,  true },
+};
+
+#undef R
+#undef MD
+#undef M
+#undef DO
+#undef MOVE
 
 const char *scsictl_mount_state_name(scsictl_mount_state s)
 {
@@ -158,8 +209,7 @@ mount *sc_mount_create(scsictl *ctl, disk *d, const scsictl_mount_config *c)
     m->ensure_filesystem = c->ensure_filesystem;
     m->block_dev = c->block_dev;
     m->format_with_refs = c->format_with_refs;
-    m->state = SCSICTL_MOUNT_RESERVED;
-    m->uncertain = false;
+    m->state = SC_M_RESERVED;
     return m;
 }
 

@@ -1,31 +1,29 @@
 /* ops.c — map and unmap as sequences of steps (the sans-I/O engine).
  *
- * The next step is always derived from the current state, never from where
- * an earlier attempt stopped, so a retried operation resumes at the step
- * that failed and never repeats one that succeeded:
+ * Disks and partitions move only through their machines' tables (disk.c,
+ * mount.c). The next step is always derived from the current states, never
+ * from where an earlier attempt stopped, so a retried operation resumes at
+ * the step that failed and never repeats one that succeeded:
  *
- *   map:    partition mounted            -> done (guest path)
- *           disk reserved                -> ADD_SCSI_DISK
- *           disk attached                -> *_MOUNT
+ *   map:    the disk takes "map" (reserved: add; attached: nothing), then,
+ *           once attached, the partition takes "map" (mount, or done with
+ *           its guest path when mounted)
+ *   unmap:  the claim's partition reference is dropped; with the last one
+ *           the partition takes "release" (unmount, or forgotten); then the
+ *           disk reference; with the last one the disk takes "release"
+ *           (eject, remove, or forgotten)
  *
- *   unmap:  holds partition claim, other claims     -> drop it (no step)
- *           holds last claim, partition mounted     -> *_UNMOUNT
- *           holds last claim, partition reserved    -> forget the partition
- *           holds disk claim, other claims          -> drop it; done
- *           last disk claim, attached, Linux        -> LINUX_EJECT
- *           last disk claim, attached (Windows) or ejected -> REMOVE_SCSI_DISK
- *           last disk claim, reserved               -> forget the disk; done
+ * A reported step is the event "step ok" or "step failed" for the machine
+ * whose step was in flight; after ok the operation goes on from the new
+ * states. A step taken back unperformed (its state file write failed) is
+ * "step failed" too: every in-flight state fails back to where a retry
+ * starts again.
  *
- * A step marks its disk busy until it is reported. Step effects:
- * ADD -> attached, *_MOUNT -> mounted, *_UNMOUNT -> reserved,
- * EJECT -> ejected, REMOVE -> reserved (then forgotten by the unmap rules).
- *
- * Uncertain disks and partitions: the state file is written while a step
- * is in flight; a controller restored from it after a crash cannot know
- * whether an in-flight add or mount took effect. It treats the step as not
- * done for mapping (map issues it again) but as possibly done for release
- * (release issues the unmount / eject / remove anyway), so neither path
- * leaves anything behind. Backends accept re-issued steps (SPEC §8). */
+ * Maybe-added disks and maybe-mounted partitions come from a state file
+ * written while an add or mount was in flight: a crash leaves it unknown
+ * whether it took effect. A map issues it again, a release tears it down
+ * anyway, so neither path leaves anything behind. Backends accept
+ * re-issued steps (SPEC §8). */
 #include <string.h>
 
 #include "internal.h"
@@ -69,11 +67,46 @@ static const char *op_name(const scsictl_op *op)
     return op->kind_ == OP_MAP ? "map_to_guest" : "unmap_from_guest";
 }
 
-/* Hands out a step on r's disk: fills op->step and marks the disk busy. */
-static int issue(scsictl *ctl, scsictl_op *op, reservation *r, scsictl_step_kind kind,
-                 const mount *m)
+/* An illegal move: refused, naming the machine's state and the event. */
+static __attribute__((noinline, cold)) int illegal(const scsictl_op *op, const disk *d,
+                                                  const mount *m, sc_event ev,
+                                                  scsictl_error *err)
+{
+    if (m)
+        return sc_fail(err, SCSICTL_E_BUSY,
+                       "%s: illegal move for partition %llu of '%.200s': state %s, event %s",
+                       op_name(op), (unsigned long long)m->partition, d->strings,
+                       sc_mount_states[m->state].name, sc_event_names[ev]);
+    return sc_fail(err, SCSICTL_E_BUSY, "%s: illegal move for '%.200s': state %s, event %s",
+                   op_name(op), d->strings, sc_disk_states[d->state].name, sc_event_names[ev]);
+}
+
+/* The concrete step of a move's sc_do. */
+static scsictl_step_kind step_of(const scsictl *ctl, sc_do what, const mount *m)
+{
+    bool linux_guest = ctl->guest == SCSICTL_GUEST_LINUX;
+    switch (what) {
+    case SC_DO_ADD: return SCSICTL_STEP_ADD_SCSI_DISK;
+    case SC_DO_EJECT: return SCSICTL_STEP_LINUX_EJECT;
+    case SC_DO_REMOVE: return SCSICTL_STEP_REMOVE_SCSI_DISK;
+    case SC_DO_MOUNT:
+        return linux_guest ? SCSICTL_STEP_LINUX_MOUNT
+               : m->format_with_refs ? SCSICTL_STEP_WINDOWS_MOUNT_SCRATCH
+                                     : SCSICTL_STEP_WINDOWS_MOUNT;
+    case SC_DO_UNMOUNT:
+        return linux_guest ? SCSICTL_STEP_LINUX_UNMOUNT : SCSICTL_STEP_WINDOWS_UNMOUNT;
+    case SC_DO_NOTHING: break;
+    }
+    return SCSICTL_STEP_KIND_COUNT;
+}
+
+/* Hands out the step of a move on r's disk (and partition m, for a mount
+ * step): fills op->step; the disk is busy until the step is reported. */
+static int issue(scsictl *ctl, scsictl_op *op, reservation *r, sc_do what, mount *m)
 {
     disk *d = r->disk;
+    scsictl_step_kind kind = step_of(ctl, what, m);
+    bool mount_step = what == SC_DO_MOUNT || what == SC_DO_UNMOUNT;
     /* The configs are copied into the op (their strings stay in the
      * records, which outlive the step and never change). */
     op->disk_ = sc_disk_cfg(d);
@@ -85,50 +118,49 @@ static int issue(scsictl *ctl, scsictl_op *op, reservation *r, scsictl_step_kind
         .mount = NULL,
         .guest_path = NULL,
     };
-    if (m) { /* formatted into the op, which outlives the step */
+    if (mount_step) { /* formatted into the op, which outlives the step */
         op->mount_ = sc_mount_cfg(m);
         op->step.mount = &op->mount_;
         op->path_len_ = (int)sc_guest_path(ctl->guest, op->step.controller, op->step.lun,
                                            m->partition, op->guest_path);
         op->step.guest_path = op->guest_path;
+        d->step_mount = m;
     }
-    d->busy = true;
-    d->step_kind = (uint8_t)kind;
-    d->step_mount = (mount *)m;
     ctl->inflight++;
     /* An add or mount may take effect even if we crash before it returns:
      * the state file must say so before the callback runs. */
-    if (kind == SCSICTL_STEP_ADD_SCSI_DISK || kind == SCSICTL_STEP_LINUX_MOUNT ||
-        kind == SCSICTL_STEP_WINDOWS_MOUNT || kind == SCSICTL_STEP_WINDOWS_MOUNT_SCRATCH)
+    if (what == SC_DO_ADD || what == SC_DO_MOUNT)
         sc_changed(ctl);
     return SCSICTL_STEP;
 }
 
-static scsictl_step_kind mount_step(const scsictl *ctl, const mount *m)
+static int map_next(scsictl *ctl, scsictl_op *op, reservation *r, scsictl_error *err)
 {
-    if (ctl->guest == SCSICTL_GUEST_LINUX)
-        return SCSICTL_STEP_LINUX_MOUNT;
-    return m->format_with_refs ? SCSICTL_STEP_WINDOWS_MOUNT_SCRATCH
-                                   : SCSICTL_STEP_WINDOWS_MOUNT;
-}
-
-static int map_next(scsictl *ctl, scsictl_op *op, reservation *r)
-{
+    disk *d = r->disk;
     mount *m = r->mount;
-    if (m->state == SCSICTL_MOUNT_MOUNTED) {
-        const disk *d = r->disk;
-        if (!op->path_len_) /* not formatted by this op's mount step */
-            op->path_len_ = (int)sc_guest_path(ctl->guest, d->controller, d->lun, m->partition,
-                                               op->guest_path);
-        return SCSICTL_DONE;
+    if (d->state != SC_D_ATTACHED) {
+        sc_move mv = sc_disk_table[d->state][SC_EV_MAP];
+        if (!mv.legal || mv.step == SC_DO_NOTHING)
+            return illegal(op, d, NULL, SC_EV_MAP, err);
+        d->state = mv.next;
+        return issue(ctl, op, r, (sc_do)mv.step, NULL);
     }
-    if (r->disk->state == SCSICTL_DISK_RESERVED)
-        return issue(ctl, op, r, SCSICTL_STEP_ADD_SCSI_DISK, NULL);
-    return issue(ctl, op, r, mount_step(ctl, m), m);
+    sc_move mv = sc_mount_table[m->state][SC_EV_MAP];
+    if (!mv.legal)
+        return illegal(op, d, m, SC_EV_MAP, err);
+    m->state = mv.next;
+    if (mv.step != SC_DO_NOTHING)
+        return issue(ctl, op, r, (sc_do)mv.step, m);
+    if (!op->path_len_) /* not formatted by this op's mount step */
+        op->path_len_ = (int)sc_guest_path(ctl->guest, d->controller, d->lun, m->partition,
+                                           op->guest_path);
+    return SCSICTL_DONE;
 }
 
-static int unmap_next(scsictl *ctl, scsictl_op *op, reservation *r)
+static int unmap_next(scsictl *ctl, scsictl_op *op, reservation *r, scsictl_error *err)
 {
+    sc_event release = ctl->guest == SCSICTL_GUEST_LINUX ? SC_EV_RELEASE_LINUX
+                                                         : SC_EV_RELEASE_WINDOWS;
     mount *m = r->mount;
     sc_changed(ctl); /* every path below changes state or issues a step */
     /* From the first change on, only unmap may move this claim: even if
@@ -138,13 +170,15 @@ static int unmap_next(scsictl *ctl, scsictl_op *op, reservation *r)
     if (m) {
         if (m->refs > 1) {
             m->refs--;
-        } else if (m->state == SCSICTL_MOUNT_MOUNTED || m->uncertain) {
-            return issue(ctl, op, r,
-                         ctl->guest == SCSICTL_GUEST_LINUX ? SCSICTL_STEP_LINUX_UNMOUNT
-                                                           : SCSICTL_STEP_WINDOWS_UNMOUNT,
-                         m);
         } else {
-            sc_mount_forget(ctl, m);
+            sc_move mv = sc_mount_table[m->state][release];
+            if (!mv.legal)
+                return illegal(op, r->disk, m, release, err);
+            if (mv.step != SC_DO_NOTHING) {
+                m->state = mv.next;
+                return issue(ctl, op, r, (sc_do)mv.step, m);
+            }
+            sc_mount_forget(ctl, m); /* next: gone */
         }
         r->mount = NULL;
     }
@@ -154,21 +188,37 @@ static int unmap_next(scsictl *ctl, scsictl_op *op, reservation *r)
         sc_res_forget(ctl, r);
         return SCSICTL_DONE;
     }
-    if (d->state == SCSICTL_DISK_RESERVED && !d->uncertain) {
+    sc_move mv = sc_disk_table[d->state][release];
+    if (!mv.legal)
+        return illegal(op, d, NULL, release, err);
+    if (mv.next == SC_D_GONE) {
         sc_disk_forget(ctl, d);
         sc_res_forget(ctl, r);
         return SCSICTL_DONE;
     }
-    d->tearing_down = true;
-    if (d->state != SCSICTL_DISK_EJECTED && ctl->guest == SCSICTL_GUEST_LINUX)
-        return issue(ctl, op, r, SCSICTL_STEP_LINUX_EJECT, NULL);
-    return issue(ctl, op, r, SCSICTL_STEP_REMOVE_SCSI_DISK, NULL);
+    d->state = mv.next;
+    return issue(ctl, op, r, (sc_do)mv.step, NULL);
 }
 
-static int next(scsictl *ctl, scsictl_op *op)
+static int next(scsictl *ctl, scsictl_op *op, scsictl_error *err)
 {
     reservation *r = op->res_;
-    return op->kind_ == OP_MAP ? map_next(ctl, op, r) : unmap_next(ctl, op, r);
+    return op->kind_ == OP_MAP ? map_next(ctl, op, r, err) : unmap_next(ctl, op, r, err);
+}
+
+/* The step in flight on op's disk ends: "step ok" or "step failed" for the
+ * machine whose step it was. */
+static void step_ended(scsictl *ctl, scsictl_op *op, sc_event ev)
+{
+    disk *d = ((reservation *)op->res_)->disk;
+    mount *m = d->step_mount;
+    ctl->inflight--;
+    if (m) {
+        d->step_mount = NULL;
+        m->state = sc_mount_table[m->state][ev].next; /* in flight: both are legal */
+    } else {
+        d->state = sc_disk_table[d->state][ev].next;
+    }
 }
 
 /* Released ids whose release is not yet in the state file (see
@@ -280,7 +330,7 @@ static __attribute__((noinline, cold)) int refusal(const scsictl *ctl, const scs
     scsictl_id_format(id, ids);
     if (!r)
         return sc_fail(err, SCSICTL_E_NOT_FOUND, "%s: no reservation %s", op_name(op), ids);
-    if (r->disk->busy)
+    if (sc_disk_busy(r->disk))
         return sc_fail(err, SCSICTL_E_BUSY,
                        "%s: reservation %s: '%.200s' at controller %u lun %u is busy "
                        "with a backend call; retry later",
@@ -317,14 +367,14 @@ static int start(scsictl *ctl, scsictl_op *op, const scsictl_id *id, int kind,
     size_t gone;
     if (!r && !ctl->closed && ctl->nreleased && (gone = released_index(ctl, id)) != SIZE_MAX) {
         rc = finish_release(ctl, op, gone, err);
-    } else if (!r || r->disk->busy || (kind == OP_MAP && r->pending) ||
+    } else if (!r || sc_disk_busy(r->disk) || (kind == OP_MAP && r->pending) ||
                (kind == OP_UNMAP && ctl->ntentative && leans_on_tentative(ctl, r))) {
         rc = refusal(ctl, op, id, r, err);
     } else {
         hmap_prefetch(&ctl->res, r->later_hash); /* the caller's next id, likely */
         op->res_ = r;
         uint64_t before = ctl->seq;
-        rc = durable_first(ctl, op, before, next(ctl, op));
+        rc = durable_first(ctl, op, before, next(ctl, op, err));
         if (!op_goes_on(op, rc))
             op->res_ = NULL;
     }
@@ -342,39 +392,6 @@ int scsictl_op_start_unmap(scsictl *ctl, scsictl_op *op, const scsictl_id *id,
                            scsictl_error *err)
 {
     return start(ctl, op, id, OP_UNMAP, err);
-}
-
-static void apply_success(scsictl *ctl, scsictl_step_kind kind, reservation *r)
-{
-    disk *d = r->disk;
-    sc_changed(ctl);
-    switch (kind) {
-    case SCSICTL_STEP_ADD_SCSI_DISK:
-        d->state = SCSICTL_DISK_ATTACHED;
-        d->uncertain = false;
-        break;
-    case SCSICTL_STEP_LINUX_EJECT:
-        d->state = SCSICTL_DISK_EJECTED;
-        d->uncertain = false;
-        break;
-    case SCSICTL_STEP_REMOVE_SCSI_DISK:
-        d->state = SCSICTL_DISK_RESERVED; /* out of the VM; unmap forgets it */
-        d->uncertain = false;
-        break;
-    case SCSICTL_STEP_LINUX_MOUNT:
-    case SCSICTL_STEP_WINDOWS_MOUNT:
-    case SCSICTL_STEP_WINDOWS_MOUNT_SCRATCH:
-        r->mount->state = SCSICTL_MOUNT_MOUNTED;
-        r->mount->uncertain = false;
-        break;
-    case SCSICTL_STEP_LINUX_UNMOUNT:
-    case SCSICTL_STEP_WINDOWS_UNMOUNT:
-        r->mount->state = SCSICTL_MOUNT_RESERVED;
-        r->mount->uncertain = false;
-        break;
-    case SCSICTL_STEP_KIND_COUNT:
-        break;
-    }
 }
 
 /* A step failed: the op stops here (an unmap stays pending) and the error
@@ -415,14 +432,11 @@ int scsictl_op_report(scsictl *ctl, scsictl_op *op, bool ok,
                        "report: the operation was started on another controller");
     int rc;
     sc_lock_acquire(&ctl->lock);
-    reservation *r = op->res_;
-    disk *d = r->disk;
-    d->busy = false;
-    ctl->inflight--;
     uint64_t before = ctl->seq;
+    step_ended(ctl, op, ok ? SC_EV_OK : SC_EV_FAILED);
     if (ok) {
-        apply_success(ctl, op->step.kind, r);
-        rc = next(ctl, op);
+        sc_changed(ctl);
+        rc = next(ctl, op, err);
     } else {
         rc = step_failed(ctl, op, backend_message, err);
     }
@@ -454,8 +468,7 @@ int scsictl_op_persisted(scsictl *ctl, scsictl_op *op, bool ok, const char *mess
     } else {
         size_t i;
         if (rc == SCSICTL_STEP) { /* take the step back: it was not performed */
-            ((reservation *)op->res_)->disk->busy = false;
-            ctl->inflight--;
+            step_ended(ctl, op, SC_EV_FAILED);
         } else if (op->kind_ == OP_UNMAP) {
             /* the caller holds the id: the next writes record that its
              * retried unmap must succeed, even after a restart */

@@ -191,11 +191,11 @@ int sc_snapshot_write(scsictl *ctl, char **out, size_t *len, scsictl_error *err)
     }
     for (size_t i = 0; !nomem && i < ctl->disks.len; i++) {
         const disk *d = disks[i];
-        bool adding = d->uncertain || (d->busy && d->step_kind == SCSICTL_STEP_ADD_SCSI_DISK);
+        const sc_dstate_info *st = &sc_disk_states[d->state];
         out_str(&o, "disk");
         out_slot(&o, ctl, d->slot);
-        out_word(&o, adding ? "adding" : scsictl_disk_state_name((scsictl_disk_state)d->state));
-        out_u64(&o, d->tearing_down);
+        out_word(&o, st->file_word); /* a step in flight counts as not done */
+        out_u64(&o, st->file_teardown);
         scsictl_disk_config dc = sc_disk_cfg(d);
         out_disk_config(&o, &dc);
         out_str(&o, "\n");
@@ -205,16 +205,10 @@ int sc_snapshot_write(scsictl *ctl, char **out, size_t *len, scsictl_error *err)
         const mount *m = mounts[i];
         const scsictl_mount_config mc = sc_mount_cfg(m), *c = &mc;
         const disk *md = m->disk;
-        bool mounting = m->uncertain ||
-                        (md->busy && md->step_mount == m &&
-                         (md->step_kind == SCSICTL_STEP_LINUX_MOUNT ||
-                          md->step_kind == SCSICTL_STEP_WINDOWS_MOUNT ||
-                          md->step_kind == SCSICTL_STEP_WINDOWS_MOUNT_SCRATCH));
         out_str(&o, "part");
         out_slot(&o, ctl, md->slot);
         out_u64(&o, c->partition);
-        out_word(&o, mounting ? "mounting"
-                              : scsictl_mount_state_name((scsictl_mount_state)m->state));
+        out_word(&o, sc_mount_states[m->state].file_word);
         out_u64(&o, m->refs);
         out_u64(&o, c->read_only);
         out_u64(&o, c->encrypted);
@@ -556,6 +550,29 @@ static int parse_pin(parser *ps, scsictl *ctl)
     return rc == SCSICTL_OK ? SCSICTL_OK : bad(ps, "pin conflicts with an earlier record");
 }
 
+/* The machine state a disk record names: a resting state (no step in
+ * flight) whose file word and teardown flag are these; -1 if none. */
+static int resting_disk_state(const char *word, size_t n, bool teardown)
+{
+    for (int k = 0; k < SC_D_COUNT; k++) {
+        const sc_dstate_info *st = &sc_disk_states[k];
+        if (!st->in_flight && st->file_teardown == teardown && strlen(st->file_word) == n &&
+            memcmp(st->file_word, word, n) == 0)
+            return k;
+    }
+    return -1;
+}
+
+static int resting_mount_state(const char *word, size_t n)
+{
+    for (int k = 0; k < SC_M_COUNT; k++) {
+        const sc_mstate_info *st = &sc_mount_states[k];
+        if (!st->in_flight && strlen(st->file_word) == n && memcmp(st->file_word, word, n) == 0)
+            return k;
+    }
+    return -1;
+}
+
 static int parse_disk(parser *ps, scsictl *ctl, disk **by_slot)
 {
     uint32_t slot;
@@ -566,22 +583,11 @@ static int parse_disk(parser *ps, scsictl *ctl, disk **by_slot)
     if (!tok_is(ps, "disk") || !tok_slot(ps, ctl, &slot) || !token(ps, &t, &n) ||
         !tok_flag(ps, &teardown) || !tok_disk_config(ps, &c) || ps->p != ps->end)
         return nomem_or_bad(ps, "bad disk");
-    int state = -1;
-    bool uncertain = n == 6 && memcmp(t, "adding", 6) == 0;
-    if (uncertain)
-        state = SCSICTL_DISK_RESERVED;
-    for (int k = SCSICTL_DISK_RESERVED; k <= SCSICTL_DISK_EJECTED; k++) {
-        const char *name = scsictl_disk_state_name((scsictl_disk_state)k);
-        if (n == strlen(name) && memcmp(t, name, n) == 0)
-            state = k;
-    }
+    int state = resting_disk_state(t, n, teardown);
     if (state < 0)
-        return bad(ps, "unknown disk state");
-    /* A disk is torn down only once it was (maybe) added; ejected means
-     * Linux and tearing down (the eject is the first teardown step). */
-    if ((teardown && state == SCSICTL_DISK_RESERVED && !uncertain) ||
-        (state == SCSICTL_DISK_EJECTED && (!teardown || ctl->guest != SCSICTL_GUEST_LINUX)))
-        return bad(ps, "disk state and teardown flag disagree");
+        return bad(ps, "unknown disk state, or a state and teardown flag that disagree");
+    if (sc_disk_states[state].linux_only && ctl->guest != SCSICTL_GUEST_LINUX)
+        return bad(ps, "disk state of a Linux guest in a Windows guest's snapshot");
     size_t len = strlen(c.host_path);
     uint64_t hash = hash_bytes(c.host_path, len);
     if (sc_disk_find(ctl, c.host_path, len, hash))
@@ -597,8 +603,6 @@ static int parse_disk(parser *ps, scsictl *ctl, disk **by_slot)
         return nomem_or_bad(ps, "");
     }
     d->state = (uint8_t)state;
-    d->tearing_down = teardown;
-    d->uncertain = uncertain;
     sc_disk_insert(ctl, d);
     by_slot[slot] = d;
     return SCSICTL_OK;
@@ -635,12 +639,7 @@ static int parse_part(parser *ps, scsictl *ctl, disk **by_slot)
     }
     if (rc == SCSICTL_OK && ps->p != ps->end)
         rc = bad(ps, "trailing data after partition options");
-    int state = -1;
-    bool uncertain = n == 8 && memcmp(t, "mounting", 8) == 0;
-    if (uncertain || (n == 8 && memcmp(t, "reserved", 8) == 0))
-        state = SCSICTL_MOUNT_RESERVED;
-    else if (n == 7 && memcmp(t, "mounted", 7) == 0)
-        state = SCSICTL_MOUNT_MOUNTED;
+    int state = resting_mount_state(t, n);
     disk *d = by_slot[slot];
     if (rc == SCSICTL_OK) {
         if (state < 0)
@@ -649,10 +648,9 @@ static int parse_part(parser *ps, scsictl *ctl, disk **by_slot)
             rc = bad(ps, "partition of a slot with no disk");
         else if (refs == 0)
             rc = bad(ps, "partition with no claims");
-        else if (d->tearing_down)
+        else if (sc_disk_tearing_down(d))
             rc = bad(ps, "partition of a disk being torn down");
-        else if ((state == SCSICTL_MOUNT_MOUNTED || uncertain) &&
-                 d->state != SCSICTL_DISK_ATTACHED)
+        else if (sc_mount_states[state].on_attached_only && d->state != SC_D_ATTACHED)
             rc = bad(ps, "partition mounted on a disk that is not attached");
         else if (sc_mount_find(ctl, d, partition))
             rc = bad(ps, "partition listed twice");
@@ -671,7 +669,6 @@ static int parse_part(parser *ps, scsictl *ctl, disk **by_slot)
             rc = nomem_or_bad(ps, "");
         } else {
             m->state = (uint8_t)state;
-            m->uncertain = uncertain;
             m->refs = (size_t)refs; /* checked against the claims at the end */
             sc_mount_insert(ctl, m);
         }
@@ -782,7 +779,7 @@ static int check_counts(parser *ps, scsictl *ctl)
         if (d && d->refs == 0)
             rc = sc_fail(ps->err, SCSICTL_E_INVALID_SNAPSHOT,
                          "import: invalid snapshot: disk '%.200s' has no claims", d->strings);
-        else if (d && d->tearing_down && d->refs != 1)
+        else if (d && sc_disk_tearing_down(d) && d->refs != 1)
             rc = sc_fail(ps->err, SCSICTL_E_INVALID_SNAPSHOT,
                          "import: invalid snapshot: disk '%.200s' is torn down but has %zu claims",
                          d->strings, d->refs);
