@@ -545,7 +545,10 @@ static void state_teardown(void *ctx)
 {
     state_ctx *x = ctx;
     scsictl_free(x->base.ctl);
+    char lock[112];
+    snprintf(lock, sizeof lock, "%s.lock", x->path); /* the owner's lock file */
     unlink(x->path);
+    unlink(lock);
     rmdir(x->dir);
     free(x);
 }
