@@ -320,7 +320,9 @@ SCSICTL_API int scsictl_op_start_unmap(scsictl *ctl, scsictl_op *op, const scsic
  * be NULL). Returns the next SCSICTL_STEP, SCSICTL_DONE, SCSICTL_PERSIST,
  * or on failure SCSICTL_E_BACKEND with err->message naming the step, host
  * path, controller, lun, partition and backend_message; INVALID_ARGUMENT
- * when op has no step in flight or was started on another controller. A
+ * when op has no step in flight or was started on another controller; BUSY
+ * for an illegal move of a state machine (a bug: the message names the
+ * state and the event). A
  * failed map leaves what earlier steps did (retrying continues from there);
  * a failed unmap leaves the release pending. Every op that returned STEP
  * must be reported exactly once per step (report failure to abandon it),
@@ -560,6 +562,43 @@ SCSICTL_API int scsictl_set_state_file(scsictl *ctl, const char *path, scsictl_e
  * of an op that returned SCSICTL_PERSIST. Errors: IO (the write carrying
  * seq failed: the message says why), NO_MEMORY, INVALID_ARGUMENT. */
 SCSICTL_API int scsictl_persist(scsictl *ctl, uint64_t seq, scsictl_error *err);
+
+/* ---- Writing the state file yourself ------------------------------------ *
+ *
+ * A driver that must not block (the Lua module on its event loop) writes the
+ * file itself. After scsictl_set_write_deferred(ctl, true, &err) (a state
+ * file must be set), nothing in the library writes it any more: an op
+ * returns SCSICTL_PERSIST as before, and so do scsictl_reserve (with *id
+ * set: the reservation is tentative), scsictl_reserve_for_rootfs and
+ * scsictl_close, for their change number scsictl_change_seq(ctl) (read it
+ * right after the call; a deferred controller is driven from one thread).
+ * The driver then loops on scsictl_write_begin(ctl, seq, tentative, &w):
+ *   SCSICTL_DONE   change seq is written (tentative: and was kept);
+ *   SCSICTL_STEP   write w.len bytes of w.data to scsictl_state_file_target()
+ *                  atomically (uniquely named temporary file beside it,
+ *                  fsync, rename, fsync of the directory), then
+ *                  scsictl_write_end(ctl, &w, ok), which frees w.data; a
+ *                  failed write undoes the reserves and pins it carried;
+ *   SCSICTL_E_BUSY another write is in flight: wait for its end;
+ *   SCSICTL_E_IO   the write carrying seq failed (tentative: it was undone).
+ * tentative is true for a reserve or a pin, false otherwise. */
+typedef struct scsictl_write {
+    uint64_t seq;   /* the changes it carries: up to this one */
+    char *data;     /* the snapshot, NUL-terminated */
+    size_t len;
+} scsictl_write;
+
+/* Errors: INVALID_ARGUMENT (no state file), BUSY (a step or write in flight). */
+SCSICTL_API int scsictl_set_write_deferred(scsictl *ctl, bool deferred, scsictl_error *err);
+/* The number of the latest change (0 for NULL). */
+SCSICTL_API uint64_t scsictl_change_seq(scsictl *ctl);
+/* The file a write goes to (absolute, links resolved); NULL without one.
+ * Valid until scsictl_free(). */
+SCSICTL_API const char *scsictl_state_file_target(scsictl *ctl);
+/* See above. Errors: INVALID_ARGUMENT, NO_MEMORY (the snapshot), BUSY, IO. */
+SCSICTL_API int scsictl_write_begin(scsictl *ctl, uint64_t seq, bool tentative,
+                                    scsictl_write *w, scsictl_error *err);
+SCSICTL_API void scsictl_write_end(scsictl *ctl, scsictl_write *w, bool ok);
 
 /* Reads a state file, imports it and keeps writing to it, as its owner
  * (see scsictl_set_state_file). Errors: IO (the file cannot be read),

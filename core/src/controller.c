@@ -303,7 +303,7 @@ int scsictl_reserve(scsictl *ctl, const scsictl_disk_config *disk_cfg,
     sc_lock_release(&ctl->lock);
     if (rc == SCSICTL_OK && seq)
         rc = sc_sync(ctl, seq, true, err);
-    if (rc == SCSICTL_OK)
+    if (rc == SCSICTL_OK || rc == SCSICTL_PERSIST) /* PERSIST: deferred writes */
         *id = made;
     return rc;
 }

@@ -116,6 +116,7 @@ extern const char *const sc_event_names[SC_EV_COUNT];
  * it writes through sc_write_begin / sc_write_end. */
 typedef struct sc_store sc_store;
 struct sc_store {
+    const char *target; /* the file written: absolute, links resolved */
     /* OK once change seq is written; IO if the write that carried it
      * failed (for a tentative change: if it was undone). */
     int (*sync)(sc_store *s, scsictl *ctl, uint64_t seq, bool tentative, scsictl_error *err);
@@ -141,12 +142,7 @@ typedef struct sc_gone {
                        so that a restart still finishes its retried unmap */
 } sc_gone;
 
-/* A snapshot to write (sc_write_begin). */
-typedef struct sc_write {
-    uint64_t seq;   /* the changes it carries: up to this one */
-    char *data;     /* NUL-terminated; freed by sc_write_end */
-    size_t len;
-} sc_write;
+typedef scsictl_write sc_write;
 
 /* Id generator state (ids.c): a ChaCha8 keystream keyed from libuuid, in
  * a ring of two halves. The half after the ready ids is computed before
@@ -237,6 +233,7 @@ struct scsictl {
      * attached, a call whose change is not yet written waits for a write
      * (done by the store, outside the lock) before it returns. */
     sc_store *store;    /* NULL: nothing is written */
+    bool deferred;      /* the driver writes: the blocking calls return PERSIST */
     uint64_t seq;       /* the number of the latest change */
     uint64_t durable;   /* changes up to this one are written */
     uint64_t writing;   /* a write in flight carries changes up to this one */

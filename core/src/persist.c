@@ -67,6 +67,8 @@ static void tentative_drop(scsictl *ctl, sc_tentative *t)
 int sc_sync(scsictl *ctl, uint64_t seq, bool tentative, scsictl_error *err)
 {
     sc_store *s = ctl->store; /* set once, before any change it carries */
+    if (s && ctl->deferred)
+        return SCSICTL_PERSIST; /* the driver writes (scsictl_write_begin) */
     return s ? s->sync(s, ctl, seq, tentative, err) : SCSICTL_OK;
 }
 
@@ -152,4 +154,59 @@ int scsictl_persist(scsictl *ctl, uint64_t seq, scsictl_error *err)
     if (!ctl)
         return sc_fail(err, SCSICTL_E_INVALID_ARGUMENT, "persist: no controller");
     return sc_sync(ctl, seq, false, err);
+}
+
+/* ---- a driver that writes the state file itself ------------------------- */
+
+int scsictl_set_write_deferred(scsictl *ctl, bool deferred, scsictl_error *err)
+{
+    if (!ctl)
+        return sc_fail(err, SCSICTL_E_INVALID_ARGUMENT, "deferred writes: no controller");
+    int rc = SCSICTL_OK;
+    sc_lock_acquire(&ctl->lock);
+    if (!ctl->store)
+        rc = sc_fail(err, SCSICTL_E_INVALID_ARGUMENT, "deferred writes: no state file is set");
+    else if (ctl->inflight || ctl->writing)
+        rc = sc_fail(err, SCSICTL_E_BUSY, "deferred writes: a step or a write is in flight");
+    else
+        ctl->deferred = deferred;
+    sc_lock_release(&ctl->lock);
+    return rc;
+}
+
+uint64_t scsictl_change_seq(scsictl *ctl)
+{
+    if (!ctl)
+        return 0;
+    sc_lock_acquire(&ctl->lock);
+    uint64_t seq = ctl->seq;
+    sc_lock_release(&ctl->lock);
+    return seq;
+}
+
+const char *scsictl_state_file_target(scsictl *ctl)
+{
+    return ctl && ctl->store ? ctl->store->target : NULL;
+}
+
+int scsictl_write_begin(scsictl *ctl, uint64_t seq, bool tentative, scsictl_write *w,
+                        scsictl_error *err)
+{
+    if (!ctl || !w)
+        return sc_fail(err, SCSICTL_E_INVALID_ARGUMENT, "write_begin: missing argument");
+    if (!ctl->store)
+        return sc_fail(err, SCSICTL_E_INVALID_ARGUMENT, "write_begin: no state file is set");
+    int rc = sc_write_begin(ctl, seq, tentative, w, err);
+    if (rc == SCSICTL_E_IO)
+        sc_fail(err, SCSICTL_E_IO, "state file: the write that carried change %llu failed",
+                (unsigned long long)seq);
+    else if (rc == SCSICTL_E_BUSY)
+        sc_fail(err, SCSICTL_E_BUSY, "state file: a write is in flight");
+    return rc;
+}
+
+void scsictl_write_end(scsictl *ctl, scsictl_write *w, bool ok)
+{
+    if (ctl && w)
+        sc_write_end(ctl, w, ok);
 }

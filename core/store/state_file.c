@@ -274,6 +274,7 @@ static int store_new(const scsictl_allocator *a, const char *path, bool must_exi
         return sc_fail(err, SCSICTL_E_NO_MEMORY, "state file: cannot make a condition");
     }
     int rc = resolve(a, path, must_exist, &s->target, err);
+    s->base.target = s->target;
     if (rc == SCSICTL_OK)
         rc = take_lock(s, path, err);
     if (rc != SCSICTL_OK) {

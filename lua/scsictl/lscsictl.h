@@ -16,7 +16,7 @@
 #define LSCSICTL_OP "scsictl.op"
 
 /* Uservalues of a controller userdata. */
-enum { UV_VM = 1, UV_GUEST = 2, UV_FREE_OP = 3, UV_COUNT = 3 };
+enum { UV_VM = 1, UV_GUEST = 2, UV_FREE_OP = 3, UV_WRITER = 4, UV_COUNT = 4 };
 
 /* Every function of the module has the same upvalues: the interned field
  * names, callback names and the two metatables (upvalue k holds key k), so
@@ -102,6 +102,18 @@ lctl *lscsictl_check(lua_State *L, int arg);
 int lscsictl_fail(lua_State *L, const scsictl_error *err);
 /* nil, "<what>: controller is closed (it was finalized)", "closed" */
 int lscsictl_finalized(lua_State *L, const char *what);
+/* Whether the controller at idx has a state writer (writes are deferred). */
+bool lscsictl_has_writer(lua_State *L, int idx);
+/* Calls the state writer of the controller at ctl_idx for change seq (it
+ * may yield) with lua_pcallk, then continues with k(L, status, ctx); k
+ * finds the writer's two results (or its error) on the stack top and
+ * passes status to lscsictl_writer_outcome. */
+int lscsictl_call_writer(lua_State *L, int ctl_idx, uint64_t seq, bool tentative,
+                         lua_KContext ctx, lua_KFunction k);
+/* In k: SCSICTL_OK when change seq is written (tentative: and kept), else
+ * SCSICTL_E_IO with err naming the writer's reason. Pops the results. */
+int lscsictl_writer_outcome(lua_State *L, lctl *c, uint64_t seq, bool tentative, int status,
+                            scsictl_error *err);
 
 /* ops.c */
 int lscsictl_map(lua_State *L);

@@ -92,8 +92,10 @@ static const char *const windows_callbacks[] = {
     "remove_mapped_virtual_disk", NULL
 };
 static const char *const new_keys[] = { "controllers", "luns_per_controller", "vm",
-                                        "linux_guest", "windows_guest", "state_file", NULL };
-static const char *const backend_keys[] = { "vm", "linux_guest", "windows_guest", NULL };
+                                        "linux_guest", "windows_guest", "state_file",
+                                        "state_writer", NULL };
+static const char *const backend_keys[] = { "vm", "linux_guest", "windows_guest",
+                                            "state_writer", NULL };
 
 static bool callable(lua_State *L, int idx)
 {
@@ -202,6 +204,74 @@ static const char *path_field(lua_State *L, int arg, int tbl, const char *field)
     return s;
 }
 
+/* The state writer option at tbl[state_writer]: with a state file, the
+ * controller's writes are deferred to it (it writes on the event loop). */
+static int set_writer(lua_State *L, int arg, int tbl, int ctl_idx, lctl *c, bool has_file)
+{
+    int t = lua_getfield(L, tbl, "state_writer");
+    if (t == LUA_TNIL) {
+        lua_pop(L, 1);
+        return SCSICTL_OK;
+    }
+    if (!callable(L, -1))
+        luaL_argerror(L, arg, lua_pushfstring(L, "state_writer must be a function, got %s",
+                                              luaL_typename(L, -1)));
+    if (!has_file)
+        luaL_argerror(L, arg, "state_writer needs a state file");
+    lua_setiuservalue(L, ctl_idx, UV_WRITER);
+    scsictl_error err;
+    if (scsictl_set_write_deferred(c->core, true, &err) != SCSICTL_OK)
+        return luaL_error(L, "%s", err.message); /* a fresh controller: not reached */
+    return SCSICTL_OK;
+}
+
+bool lscsictl_has_writer(lua_State *L, int idx)
+{
+    bool has = lua_getiuservalue(L, idx, UV_WRITER) != LUA_TNIL;
+    lua_pop(L, 1);
+    return has;
+}
+
+int lscsictl_call_writer(lua_State *L, int ctl_idx, uint64_t seq, bool tentative,
+                         lua_KContext ctx, lua_KFunction k)
+{
+    luaL_checkstack(L, 4, "scsictl: calling the state writer");
+    lua_getiuservalue(L, ctl_idx, UV_WRITER);
+    lua_pushvalue(L, ctl_idx);
+    lua_pushinteger(L, (lua_Integer)seq);
+    lua_pushboolean(L, tentative);
+    return k(L, lua_pcallk(L, 3, 2, 0, ctx, k), ctx);
+}
+
+int lscsictl_writer_outcome(lua_State *L, lctl *c, uint64_t seq, bool tentative, int status,
+                            scsictl_error *err)
+{
+    const char *why = NULL; /* the writer's reason, if it gave one */
+    if (status != LUA_OK && status != LUA_YIELD)
+        why = lua_type(L, -1) == LUA_TSTRING ? lua_tostring(L, -1) : "the state writer raised";
+    else if (!lua_toboolean(L, -2))
+        why = lua_type(L, -1) == LUA_TSTRING ? lua_tostring(L, -1) : NULL;
+    scsictl_write w;
+    int rc = scsictl_write_begin(c->core, seq, tentative, &w, err);
+    if (rc == SCSICTL_STEP) { /* the writer gave up without writing: it failed */
+        scsictl_write_end(c->core, &w, false);
+        rc = scsictl_write_begin(c->core, seq, tentative, &w, err);
+        if (!why)
+            why = "the state writer returned before the change was written";
+    }
+    if (rc == SCSICTL_DONE) {
+        lua_settop(L, lua_gettop(L) - (status != LUA_OK && status != LUA_YIELD ? 1 : 2));
+        return SCSICTL_OK;
+    }
+    if (rc == SCSICTL_E_BUSY && !why)
+        why = "the state writer returned while a write was in flight";
+    err->code = SCSICTL_E_IO;
+    if (why)
+        snprintf(err->message, sizeof err->message, "state file: %s", why);
+    lua_settop(L, lua_gettop(L) - (status != LUA_OK && status != LUA_YIELD ? 1 : 2));
+    return SCSICTL_E_IO;
+}
+
 static int l_new(lua_State *L)
 {
     luaL_checktype(L, 1, LUA_TTABLE);
@@ -224,6 +294,7 @@ static int l_new(lua_State *L)
         return luaL_argerror(L, 1, err.message);
     if (state_file && scsictl_set_state_file(c->core, state_file, &err) != SCSICTL_OK)
         return lscsictl_fail(L, &err); /* the controller is collected */
+    set_writer(L, 1, 1, lua_gettop(L), c, state_file != NULL);
     return 1;
 }
 
@@ -263,6 +334,7 @@ static int import_or_open(lua_State *L, bool from_file)
     lctl *c = push_controller(L, 2, 2, st.guest);
     c->core = holder->core;
     holder->core = NULL;
+    set_writer(L, 2, 2, lua_gettop(L), c, from_file);
     return 1;
 }
 
@@ -278,6 +350,34 @@ static int l_open(lua_State *L)
 
 /* ---- mutating methods ------------------------------------------------- */
 
+/* A reserve, pin or close whose change a state writer is writing: the
+ * context is the stack index below its (result, change number) pair. */
+static int written_k(lua_State *L, int status, lua_KContext ctx)
+{
+    lctl *c = lscsictl_check(L, 1);
+    int base = (int)ctx;
+    uint64_t seq = (uint64_t)lua_tointeger(L, base + 2);
+    bool tentative = lua_toboolean(L, base + 3);
+    scsictl_error err;
+    if (lscsictl_writer_outcome(L, c, seq, tentative, status, &err) != SCSICTL_OK)
+        return lscsictl_fail(L, &err);
+    lua_pushvalue(L, base + 1);
+    return 1;
+}
+
+/* After a call that returned PERSIST: its result goes back once the writer
+ * wrote the change (tentative: a reserve or pin, undone if the write
+ * fails). */
+static int write_then_return(lua_State *L, lctl *c, bool tentative)
+{
+    /* the result is on the stack top */
+    int base = lua_gettop(L) - 1;
+    uint64_t seq = scsictl_change_seq(c->core);
+    lua_pushinteger(L, (lua_Integer)seq);
+    lua_pushboolean(L, tentative);
+    return lscsictl_call_writer(L, 1, seq, tentative, base, written_k);
+}
+
 static int l_reserve(lua_State *L)
 {
     lctl *c = lscsictl_check(L, 1);
@@ -290,12 +390,13 @@ static int l_reserve(lua_State *L)
         return lscsictl_finalized(L, "reserve");
     scsictl_id id;
     scsictl_error err;
-    if (scsictl_reserve(c->core, &disk.cfg, &mount.cfg, &id, &err) != SCSICTL_OK)
+    int rc = scsictl_reserve(c->core, &disk.cfg, &mount.cfg, &id, &err);
+    if (rc != SCSICTL_OK && rc != SCSICTL_PERSIST)
         return lscsictl_fail(L, &err);
     c->last_id = id;
     scsictl_id_format(&id, c->last_id_text);
     lua_pushlstring(L, c->last_id_text, SCSICTL_ID_STRLEN);
-    return 1;
+    return rc == SCSICTL_PERSIST ? write_then_return(L, c, true) : 1;
 }
 
 static int l_reserve_for_rootfs(lua_State *L)
@@ -310,21 +411,24 @@ static int l_reserve_for_rootfs(lua_State *L)
     if (!c->core)
         return lscsictl_finalized(L, "reserve_for_rootfs");
     scsictl_error err;
-    if (scsictl_reserve_for_rootfs(c->core, controller, lun, with_disk ? &disk.cfg : NULL,
-                                   &err) != SCSICTL_OK)
+    int rc = scsictl_reserve_for_rootfs(c->core, controller, lun, with_disk ? &disk.cfg : NULL,
+                                        &err);
+    if (rc != SCSICTL_OK && rc != SCSICTL_PERSIST)
         return lscsictl_fail(L, &err);
     lua_pushboolean(L, 1);
-    return 1;
+    return rc == SCSICTL_PERSIST ? write_then_return(L, c, true) : 1;
 }
 
 static int l_close(lua_State *L)
 {
     lctl *c = lscsictl_check(L, 1);
+    lua_settop(L, 1);
     scsictl_error err;
-    if (c->core && scsictl_close(c->core, &err) != SCSICTL_OK)
+    int rc = c->core ? scsictl_close(c->core, &err) : SCSICTL_OK;
+    if (rc != SCSICTL_OK && rc != SCSICTL_PERSIST)
         return lscsictl_fail(L, &err);
     lua_pushboolean(L, 1);
-    return 1;
+    return rc == SCSICTL_PERSIST ? write_then_return(L, c, false) : 1;
 }
 
 /* __close: like close(), but never raises; a controller with a callback in
@@ -332,8 +436,14 @@ static int l_close(lua_State *L)
 static int l_toclose(lua_State *L)
 {
     lctl *c = lscsictl_check(L, 1);
-    if (c->core)
-        scsictl_close(c->core, NULL);
+    if (c->core && scsictl_close(c->core, NULL) == SCSICTL_PERSIST) {
+        /* __close cannot wait for the state writer: write in place */
+        uint64_t seq = scsictl_change_seq(c->core);
+        if (scsictl_set_write_deferred(c->core, false, NULL) == SCSICTL_OK) {
+            scsictl_persist(c->core, seq, NULL);
+            scsictl_set_write_deferred(c->core, true, NULL);
+        }
+    }
     return 0;
 }
 
@@ -345,6 +455,78 @@ static int l_gc(lua_State *L)
     scsictl_free(c->core);
     c->core = NULL;
     return 0;
+}
+
+/* ---- for state writers ------------------------------------------------- */
+
+static int push_write_data(lua_State *L)
+{
+    const scsictl_write *w = lua_touserdata(L, 1);
+    lua_pushlstring(L, w->data, w->len);
+    return 1;
+}
+
+/* ctl:write_begin(seq, tentative) -> "done" | "busy" | "write", data, wseq
+ * | nil, msg, "io": the steps of writing change seq (scsictl_write_begin). */
+static int l_write_begin(lua_State *L)
+{
+    lctl *c = lscsictl_check(L, 1);
+    lua_Integer seq = luaL_checkinteger(L, 2);
+    bool tentative = lua_toboolean(L, 3);
+    luaL_argcheck(L, seq >= 0, 2, "a change number is not negative");
+    if (!c->core)
+        return lscsictl_finalized(L, "write_begin");
+    scsictl_write w;
+    scsictl_error err;
+    int rc = scsictl_write_begin(c->core, (uint64_t)seq, tentative, &w, &err);
+    switch (rc) {
+    case SCSICTL_DONE: lua_pushliteral(L, "done"); return 1;
+    case SCSICTL_E_BUSY: lua_pushliteral(L, "busy"); return 1;
+    case SCSICTL_STEP: break;
+    case SCSICTL_E_INVALID_ARGUMENT: return luaL_error(L, "%s", err.message);
+    default: return lscsictl_fail(L, &err);
+    }
+    /* The snapshot goes to Lua as a string (copied under a protected call:
+     * on a memory error the write is ended as failed, never left open);
+     * the write stays open in the core until write_end gets its change
+     * number back. */
+    lua_pushliteral(L, "write");
+    lua_pushcfunction(L, push_write_data);
+    lua_pushlightuserdata(L, &w);
+    int status = lua_pcall(L, 1, 1, 0);
+    scsictl_info_free(c->core, w.data);
+    w.data = NULL;
+    if (status != LUA_OK) {
+        scsictl_write_end(c->core, &w, false);
+        return lua_error(L);
+    }
+    lua_pushinteger(L, (lua_Integer)w.seq);
+    return 3;
+}
+
+/* ctl:write_end(wseq, ok): the write of change wseq ended. */
+static int l_write_end(lua_State *L)
+{
+    lctl *c = lscsictl_check(L, 1);
+    lua_Integer seq = luaL_checkinteger(L, 2);
+    luaL_checkany(L, 3);
+    if (c->core) {
+        scsictl_write w = { .seq = (uint64_t)seq, .data = NULL, .len = 0 };
+        scsictl_write_end(c->core, &w, lua_toboolean(L, 3));
+    }
+    return 0;
+}
+
+/* ctl:state_file() -> the file written (absolute, links resolved) or nil */
+static int l_state_file(lua_State *L)
+{
+    lctl *c = lscsictl_check(L, 1);
+    const char *t = c->core ? scsictl_state_file_target(c->core) : NULL;
+    if (t)
+        lua_pushstring(L, t);
+    else
+        lua_pushnil(L);
+    return 1;
 }
 
 /* ---- introspection ---------------------------------------------------- */
@@ -579,6 +761,9 @@ static const luaL_Reg controller_methods[] = {
     { "stats", l_stats },
     { "close", l_close },
     { "save", l_save },
+    { "write_begin", l_write_begin },
+    { "write_end", l_write_end },
+    { "state_file", l_state_file },
     { NULL, NULL },
 };
 

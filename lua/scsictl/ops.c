@@ -24,6 +24,7 @@ typedef struct lop {
     lctl *ctl;     /* kept alive by the op's uservalue */
     int kind;
     bool active;   /* a step is in flight */
+    bool persisting; /* the state writer is writing its change */
     bool closing;  /* its stack slot is to-be-closed in the current call */
 } lop;
 
@@ -37,6 +38,12 @@ static int op_abandon(lua_State *L)
             scsictl_op_report(o->ctl->core, &o->op, false,
                               "the operation was abandoned while a callback was in flight",
                               NULL);
+    } else if (o && o->persisting) { /* a step about to be issued is taken back */
+        o->persisting = false;
+        if (o->ctl->core)
+            scsictl_op_persisted(o->ctl->core, &o->op, false,
+                                 "the operation was abandoned while its change was written",
+                                 NULL);
     }
     return 0;
 }
@@ -201,8 +208,35 @@ static int finish_step(lua_State *L, int status, lua_KContext ctx)
     return drive(L, o, st, &err);
 }
 
+/* The state writer wrote (or failed to write) the op's change. */
+static int finish_persist(lua_State *L, int status, lua_KContext ctx)
+{
+    (void)ctx;
+    lop *o = lua_touserdata(L, IDX_OP);
+    scsictl_error err = { SCSICTL_E_BACKEND, "the operation was abandoned" };
+    int st = SCSICTL_E_BACKEND;
+    scsictl_error werr;
+    bool ok = lscsictl_writer_outcome(L, o->ctl, o->op.persist_seq, false, status, &werr) ==
+              SCSICTL_OK;
+    if (o->persisting) {
+        o->persisting = false;
+        st = scsictl_op_persisted(o->ctl->core, &o->op, ok, ok ? NULL : werr.message, &err);
+    }
+    lua_settop(L, IDX_OP);
+    return drive(L, o, st, &err);
+}
+
 static int drive(lua_State *L, lop *o, int st, scsictl_error *err)
 {
+    if (st == SCSICTL_PERSIST && lscsictl_has_writer(L, IDX_CTL)) {
+        if (!o->closing) { /* a close must take the change back */
+            o->closing = true;
+            lua_toclose(L, IDX_OP);
+        }
+        o->persisting = true;
+        lua_settop(L, IDX_OP);
+        return lscsictl_call_writer(L, IDX_CTL, o->op.persist_seq, false, 0, finish_persist);
+    }
     while (st == SCSICTL_PERSIST) { /* the state file is written in place */
         scsictl_error perr;
         bool ok = scsictl_persist(o->ctl->core, o->op.persist_seq, &perr) == SCSICTL_OK;
@@ -281,6 +315,7 @@ static int start(lua_State *L, int kind)
     lop *o = push_op(L, c);
     o->kind = kind;
     o->active = false;
+    o->persisting = false;
     o->closing = false; /* marked at the first step: a call without one
                            (already mapped, nothing left) needs no close */
     scsictl_error err;

@@ -605,14 +605,17 @@ function qemu.launch(opts)
       c.explain = function(reason, done)
         if self._exit then return done(self._exit) end
         local timer, fired = uv.new_timer(), false
-        local function finish()      -- on QEMU's exit or after a second
+        -- On QEMU's exit, or after 3 s: the exit usually follows the
+        -- closed socket within milliseconds, but a machine loaded by other
+        -- work was seen to take over a second to deliver it.
+        local function finish()
           if fired then return end
           fired = true
           loop.close(timer)
           done(self._exit or reason)
         end
         self._exit_waiters[#self._exit_waiters + 1] = finish
-        timer:start(1000, 0, finish)
+        timer:start(3000, 0, finish)
       end
       break
     end
