@@ -207,7 +207,9 @@ SCSICTL_API void scsictl_free(scsictl *ctl);
 
 /* Closes the controller: later mutating calls return SCSICTL_E_CLOSED;
  * introspection keeps working. Idempotent (SCSICTL_OK again).
- * Errors: BUSY while any step is in flight (nothing changes). */
+ * Errors: BUSY while any step is in flight (nothing changes); with a state
+ * file IO (closed in memory; a retried close writes it again), NO_MEMORY,
+ * or with deferred writes PERSIST. */
 SCSICTL_API int scsictl_close(scsictl *ctl, scsictl_error *err);
 
 /* Reserves a claim on (disk, mount) and writes its new id to *id.
@@ -218,7 +220,9 @@ SCSICTL_API int scsictl_close(scsictl *ctl, scsictl_error *err);
  * partition > INT64_MAX, NULL option string), CONFIG_MISMATCH, NO_SLOTS,
  * BUSY (the disk has a step in flight or is being torn down), CLOSED,
  * NO_MEMORY (also for a host path, or a mount's options and filesystem
- * together, of 2 GiB or more: records keep 32-bit offsets). */
+ * together, of 2 GiB or more: records keep 32-bit offsets). With a state
+ * file: IO (the write failed: the reservation is undone), and with
+ * deferred writes PERSIST (see scsictl_set_write_deferred: *id is set). */
 SCSICTL_API int scsictl_reserve(scsictl *ctl, const scsictl_disk_config *disk,
                     const scsictl_mount_config *mount, scsictl_id *id,
                     scsictl_error *err);
@@ -228,7 +232,8 @@ SCSICTL_API int scsictl_reserve(scsictl *ctl, const scsictl_disk_config *disk,
  * host path with an equal disk config uses this slot (a different config
  * gets CONFIG_MISMATCH). Errors: OUT_OF_RANGE, SLOT_TAKEN (slot used or
  * pinned, or disk->host_path already pinned or placed at another slot),
- * INVALID_ARGUMENT, CLOSED, NO_MEMORY. */
+ * INVALID_ARGUMENT, CLOSED, NO_MEMORY; with a state file IO (undone) or,
+ * with deferred writes, PERSIST. */
 SCSICTL_API int scsictl_reserve_for_rootfs(scsictl *ctl, uint64_t controller, uint64_t lun,
                                const scsictl_disk_config *disk,
                                scsictl_error *err);
