@@ -1,6 +1,6 @@
 -- bench.lua — benchmarks of the Lua module `scsictl` with no-op Lua callbacks.
 --
--- Cases (issue 6): B1 reserve + map + unmap of one disk; B2 the same with
+-- Cases: B1 reserve + map + unmap of one disk; B2 the same with
 -- 4 controllers and 255 of 256 slots taken; B3 N reservations of one shared
 -- disk+partition (reserve all, map all, unmap all) for N = 10, 1000, 100000;
 -- B4 reserve + unmap without map; B5 reserve_for_rootfs; memory of 100000
@@ -267,7 +267,7 @@ local function b4_case()
   }
 end
 
--- B1_floor: the Lua work that SPEC §4 asks of every cycle, with no
+-- B1_floor: the Lua work that spec §4 asks of every cycle, with no
 -- controller at all: the five callbacks called as methods with fresh
 -- argument tables exactly as the module builds them (attachment, two
 -- 10-field settings tables with fresh options arrays, device). A lower
@@ -276,7 +276,7 @@ end
 local function floor_case()
   return {
     name = "B1_floor", label = "Lua work only", unit = 1,
-    params = { what = "5 method calls with SPEC section 4 argument tables, no controller" },
+    params = { what = "5 method calls with spec §4 argument tables, no controller" },
     setup = function() return {} end,
     run = function(_, n)
       local path = "/run/mounts/scsi/0_0_0"
@@ -433,14 +433,14 @@ for _, c in ipairs(cases) do
 end
 
 print()
-print("Targets (issue 6), Lua module:")
+print("Targets, Lua module:")
 if b1 then
   print(("  %-58s %10.2f %-6s target <= %-8.2f %s (%.2fx of target)"):format(
     "Lua B1 reserve+map+unmap with Lua callbacks, ns per cycle", b1, "ns", TARGET_B1,
     b1 <= TARGET_B1 and "MET" or "NOT MET", b1 / TARGET_B1))
   if floor then
     print(("  %-58s %10.2f %-6s (%.0f%% of B1; the target leaves %.0f ns for the binding and core)")
-      :format("  of which the Lua work SPEC section 4 asks for (B1_floor)", floor, "ns",
+      :format("  of which the Lua work spec §4 asks for (B1_floor)", floor, "ns",
         100 * floor / b1, TARGET_B1 - floor))
   end
 else

@@ -1,6 +1,6 @@
 /* bench_core.c — benchmarks of the C core through the public API.
  *
- * Cases (issue 6): B1 reserve+map+unmap of one disk; B2 the same with
+ * Cases: B1 reserve+map+unmap of one disk; B2 the same with
  * 4 controllers and 255 of 256 slots taken; B2 scaling at 99% occupancy for
  * 64 .. 2^20 slots; B3 N reservations of one shared disk+partition (reserve
  * all, map all, unmap all); B4 reserve+unmap without map; B5
@@ -41,7 +41,7 @@
 #include "scsictl.h"
 
 /* ------------------------------------------------------------------------ */
-/* Reference figures (issue 6: hcsshim's Go controller, no-op callbacks)     */
+/* Reference figures (hcsshim's Go controller, no-op callbacks)              */
 /* ------------------------------------------------------------------------ */
 
 #define REF_B1_NS 1016.0
@@ -53,7 +53,7 @@
 #define REF_B5_NS 52.0
 #define REF_ID_NS 351.0
 
-/* Targets (issue 6). */
+/* Targets. */
 #define TARGET_B1_NS 100.0
 #define TARGET_B1_ALLOCS 1.0
 #define TARGET_B2_FLAT 1.10
@@ -1187,7 +1187,7 @@ static void target_line(const char *what, double value, const char *unit, double
 
 static void print_targets(void)
 {
-    printf("\nTargets (issue 6), C core:\n");
+    printf("\nTargets, C core:\n");
     target_line("B1 reserve+map+unmap, ns per cycle", got.b1, "ns", TARGET_B1_NS, true);
     target_line("B1 heap allocations per cycle", got.b1_allocs, "allocs", TARGET_B1_ALLOCS,
                 true);

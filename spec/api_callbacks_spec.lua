@@ -1,4 +1,4 @@
--- Backend callbacks: exact arguments (SPEC §4), fresh tables, lookup at each
+-- Backend callbacks: exact arguments (spec §4), fresh tables, lookup at each
 -- call, the three failure forms and the error messages (docs/semantics.md
 -- "Errors").
 local H = require("helper")

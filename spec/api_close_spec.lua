@@ -1,4 +1,4 @@
--- ctl:close(), <close> variables, garbage collection, __name (SPEC §5).
+-- ctl:close(), <close> variables, garbage collection, __name (spec §5).
 local H = require("helper")
 local scsictl = require("scsictl")
 

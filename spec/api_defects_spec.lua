@@ -1,4 +1,4 @@
--- Regressions for the reference design's defects D1-D6 (SPEC §6), checked
+-- Regressions for the reference design's defects D1-D6 (spec §6), checked
 -- against P1-P4 over the whole callback history.
 local H = require("helper")
 

@@ -1,5 +1,5 @@
 -- ctl:reservation, ctl:reservations, ctl:slots, ctl:stats, tostring(ctl)
--- (SPEC §5).
+-- (spec §5).
 local H = require("helper")
 
 local A = { host_path = "/img/a.vhdx" }

@@ -1,5 +1,5 @@
 -- Malformed arguments raise "bad argument #N to 'name' (...)" and change
--- nothing (SPEC §5 "Malformed arguments raise"). Table-driven: each row is
+-- nothing (spec §5 "Malformed arguments raise"). Table-driven: each row is
 -- a description, the method, the argument position expected in the message,
 -- and a function building the argument list from a prepared fixture.
 local H = require("helper")

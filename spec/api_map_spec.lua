@@ -1,4 +1,4 @@
--- ctl:map_to_guest(id) (SPEC §3, §5, P6, P7, P8; docs/semantics.md "Map").
+-- ctl:map_to_guest(id) (spec §3, §5, P6, P7, P8; docs/semantics.md "Map").
 local H = require("helper")
 
 local A = { host_path = "/img/a.vhdx" }

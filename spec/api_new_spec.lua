@@ -1,5 +1,5 @@
 -- scsictl.new, module fields, geometry, and every malformed argument to new
--- (SPEC §5).
+-- (spec §5).
 local H = require("helper")
 local scsictl = require("scsictl")
 
@@ -11,7 +11,7 @@ describe("module", function()
     assert.truthy(scsictl._VERSION:find("%d+%.%d+"), "no version number in " .. scsictl._VERSION)
   end)
 
-  it("has the SPEC §5 defaults in scsictl.defaults (documented in the README)", function()
+  it("has the spec §5 defaults in scsictl.defaults (documented in the README)", function()
     assert.is_table(scsictl.defaults)
     assert.equal(64, scsictl.defaults.luns_per_controller)
     assert.same({ read_only = false, type = "VirtualDisk" }, scsictl.defaults.disk)
@@ -25,10 +25,10 @@ describe("module", function()
     assert.same({ controllers = 1024, luns_per_controller = 16384, slots = 1 << 20 }, scsictl.limits)
   end)
 
-  -- The invalid_snapshot error code of SPEC §5 belongs to scsictl.import /
-  -- scsictl.open (SPEC §8): a corrupted or empty snapshot is refused.
+  -- The invalid_snapshot error code of spec §5 belongs to scsictl.import /
+  -- scsictl.open (spec §8): a corrupted or empty snapshot is refused.
   it("refuses a corrupted snapshot in scsictl.import with invalid_snapshot", function()
-    assert.is_function(scsictl.import, "scsictl.import is missing (SPEC §5 error code invalid_snapshot, §8)")
+    assert.is_function(scsictl.import, "scsictl.import is missing (spec §5 error code invalid_snapshot, §8)")
     local R = H.recorder()
     local backends = { vm = R.vm, linux_guest = R.linux_guest }
     H.fails("invalid_snapshot", scsictl.import("this is not a snapshot", backends))

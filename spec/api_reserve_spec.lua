@@ -1,4 +1,4 @@
--- ctl:reserve(disk [, mount]) (SPEC §2, §3, §5; docs/semantics.md).
+-- ctl:reserve(disk [, mount]) (spec §2, §3, §5; docs/semantics.md).
 local H = require("helper")
 
 local A = { host_path = "/img/a.vhdx" }

@@ -1,4 +1,4 @@
--- ctl:reserve_for_rootfs(controller, lun [, disk]) (SPEC §2, §5, D6;
+-- ctl:reserve_for_rootfs(controller, lun [, disk]) (spec §2, §5, D6;
 -- docs/semantics.md "Pins").
 local H = require("helper")
 

@@ -1,5 +1,5 @@
--- The reference design's own controller tests, ported (issue 3, "Tests and
--- packaging"), for both guest flavours where they apply.
+-- The reference design's own controller tests, ported, for both guest
+-- flavours where they apply.
 local H = require("helper")
 
 local A = { host_path = "/img/a.vhdx" }

@@ -1,4 +1,4 @@
--- ctl:unmap_from_guest(id) (SPEC §3, §5, P3, P7, P8; docs/semantics.md "Release").
+-- ctl:unmap_from_guest(id) (spec §3, §5, P3, P7, P8; docs/semantics.md "Release").
 local H = require("helper")
 
 local A = { host_path = "/img/a.vhdx" }

@@ -1,5 +1,5 @@
 -- Yields inside callbacks, busy disks, re-entrant calls and abandoned
--- coroutines (SPEC §4 last paragraphs; docs/semantics.md "Busy").
+-- coroutines (spec §4 last paragraphs; docs/semantics.md "Busy").
 local H = require("helper")
 
 local A = { host_path = "/img/a.vhdx" }

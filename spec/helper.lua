@@ -15,7 +15,7 @@
 --   entry.raw     the arguments themselves (table.pack), to test freshness
 --   entry.self    the self the callback was called with
 --   entry.backend "vm" | "linux_guest" | "windows_guest"
---   entry.ok      true / false once the callback's outcome is known by SPEC §4
+--   entry.ok      true / false once the callback's outcome is known by spec §4
 --                 (nil while suspended or if abandoned)
 -- R.history has every entry ever logged (R:clear() only empties R.log); the
 -- property checks (H.check_log, H.check_no_leak) replay R.history.
@@ -216,7 +216,7 @@ end
 -- Recording backend
 ---------------------------------------------------------------------------
 
--- SPEC §4: a callback fails when it returns false first, or nil followed by
+-- spec §4: a callback fails when it returns false first, or nil followed by
 -- a non-nil value.
 function H.is_success(r)
   if r.n >= 1 and r[1] == false then
@@ -403,7 +403,7 @@ function H.new_ctl(opts)
 end
 
 ---------------------------------------------------------------------------
--- Properties over the log (SPEC §6 P1, P2, P3)
+-- Properties over the log (spec §6 P1, P2, P3)
 ---------------------------------------------------------------------------
 
 local function mount_key(entry)

@@ -1,4 +1,4 @@
--- Hostile and extreme inputs (issue 7), table-driven.
+-- Hostile and extreme inputs, table-driven.
 --
 -- Each row: name, guest ("linux" default / "windows"), and run(f) that does
 -- something hostile to a fixture and returns what happened. The expected
@@ -119,7 +119,7 @@ end
 local rows = {}
 local function row(t) rows[#rows + 1] = t end
 
--- SPEC §5 categories, at their extremes -----------------------------------
+-- spec §5 categories, at their extremes -----------------------------------
 row{ name = "new: controllers = math.maxinteger", raise = "controllers must be an integer",
   run = function(f) return scsictl.new{ controllers = math.maxinteger, vm = f.R.vm, linux_guest = f.R.linux } end }
 row{ name = "new: controllers = 2^32 (no wrap to 0)", raise = "controllers must be an integer",
@@ -388,7 +388,7 @@ row{ name = "backend whose __index raises at a step (recorded: the error propaga
     return pcall(f.ctl.map_to_guest, f.ctl, f.id_b)
   end }
 
--- callbacks returning odd values: success unless SPEC §4 says failure
+-- callbacks returning odd values: success unless spec §4 says failure
 local odd = {
   { "true, 'x'", function() return true, "x" end, true },
   { "0", function() return 0 end, true },

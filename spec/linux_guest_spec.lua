@@ -455,7 +455,7 @@ describe("scsictl.qemu_guest (a real Linux guest)", function()
     assert_clean(ctl)
   end)
 
-  it("re-issued guest steps that already took effect succeed (SPEC §8)", function()
+  it("re-issued guest steps that already took effect succeed (spec §8)", function()
     need_guest()
     local img = ext4("again.img", { ["a.txt"] = "again\n" })
     local vmb = vm:vm_backend()

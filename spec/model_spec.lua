@@ -1,11 +1,11 @@
--- Randomized model-based spec of SPEC §6 (P1-P9) through the Lua API.
+-- Randomized model-based spec of spec §6 (P1-P9) through the Lua API.
 --
 -- Each run (a seed and a guest flavour) drives a controller with random
 -- actions over a small pool (4 host paths x 2 disk configs, 3 partitions x
 -- 2 mount configs, rootfs pins) while the backend's Lua callbacks, chosen at
 -- random per call:
 --   * succeed (returning nothing, true, 0, "", a table, "ok", nil, nil);
---   * fail in all three SPEC §4 ways: raise (a string, a table, nil, a
+--   * fail in all three spec §4 ways: raise (a string, a table, nil, a
 --     number), return false (with or without a message), return nil, msg;
 --   * yield (when running in a coroutine) and are resumed later, in random
 --     order, with success or failure values -- or abandoned, by

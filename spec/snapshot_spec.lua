@@ -1,5 +1,5 @@
 --[[
-snapshot_spec.lua — SPEC §8 through Lua: ctl:save(), scsictl.import,
+snapshot_spec.lua — spec §8 through Lua: ctl:save(), scsictl.import,
 scsictl.open and the state_file option, for both guest flavours.
 
   * save / import / open / state_file basics, errors and argument checks;
@@ -672,7 +672,7 @@ describe("snapshots", function()
           assert.is_true(vm:is_empty())
         end)
 
-        it(("%s: after a crash in the %s, releasing without re-mapping leaks nothing (SPEC §1)")
+        it(("%s: after a crash in the %s, releasing without re-mapping leaks nothing (spec §1)")
           :format(guest, what), function()
           local ctl2, vm, id = crash_in(guest, step, "map")
           release(ctl2, id)

@@ -69,7 +69,7 @@ local function run(seed, actions, guest, writer)
   end
 
   -- Forgiving: a restart from a file that lags memory re-issues removals
-  -- that already took effect, which backends accept (SPEC §8).
+  -- that already took effect, which backends accept (spec §8).
   local s = sim.new{ guest = guest, controllers = 2, luns_per_controller = 3, partitions = 3,
                      forgiving = true }
   local proxy = {}

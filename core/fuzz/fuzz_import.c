@@ -1,5 +1,5 @@
 /*
- * fuzz_import.c — libFuzzer target for scsictl_import (SPEC §8).
+ * fuzz_import.c — libFuzzer target for scsictl_import (spec §8).
  *
  * Every input must be either refused (SCSICTL_E_INVALID_SNAPSHOT, nothing
  * built) or imported. An imported controller must then:

@@ -1,6 +1,6 @@
 /*
  * fuzz_ops.c — libFuzzer target: operation sequences on the C core, checked
- * against a shadow model for every property of SPEC §6 (P1-P9).
+ * against a shadow model for every property of spec §6 (P1-P9).
  *
  * The input bytes choose a geometry (0..2 controllers x 1..4 luns, Linux or
  * Windows guest) and then a sequence of actions over a small pool of host

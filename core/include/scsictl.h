@@ -1,7 +1,7 @@
 /*
  * scsictl.h — SCSI slot and guest-mount reservation controller.
  *
- * The whole public C API. The contract is SPEC.md; this header says how the
+ * The whole public C API. The contract is docs/spec.md; this header says how the
  * C side of it is spelled.
  *
  * Model in one paragraph: a controller owns `controllers * luns_per_controller`
@@ -58,7 +58,7 @@ extern "C" {
 #define SCSICTL_API
 #endif
 
-/* Geometry limits (SPEC §5). */
+/* Geometry limits (spec §5). */
 #define SCSICTL_MAX_CONTROLLERS 1024u
 #define SCSICTL_MAX_LUNS 16384u
 #define SCSICTL_DEFAULT_LUNS 64u
@@ -152,7 +152,7 @@ typedef struct scsictl_disk_config {
     const char *evd_type;    /* NULL when unset; "" is a set, empty value */
 } scsictl_disk_config;
 
-/* A partition mount. Zero-initialised means every SPEC default
+/* A partition mount. Zero-initialised means every spec default
  * (partition 0, no options, filesystem ""). Two reservations share a mount
  * when disk and partition are equal; every other field must then be equal
  * (options compared element by element, in order). */
@@ -300,7 +300,7 @@ typedef struct scsictl_op {
     scsictl_mount_config mount_;
 } scsictl_op;
 
-/* Starts mapping reservation *id (SPEC §3). Returns
+/* Starts mapping reservation *id (spec §3). Returns
  *   SCSICTL_STEP     perform op->step, then call scsictl_op_report();
  *   SCSICTL_DONE     already mapped: op->guest_path is set, no step needed;
  *   SCSICTL_PERSIST  (only with a state file) the change must be durable
@@ -353,7 +353,7 @@ SCSICTL_API int scsictl_op_persisted(scsictl *ctl, scsictl_op *op, bool ok,
 /* Blocking driver                                                           */
 /* ------------------------------------------------------------------------ */
 
-/* Settings of a Linux mount step (SPEC §4), built by the blocking driver. */
+/* Settings of a Linux mount step (spec §4), built by the blocking driver. */
 typedef struct scsictl_linux_settings {
     const char *mount_path;
     uint32_t controller;
@@ -510,7 +510,7 @@ SCSICTL_API int scsictl_guest_path(scsictl_guest guest, uint32_t controller, uin
                        uint64_t partition, char *out, size_t size);
 
 /* ------------------------------------------------------------------------ */
-/* Snapshots and the durable state file (SPEC §8)                            */
+/* Snapshots and the durable state file (spec §8)                            */
 /* ------------------------------------------------------------------------ */
 
 /* The snapshot format version written by scsictl_save() and the only one

@@ -23,7 +23,7 @@
  * written while an add or mount was in flight: a crash leaves it unknown
  * whether it took effect. A map issues it again, a release tears it down
  * anyway, so neither path leaves anything behind. Backends accept
- * re-issued steps (SPEC §8). */
+ * re-issued steps (spec §8). */
 #include <string.h>
 
 #include "internal.h"

@@ -1,4 +1,4 @@
-# test_snapshot: snapshots and the durable state file (SPEC §8).
+# test_snapshot: snapshots and the durable state file (spec §8).
 # Included from core/tests/CMakeLists.txt.
 add_executable(test_snapshot ${CMAKE_CURRENT_LIST_DIR}/test_snapshot.c)
 target_link_libraries(test_snapshot PRIVATE scsictl_static Threads::Threads)

@@ -1,6 +1,6 @@
 /*
  * test_defects.c — one regression test per defect D1-D6 of the reference
- * design (SPEC §6). Each is written so that the reference behaviour
+ * design (spec §6). Each is written so that the reference behaviour
  * described there fails it.
  */
 #include "test_util.h"

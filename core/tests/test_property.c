@@ -1,5 +1,5 @@
 /*
- * test_property.c — randomized model-based test of SPEC §6 P1-P9.
+ * test_property.c — randomized model-based test of spec §6 P1-P9.
  *
  * A seeded PRNG drives thousands of random operations per seed on small
  * geometries: reserves over a pool of 5 host paths, 3 partitions, two disk

@@ -1,6 +1,6 @@
 /*
  * test_snapshot.c — snapshots (scsictl_save / scsictl_import) and the
- * durable state file (scsictl_set_state_file / scsictl_open), SPEC §8.
+ * durable state file (scsictl_set_state_file / scsictl_open), spec §8.
  *
  *   roundtrip      random operation sequences (random step failures, pins,
  *                  both guests, awkward strings) through the op interface;
@@ -603,7 +603,7 @@ static void test_handmade(void)
     expect_ok("gone ids alone", HDR "gone " ID3 "\n", true);
 
     static const struct { const char *what, *body; } bad[] = {
-        /* SPEC §8's cases */
+        /* spec §8's cases */
         { "two disks in one slot",
           HDR DISK_A "disk 0 1 attached 0 0 VirtualDisk - =/b\n" PART_A0 RES_A0 },
         { "reservation pointing at an empty slot",

@@ -1,5 +1,5 @@
 /*
- * test_threads.c — the controller under several threads (SPEC §7: every
+ * test_threads.c — the controller under several threads (spec §7: every
  * function thread-safe, backend calls made with no lock held, busy fails
  * fast).
  *

@@ -87,7 +87,7 @@ static void set_key(lua_State *L, int k, int value_key)
     lua_rawset(L, -3);
 }
 
-/* Pushes the callback's arguments as SPEC §4 lists them, in fresh tables;
+/* Pushes the callback's arguments as spec §4 lists them, in fresh tables;
  * returns how many. */
 static int push_args(lua_State *L, const scsictl_step *s)
 {
@@ -177,7 +177,7 @@ static const char *value_message(lua_State *L, int idx, const char *fallback)
     }
 }
 
-/* Applies SPEC §4's failure convention to a finished callback. Returns the
+/* Applies spec §4's failure convention to a finished callback. Returns the
  * failure message, or NULL on success. */
 static const char *callback_failure(lua_State *L, int status)
 {

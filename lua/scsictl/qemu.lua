@@ -65,7 +65,7 @@ qemu.vm_backend(opts) -> backend
       when nothing is left at the slot). While QEMU still finishes an unplug
       that an earlier, abandoned remove started, blockdev-del answers that
       the node is in use: it is retried until the deadline.
-  Failures return nil, message (SPEC §4); the message carries QMP's error
+  Failures return nil, message (spec §4); the message carries QMP's error
   class and description ("device_add: GenericError: Bus 'scsi9.0' not found").
 
   backend:node_name(controller, lun), backend:device_id(controller, lun)

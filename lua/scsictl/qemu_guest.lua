@@ -55,7 +55,7 @@ qemu_guest.linux_guest(opts) -> backend
   opts.timeout   seconds each callback may take in all, including the waits
                  inside the guest (default 30)
 
-  SPEC §4 callbacks (failures return nil, message; the message carries the
+  spec §4 callbacks (failures return nil, message; the message carries the
   guest command's stderr):
   backend:add_mapped_virtual_disk(settings)
       Finds SCSI host H in the guest whose sysfs path holds the controller's

@@ -2,7 +2,7 @@
 scsictl.sim — an in-process simulated VM and guest for scsictl.
 
 A pure-Lua model of a hypervisor with SCSI controllers and of the guest
-running in it. It implements every backend callback of SPEC.md §4 and
+running in it. It implements every backend callback of spec §4 and
 enforces the protocol the way a real hypervisor and guest would, so a
 controller (or a hand-written script) can be checked against it, and people
 can experiment without a hypervisor.
@@ -17,14 +17,14 @@ can experiment without a hypervisor.
     disks = { ["/img/a.vhdx"] = { partitions = 3 } },  -- per-disk overrides
     seed = 1,                   -- seed of the fault-injection generator
     forgiving = false,          -- true: re-issued removals of things already
-                                --   gone succeed (crash recovery, SPEC §8)
+                                --   gone succeed (crash recovery, spec §8)
     strict = true,              -- check callback arguments have exactly the
-                                -- fields of SPEC §4 (default true)
+                                -- fields of spec §4 (default true)
   }
   local ctl = scsictl.new{ controllers = 4, vm = s, linux_guest = s }
   -- or, in one go:  local ctl, s = sim.controller{ controllers = 4 }
 
-CALLBACKS (methods of `s`, stored on the object itself; arguments as SPEC §4)
+CALLBACKS (methods of `s`, stored on the object itself; arguments as spec §4)
   s:add_scsi_disk(attachment, controller, lun)      VM hot-add
   s:remove_scsi_disk(controller, lun)               VM hot-remove
   s:add_mapped_virtual_disk(settings)               guest mount (Linux or
@@ -58,7 +58,7 @@ PROTOCOL (a refusal is logged with ok = false and listed by s:refusals())
   slot with that lun, else from the lun alone (it must then be unambiguous;
   partition 0).
   In strict mode a callback whose arguments do not have exactly the fields of
-  SPEC §4 with the right types is refused with a "protocol:" message.
+  spec §4 with the right types is refused with a "protocol:" message.
 
 FAULT INJECTION (injected failures change nothing and are logged with
 injected = true). Op names are callback names, or the aliases "attach",

@@ -209,7 +209,7 @@ local function main(dir, seed, guest)
   math.randomseed(seed)
   io.stdout:write("ready\n")
   io.stdout:flush()
-  -- Recovery, as a restarted agent does it (SPEC §8: a step in flight at the
+  -- Recovery, as a restarted agent does it (spec §8: a step in flight at the
   -- crash counts as not done and the retried operation issues it again):
   -- re-map every reservation without a pending release before anything
   -- else, so that no claim whose map was in flight is released unmapped.
