@@ -11,7 +11,7 @@ describe("module", function()
     assert.truthy(scsictl._VERSION:find("%d+%.%d+"), "no version number in " .. scsictl._VERSION)
   end)
 
-  it("has the spec §5 defaults in scsictl.defaults (documented in the README)", function()
+  it("has the spec §5 defaults in scsictl.defaults (documented in docs/lua-api.md)", function()
     assert.is_table(scsictl.defaults)
     assert.equal(64, scsictl.defaults.luns_per_controller)
     assert.same({ read_only = false, type = "VirtualDisk" }, scsictl.defaults.disk)
@@ -21,7 +21,7 @@ describe("module", function()
     }, scsictl.defaults.mount)
   end)
 
-  it("has the geometry limits in scsictl.limits (documented in the README)", function()
+  it("has the geometry limits in scsictl.limits (documented in docs/lua-api.md)", function()
     assert.same({ controllers = 1024, luns_per_controller = 16384, slots = 1 << 20 }, scsictl.limits)
   end)
 

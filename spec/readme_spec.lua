@@ -1,7 +1,7 @@
--- The README's self-contained Lua examples run as written, so the
--- documentation cannot drift from the module.
-local function readme_blocks()
-  local f = assert(io.open("README.md", "r"))
+-- The self-contained Lua examples of the README and of docs/ run as
+-- written, so the documentation cannot drift from the module.
+local function readme_blocks(file)
+  local f = assert(io.open(file or "README.md", "r"))
   local text = f:read("a")
   f:close()
   local blocks, heading = {}, nil
@@ -23,11 +23,11 @@ local function readme_blocks()
   return blocks
 end
 
-local function block_under(heading)
-  for _, b in ipairs(readme_blocks()) do
+local function block_under(heading, file)
+  for _, b in ipairs(readme_blocks(file)) do
     if b.heading == heading then return b.code end
   end
-  error("README has no Lua block under '" .. heading .. "'")
+  error((file or "README.md") .. " has no Lua block under '" .. heading .. "'")
 end
 
 describe("README examples", function()
@@ -42,8 +42,8 @@ describe("README examples", function()
     assert.truthy(printed[2]:find("1 of 64 slots used", 1, true))
   end)
 
-  it("'Writing a backend' builds a working controller", function()
-    local code = block_under("Writing a backend") .. "\nreturn ctl, log"
+  it("docs/lua-api.md 'Writing a backend' builds a working controller", function()
+    local code = block_under("Writing a backend", "docs/lua-api.md") .. "\nreturn ctl, log"
     local lines = {}
     local env = setmetatable({ print = function(s) lines[#lines + 1] = s end },
       { __index = _G })

@@ -514,7 +514,7 @@ SCSICTL_API int scsictl_guest_path(scsictl_guest guest, uint32_t controller, uin
 /* ------------------------------------------------------------------------ */
 
 /* The snapshot format version written by scsictl_save() and the only one
- * scsictl_import() accepts. The format is documented in README.md. */
+ * scsictl_import() accepts. The format is documented in docs/snapshot-format.md. */
 #define SCSICTL_SNAPSHOT_VERSION 1
 
 /* Serialises the whole state: geometry, guest flavour, closed flag, pins

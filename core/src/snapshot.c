@@ -1,5 +1,7 @@
 /* snapshot.c — save the whole state as text, and import it strictly.
  *
+ * The format is described once, in docs/snapshot-format.md; in short:
+ *
  * Format (version 1), one record per line, fields separated by one space,
  * records in this order, each group sorted:
  *
