@@ -30,8 +30,9 @@
  *
  * Thread safety: every function may be called from any thread at any time on
  * the same controller, except scsictl_free() (no other call may be running or
- * start afterwards). The controller's lock is never held while a step is in
- * flight.
+ * start afterwards), unless the controller was made single-threaded
+ * (scsictl_options.single_threaded). The controller's lock, a pthread mutex,
+ * is never held while a step is in flight.
  *
  * Strings: every `const char *` argument is a NUL-terminated UTF-8 or byte
  * string; the core copies what it keeps. Pointers inside a scsictl_step stay
@@ -187,6 +188,11 @@ typedef struct scsictl_options {
                                            2 MiB-aligned and advised for
                                            transparent huge pages);
                                            copied, must outlive nothing  */
+    bool single_threaded;          /* true: the controller takes no lock;
+                                      every call must then come from one
+                                      thread at a time (the Lua binding,
+                                      whose Lua state is one thread, sets
+                                      it). Default false: thread-safe.    */
 } scsictl_options;
 
 /* ------------------------------------------------------------------------ */
@@ -199,6 +205,12 @@ typedef struct scsictl scsictl;
  * limits, controllers * luns > 2^20, unknown guest, NULL out),
  * NO_MEMORY. *out is set only on success. */
 SCSICTL_API int scsictl_new(const scsictl_options *opts, scsictl **out, scsictl_error *err);
+
+/* Makes a controller single-threaded (no locking) or thread-safe again, as
+ * scsictl_options.single_threaded does for scsictl_new (for a controller
+ * made by scsictl_import or scsictl_open). Call it before the controller is
+ * shared between threads, with no other call running. NULL is a no-op. */
+SCSICTL_API void scsictl_set_single_threaded(scsictl *ctl, bool single_threaded);
 
 /* Frees the controller and everything it holds. Makes no backend call and
  * touches nothing outside the controller; steps in flight are abandoned

@@ -66,9 +66,14 @@ int scsictl_new(const scsictl_options *opts, scsictl **out, scsictl_error *err)
     hmap_init(&ctl->res, NULL); /* keeps hashes: see hmap.h */
     hmap_init(&ctl->pins, sc_pin_hash_of);
     ctl->pinned = sc_calloc(a, (ctl->nslots + 63) / 64 + 1, sizeof(uint64_t));
-    sc_lock_init(&ctl->lock);
+    if (!sc_lock_init(&ctl->lock, opts->single_threaded)) {
+        sc_free(a, ctl->pinned);
+        sc_free(a, ctl);
+        return sc_fail(err, SCSICTL_E_NO_MEMORY, "new: cannot make a mutex");
+    }
     if (!ctl->pinned || !slotmap_init(&ctl->taken, ctl->nslots, a)) {
         slotmap_destroy(&ctl->taken, a);
+        sc_lock_destroy(&ctl->lock);
         sc_free(a, ctl->pinned);
         sc_free(a, ctl);
         return sc_fail(err, SCSICTL_E_NO_MEMORY, "new: out of memory");
@@ -107,7 +112,14 @@ void scsictl_free(scsictl *ctl)
         ctl->store->destroy(ctl->store); /* gives up the state file's lock */
     sc_free(&a, ctl->tentative);
     sc_free(&a, ctl->released);
+    sc_lock_destroy(&ctl->lock);
     sc_free(&a, ctl);
+}
+
+void scsictl_set_single_threaded(scsictl *ctl, bool single_threaded)
+{
+    if (ctl)
+        ctl->lock.off = single_threaded;
 }
 
 int scsictl_close(scsictl *ctl, scsictl_error *err)

@@ -277,7 +277,7 @@ static int l_new(lua_State *L)
     luaL_checktype(L, 1, LUA_TTABLE);
     lua_settop(L, 1);
     largs_known_keys(L, 1, new_keys, "options");
-    scsictl_options opts = { 0 };
+    scsictl_options opts = { .single_threaded = true }; /* a Lua state is one thread */
     opts.controllers = geometry_field(L, "controllers", 0, SCSICTL_MAX_CONTROLLERS, -1);
     opts.luns_per_controller = geometry_field(L, "luns_per_controller", 1, SCSICTL_MAX_LUNS,
                                               SCSICTL_DEFAULT_LUNS);
@@ -319,6 +319,7 @@ static int import_or_open(lua_State *L, bool from_file)
                        : scsictl_import(s, len, NULL, &holder->core, &err);
     if (rc != SCSICTL_OK)
         return lscsictl_fail(L, &err);
+    scsictl_set_single_threaded(holder->core, true); /* a Lua state is one thread */
     scsictl_stats st;
     scsictl_get_stats(holder->core, &st);
     scsictl_guest given = SCSICTL_GUEST_LINUX;
