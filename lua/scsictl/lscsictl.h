@@ -19,9 +19,10 @@
 enum { UV_VM = 1, UV_GUEST = 2, UV_FREE_OP = 3, UV_WRITER = 4, UV_COUNT = 4 };
 
 /* Every function of the module has the same upvalues: the interned field
- * names, callback names and the two metatables (upvalue k holds key k), so
- * hot paths never intern a C string or look a metatable up by name (both
- * cost a hash and a strcmp per call). */
+ * names, the callback name of each step kind (K_STEP + kind, taken from the
+ * core's one table, scsictl_step_name) and the two metatables (upvalue k
+ * holds key k), so hot paths never intern a C string or look a metatable
+ * up by name. */
 #define LSCSICTL_KEYS(X)                                                   \
     X(K_PATH, "path") X(K_TYPE, "type") X(K_READ_ONLY, "read_only")        \
     X(K_EVD_TYPE, "evd_type") X(K_CONTROLLER, "controller") X(K_LUN, "lun")\
@@ -31,15 +32,17 @@ enum { UV_VM = 1, UV_GUEST = 2, UV_FREE_OP = 3, UV_WRITER = 4, UV_COUNT = 4 };
     X(K_BLOCK_DEV, "block_dev") X(K_FORMAT_WITH_REFS, "format_with_refs")  \
     X(K_CONTAINER_PATH, "container_path") X(K_HOST_PATH, "host_path")      \
     X(K_VIRTUAL_DISK, "VirtualDisk") X(K_PASSTHRU, "PassThru")             \
-    X(K_EVD, "ExtensibleVirtualDisk")                                      \
-    X(K_ADD_SCSI_DISK, "add_scsi_disk") X(K_REMOVE_SCSI_DISK, "remove_scsi_disk") \
-    X(K_ADD_MAPPED, "add_mapped_virtual_disk")                             \
-    X(K_REMOVE_MAPPED, "remove_mapped_virtual_disk")                       \
-    X(K_REMOVE_DEVICE, "remove_scsi_device")                               \
-    X(K_ADD_SCRATCH, "add_mapped_virtual_disk_for_container_scratch")
+    X(K_EVD, "ExtensibleVirtualDisk")
 
 #define LSCSICTL_KEY_ENUM(name, str) name,
-enum { K_NONE, LSCSICTL_KEYS(LSCSICTL_KEY_ENUM) K_CTL_MT, K_OP_MT, K_COUNT };
+enum {
+    K_NONE,
+    LSCSICTL_KEYS(LSCSICTL_KEY_ENUM)
+    K_STEP, /* K_STEP + kind: the callback name of step kind `kind` */
+    K_CTL_MT = K_STEP + SCSICTL_STEP_KIND_COUNT,
+    K_OP_MT,
+    K_COUNT
+};
 
 /* Pushes key k (a string, or a metatable for K_CTL_MT / K_OP_MT). */
 static inline void lkey_push(lua_State *L, int k)

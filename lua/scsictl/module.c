@@ -15,7 +15,9 @@ static const char *const key_names[K_COUNT] = { LSCSICTL_KEYS(LSCSICTL_KEY_NAME)
 
 const char *lkey_name(int k)
 {
-    return k > K_NONE && k < K_CTL_MT ? key_names[k] : "?";
+    if (k >= K_STEP && k < K_CTL_MT)
+        return scsictl_step_name((scsictl_step_kind)(k - K_STEP));
+    return k > K_NONE && k < K_STEP ? key_names[k] : "?";
 }
 
 /* The keys live in the registry while the module loads; every function
@@ -83,14 +85,6 @@ int lscsictl_finalized(lua_State *L, const char *what)
 
 /* ---- scsictl.new ------------------------------------------------------ */
 
-static const char *const vm_callbacks[] = { "add_scsi_disk", "remove_scsi_disk", NULL };
-static const char *const linux_callbacks[] = { "add_mapped_virtual_disk",
-                                               "remove_mapped_virtual_disk",
-                                               "remove_scsi_device", NULL };
-static const char *const windows_callbacks[] = {
-    "add_mapped_virtual_disk", "add_mapped_virtual_disk_for_container_scratch",
-    "remove_mapped_virtual_disk", NULL
-};
 static const char *const new_keys[] = { "controllers", "luns_per_controller", "vm",
                                         "linux_guest", "windows_guest", "state_file",
                                         "state_writer", NULL };
@@ -107,21 +101,24 @@ static bool callable(lua_State *L, int idx)
     return true;
 }
 
-/* Checks that tbl[field] is an indexable backend with every callback;
- * leaves it on the stack. */
-static void check_backend(lua_State *L, int arg, int tbl, const char *field,
-                          const char *const names[])
+/* Checks that tbl[field] is an indexable backend with the callback of
+ * every step the core hands to it (scsictl_step_backend); leaves it on the
+ * stack. */
+static void check_backend(lua_State *L, int arg, int tbl, const char *field)
 {
     int t = lua_getfield(L, tbl, field);
     if (t != LUA_TTABLE && t != LUA_TUSERDATA)
         luaL_argerror(L, arg, lua_pushfstring(L, "%s must be a backend table, got %s", field,
                                               luaL_typename(L, -1)));
     int backend = lua_gettop(L);
-    for (size_t i = 0; names[i]; i++) {
-        lua_getfield(L, backend, names[i]);
+    for (int k = 0; k < SCSICTL_STEP_KIND_COUNT; k++) {
+        if (strcmp(scsictl_step_backend((scsictl_step_kind)k), field) != 0)
+            continue;
+        const char *name = scsictl_step_name((scsictl_step_kind)k);
+        lua_getfield(L, backend, name);
         if (!callable(L, -1))
             luaL_argerror(L, arg, lua_pushfstring(L, "%s.%s must be a function, got %s",
-                                                  field, names[i], luaL_typename(L, -1)));
+                                                  field, name, luaL_typename(L, -1)));
         lua_pop(L, 1);
     }
 }
@@ -144,11 +141,8 @@ static scsictl_guest which_guest(lua_State *L, int arg, int tbl)
  * error before the core exists leaves nothing half-built). */
 static lctl *push_controller(lua_State *L, int arg, int tbl, scsictl_guest guest)
 {
-    check_backend(L, arg, tbl, "vm", vm_callbacks);
-    if (guest == SCSICTL_GUEST_LINUX)
-        check_backend(L, arg, tbl, "linux_guest", linux_callbacks);
-    else
-        check_backend(L, arg, tbl, "windows_guest", windows_callbacks);
+    check_backend(L, arg, tbl, "vm");
+    check_backend(L, arg, tbl, guest == SCSICTL_GUEST_LINUX ? "linux_guest" : "windows_guest");
     lctl *c = lua_newuserdatauv(L, sizeof *c, UV_COUNT);
     c->core = NULL;
     c->guest = guest;
@@ -819,7 +813,7 @@ int luaopen_scsictl(lua_State *L)
     lua_createtable(L, K_COUNT, 0);
     int keys = lua_gettop(L);
     for (int k = K_NONE + 1; k < K_CTL_MT; k++) {
-        lua_pushstring(L, key_names[k]);
+        lua_pushstring(L, lkey_name(k));
         lua_rawseti(L, keys, k);
     }
     luaL_newmetatable(L, LSCSICTL_CONTROLLER);

@@ -148,17 +148,6 @@ static int push_args(lua_State *L, const scsictl_step *s)
     return 0;
 }
 
-/* The key of each step's callback name. */
-static const int step_keys[SCSICTL_STEP_KIND_COUNT] = {
-    [SCSICTL_STEP_ADD_SCSI_DISK] = K_ADD_SCSI_DISK,
-    [SCSICTL_STEP_REMOVE_SCSI_DISK] = K_REMOVE_SCSI_DISK,
-    [SCSICTL_STEP_LINUX_MOUNT] = K_ADD_MAPPED,
-    [SCSICTL_STEP_LINUX_UNMOUNT] = K_REMOVE_MAPPED,
-    [SCSICTL_STEP_LINUX_EJECT] = K_REMOVE_DEVICE,
-    [SCSICTL_STEP_WINDOWS_MOUNT] = K_ADD_MAPPED,
-    [SCSICTL_STEP_WINDOWS_MOUNT_SCRATCH] = K_ADD_SCRATCH,
-    [SCSICTL_STEP_WINDOWS_UNMOUNT] = K_REMOVE_MAPPED,
-};
 
 /* A short description of a Lua value used as a failure message. Calls no
  * metamethod, so it cannot raise or yield. */
@@ -255,7 +244,7 @@ static int drive(lua_State *L, lop *o, int st, scsictl_error *err)
                                           : UV_GUEST);
         int backend = lua_gettop(L);
         const char *name = scsictl_step_name(s->kind);
-        lkey_get(L, backend, step_keys[s->kind]); /* looked up at each call */
+        lkey_get(L, backend, K_STEP + (int)s->kind); /* looked up at each call */
         lua_pushvalue(L, backend);
         lua_remove(L, backend);
         int nargs = 1 + push_args(L, s);
