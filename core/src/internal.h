@@ -324,6 +324,10 @@ int sc_cmp_mount_slot(const void *pa, const void *pb);
 
 /* snapshot.c — the caller holds the lock */
 int sc_snapshot_write(scsictl *ctl, char **out, size_t *len, scsictl_error *err);
+/* The FNV-1a 64 checksum a snapshot's end record carries (snapshot.c). */
+uint64_t sc_snapshot_checksum(const char *p, size_t n);
+/* Whether a string byte is written as it is (else as %XX). */
+bool sc_snapshot_safe_byte(unsigned char c);
 
 /* persist.c — durability, sans I/O.
  * sc_changed numbers a change (the caller holds the lock). */
@@ -426,7 +430,7 @@ static inline uint64_t sc_id_hash(const scsictl_id *id)
     return a ^ b;
 }
 
-/* Formatting helpers (errors.c) */
+/* Formatting helpers (guest_path.c) */
 size_t sc_fmt_u64_long(char *out, uint64_t v); /* v >= 10 */
 
 /* Writes v in decimal at out (no NUL); the length. One digit inline: the
