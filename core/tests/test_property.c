@@ -41,59 +41,11 @@
 #define MAXOPS 3
 #define MAXREL 32
 
-typedef struct mid {
-    bool live;
-    scsictl_id id;
-    int path, dcfg, part, mcfg;
-    int stage;     /* 0: holds its partition claim; 1: dropped it */
-    bool pending;  /* a release failed and awaits a retry */
-} mid;
-
-typedef struct mdisk {
-    bool present;
-    int slot, dcfg;
-    bool tearing;  /* eject or remove attempted for its last claim */
-} mdisk;
-
-typedef struct mslot {
-    bool attached, ejected;
-    bool mounted[NPART];
-    bool pinned;
-    int pin_path, pin_dcfg;
-} mslot;
-
-typedef struct mpart {
-    bool exists;
-    int mcfg;
-} mpart;
-
-typedef struct mop {
-    bool used;
-    scsictl_op op;
-    bool is_map;
-    int idx, path;
-    int expect;    /* step kind expected to be in op.step */
-} mop;
-
-static struct model {
-    scsictl *ctl;
-    scsictl_guest guest;
-    uint32_t C, L;
-    int nslots;
-    mid ids[MAXIDS];
-    mdisk disk[NPATHS];
-    mslot slot[MAXSLOTS];
-    mpart part[NPATHS][NPART];
-    mop ops[MAXOPS];
-    scsictl_id released[MAXREL];
-    int nreleased;
-    uint64_t rng;
-    int fail_pct;
-    long n_steps, n_fail, n_busy, n_mismatch, n_noslots, n_done_nostep, n_pins;
-    long n_notfound;
-} M;
+#define SM_CHECK(cond, ...) tu_check((cond), __FILE__, __LINE__, __VA_ARGS__)
+#include "shadow_model.h"
 
 static const char *const path_names[NPATHS] = {"/p0", "/p1", "/p2", "/p3", "/p4"};
+static const uint64_t part_nums[NPART] = {0, 1, 2};
 static const char *const m1_opts[] = {"noatime"};
 
 static uint64_t rnd(void)
@@ -129,266 +81,6 @@ static scsictl_mount_config mcfg(int part, int i)
     return m;
 }
 
-static bool linux_guest(void) { return M.guest == SCSICTL_GUEST_LINUX; }
-
-static int mount_kind(int mc)
-{
-    if (linux_guest()) return SCSICTL_STEP_LINUX_MOUNT;
-    return mc == 1 ? SCSICTL_STEP_WINDOWS_MOUNT_SCRATCH : SCSICTL_STEP_WINDOWS_MOUNT;
-}
-
-static int unmount_kind(void)
-{
-    return linux_guest() ? SCSICTL_STEP_LINUX_UNMOUNT : SCSICTL_STEP_WINDOWS_UNMOUNT;
-}
-
-static int refs(int path, int part)
-{
-    int n = 0;
-    for (int i = 0; i < MAXIDS; i++)
-        if (M.ids[i].live && M.ids[i].path == path && M.ids[i].part == part && M.ids[i].stage == 0)
-            n++;
-    return n;
-}
-
-static int disk_claims(int path)
-{
-    int n = 0;
-    for (int i = 0; i < MAXIDS; i++)
-        if (M.ids[i].live && M.ids[i].path == path) n++;
-    return n;
-}
-
-static bool path_busy(int path)
-{
-    for (int i = 0; i < MAXOPS; i++)
-        if (M.ops[i].used && M.ops[i].path == path) return true;
-    return false;
-}
-
-static bool any_busy(void)
-{
-    for (int i = 0; i < MAXOPS; i++)
-        if (M.ops[i].used) return true;
-    return false;
-}
-
-static int path_at(int s)
-{
-    for (int p = 0; p < NPATHS; p++)
-        if (M.disk[p].present && M.disk[p].slot == s) return p;
-    return -1;
-}
-
-static void part_gc(int path, int part)
-{
-    mslot *s = M.disk[path].present ? &M.slot[M.disk[path].slot] : NULL;
-    if (refs(path, part) == 0 && !(s && s->mounted[part])) M.part[path][part].exists = false;
-}
-
-static void forget_id(int idx)
-{
-    mid *d = &M.ids[idx];
-    d->live = false;
-    M.released[M.nreleased++ % MAXREL] = d->id;
-}
-
-static void disk_gone(int path)
-{
-    mslot *s = &M.slot[M.disk[path].slot];
-    for (int p = 0; p < NPART; p++) {
-        tu_check(!s->mounted[p], __FILE__, __LINE__, "P3: disk %s forgotten with %d mounted",
-                 path_names[path], p);
-        M.part[path][p].exists = false;
-    }
-    tu_check(!s->attached, __FILE__, __LINE__, "P3: disk %s forgotten while attached",
-             path_names[path]);
-    M.disk[path].present = false;
-    M.disk[path].tearing = false;
-}
-
-/* Next step of a map of idx, or -1 when it is done. */
-static int map_next(int idx)
-{
-    mid *d = &M.ids[idx];
-    mslot *s = &M.slot[M.disk[d->path].slot];
-    if (!s->attached) return SCSICTL_STEP_ADD_SCSI_DISK;
-    if (!s->mounted[d->part]) return mount_kind(d->mcfg);
-    return -1;
-}
-
-/* Next step of a release of idx, applying the claim drops that need no
- * step; -1 when the release is complete (the id is then forgotten). */
-static int unmap_next(int idx)
-{
-    mid *d = &M.ids[idx];
-    int p = d->path;
-    mslot *s = &M.slot[M.disk[p].slot];
-    if (d->stage == 0) {
-        if (refs(p, d->part) > 1 || !s->mounted[d->part]) {
-            d->stage = 1;
-            part_gc(p, d->part);
-        } else {
-            return unmount_kind();
-        }
-    }
-    if (disk_claims(p) > 1) {
-        forget_id(idx);
-        return -1;
-    }
-    if (s->attached && !s->ejected && linux_guest()) {
-        M.disk[p].tearing = true;
-        return SCSICTL_STEP_LINUX_EJECT;
-    }
-    if (s->attached) {
-        M.disk[p].tearing = true;
-        return SCSICTL_STEP_REMOVE_SCSI_DISK;
-    }
-    forget_id(idx);
-    disk_gone(p);
-    return -1;
-}
-
-static void canonical(int slot, int part, char *out, size_t size)
-{
-    scsictl_guest_path(M.guest, (uint32_t)slot / M.L, (uint32_t)slot % M.L, (uint64_t)part, out,
-                       size);
-}
-
-/* Checks op->step against the expected kind and the model (P1, P2, P4). */
-static void check_step(mop *o)
-{
-    const scsictl_step *st = &o->op.step;
-    mid *d = &M.ids[o->idx];
-    int sl = M.disk[o->path].slot;
-    mslot *s = &M.slot[sl];
-    uint32_t c = (uint32_t)sl / M.L, l = (uint32_t)sl % M.L;
-    M.n_steps++;
-    if (!tu_check((int)st->kind == o->expect, __FILE__, __LINE__,
-                  "step kind %s, model expects %s (id on %s part %d, %s)",
-                  scsictl_step_name(st->kind), scsictl_step_name((scsictl_step_kind)o->expect),
-                  path_names[o->path], d->part, o->is_map ? "map" : "unmap"))
-        return;
-    bool mounted_any = false;
-    for (int p = 0; p < NPART; p++) mounted_any = mounted_any || s->mounted[p];
-    bool mount_level = rec_kind_is_mount_level(st->kind);
-    if (!mount_level || linux_guest())
-        tu_check(st->controller == c && st->lun == l, __FILE__, __LINE__,
-                 "P4: %s at %u:%u, disk %s holds %u:%u", scsictl_step_name(st->kind),
-                 st->controller, st->lun, path_names[o->path], c, l);
-    else
-        tu_check(st->lun == l, __FILE__, __LINE__, "P4: windows step lun %u, want %u", st->lun, l);
-    if (st->disk || st->kind == SCSICTL_STEP_ADD_SCSI_DISK || mount_level)
-        tu_check(st->disk && st->disk->host_path &&
-                     strcmp(st->disk->host_path, path_names[o->path]) == 0,
-                 __FILE__, __LINE__, "P4: %s names %s, id holds %s", scsictl_step_name(st->kind),
-                 st->disk && st->disk->host_path ? st->disk->host_path : "(null)",
-                 path_names[o->path]);
-    switch (st->kind) {
-    case SCSICTL_STEP_ADD_SCSI_DISK: {
-        tu_check(!s->attached, __FILE__, __LINE__, "P1: add while attached at %u:%u", c, l);
-        scsictl_disk_config want = dcfg(o->path, M.disk[o->path].dcfg);
-        tu_check(st->disk && st->disk->read_only == want.read_only &&
-                     st->disk->type == want.type && st->disk->evd_type == NULL,
-                 __FILE__, __LINE__, "add: attachment fields");
-        break;
-    }
-    case SCSICTL_STEP_LINUX_EJECT:
-        tu_check(s->attached && !s->ejected && !mounted_any, __FILE__, __LINE__,
-                 "P1/P2: eject at %u:%u attached %d ejected %d mounted %d", c, l, s->attached,
-                 s->ejected, mounted_any);
-        break;
-    case SCSICTL_STEP_REMOVE_SCSI_DISK:
-        tu_check(s->attached && (s->ejected || !linux_guest()) && !mounted_any, __FILE__,
-                 __LINE__, "P1/P2: remove at %u:%u attached %d ejected %d mounted %d", c, l,
-                 s->attached, s->ejected, mounted_any);
-        break;
-    default: {
-        bool is_mount = st->kind != SCSICTL_STEP_LINUX_UNMOUNT &&
-                        st->kind != SCSICTL_STEP_WINDOWS_UNMOUNT;
-        char gp[SCSICTL_GUEST_PATH_MAX];
-        canonical(sl, d->part, gp, sizeof gp);
-        tu_check(st->guest_path && strcmp(st->guest_path, gp) == 0, __FILE__, __LINE__,
-                 "P4: guest path %s, want %s", st->guest_path ? st->guest_path : "(null)", gp);
-        tu_check(st->mount && st->mount->partition == (uint64_t)d->part, __FILE__, __LINE__,
-                 "P4: step partition, want %d", d->part);
-        if (is_mount)
-            tu_check(s->attached && !s->ejected && !s->mounted[d->part], __FILE__, __LINE__,
-                     "P1/P2: mount %u:%u:%d attached %d ejected %d mounted %d", c, l, d->part,
-                     s->attached, s->ejected, s->mounted[d->part]);
-        else
-            tu_check(s->mounted[d->part], __FILE__, __LINE__, "P1: unmount of %u:%u:%d not mounted",
-                     c, l, d->part);
-        int pm = M.part[o->path][d->part].mcfg;
-        scsictl_mount_config want = mcfg(d->part, pm);
-        if (linux_guest()) {
-            scsictl_linux_settings ls;
-            scsictl_step_linux_settings(st, &ls);
-            tu_check(ls.read_only == want.read_only && ls.n_options == want.n_options &&
-                         (want.n_options == 0 ||
-                          (ls.options && strcmp(ls.options[0], want.options[0]) == 0)) &&
-                         strcmp(ls.filesystem ? ls.filesystem : "",
-                                want.filesystem ? want.filesystem : "") == 0 &&
-                         ls.mount_path && strcmp(ls.mount_path, gp) == 0 &&
-                         ls.partition == (uint64_t)d->part,
-                     __FILE__, __LINE__, "linux settings follow the mount config");
-        } else {
-            scsictl_windows_settings ws;
-            scsictl_step_windows_settings(st, &ws);
-            tu_check(ws.container_path && strcmp(ws.container_path, gp) == 0 && ws.lun == l,
-                     __FILE__, __LINE__, "windows settings");
-        }
-        break;
-    }
-    }
-}
-
-/* Applies a step result to the model. */
-static void apply_result(mop *o, bool ok)
-{
-    mid *d = &M.ids[o->idx];
-    mslot *s = &M.slot[M.disk[o->path].slot];
-    if (!ok) return;
-    switch (o->expect) {
-    case SCSICTL_STEP_ADD_SCSI_DISK: s->attached = true; s->ejected = false; break;
-    case SCSICTL_STEP_LINUX_EJECT: s->ejected = true; break;
-    case SCSICTL_STEP_REMOVE_SCSI_DISK: s->attached = false; s->ejected = false; break;
-    case SCSICTL_STEP_LINUX_UNMOUNT:
-    case SCSICTL_STEP_WINDOWS_UNMOUNT:
-        s->mounted[d->part] = false;
-        d->stage = 1;
-        part_gc(o->path, d->part);
-        break;
-    default: s->mounted[d->part] = true; break;
-    }
-}
-
-/* Handles the code returned by start/report for an op that the model
- * expected to continue with `next` (-1: done). */
-static void settle(mop *o, int st, int next, scsictl_error *err)
-{
-    if (next < 0) {
-        tu_check(st == SCSICTL_DONE, __FILE__, __LINE__, "op should be done, got %s (%s)",
-                 scsictl_code_name(st), st < 0 ? err->message : "");
-        if (st == SCSICTL_DONE && o->is_map) {
-            char gp[SCSICTL_GUEST_PATH_MAX];
-            canonical(M.disk[o->path].slot, M.ids[o->idx].part, gp, sizeof gp);
-            tu_check(strcmp(o->op.guest_path, gp) == 0, __FILE__, __LINE__,
-                     "P4: map returned %s, want %s", o->op.guest_path, gp);
-        }
-        o->used = false;
-        return;
-    }
-    if (!tu_check(st == SCSICTL_STEP, __FILE__, __LINE__, "op should issue %s, got %s (%s)",
-                  scsictl_step_name((scsictl_step_kind)next), scsictl_code_name(st),
-                  st < 0 ? err->message : "")) {
-        o->used = false;
-        return;
-    }
-    o->expect = next;
-    check_step(o);
-}
-
 /* Reports the step of op slot k. */
 static void report(int k, bool ok)
 {
@@ -408,26 +100,12 @@ static void report(int k, bool ok)
     settle(o, st, next, &err);
 }
 
-static int free_op(void)
-{
-    for (int i = 0; i < MAXOPS; i++)
-        if (!M.ops[i].used) return i;
-    return -1;
-}
-
 static int pick_live(void)
 {
     int c[MAXIDS], n = 0;
     for (int i = 0; i < MAXIDS; i++)
         if (M.ids[i].live) c[n++] = i;
     return n ? c[rn(n)] : -1;
-}
-
-static bool id_in_flight(int idx)
-{
-    for (int i = 0; i < MAXOPS; i++)
-        if (M.ops[i].used && M.ops[i].idx == idx) return true;
-    return false;
 }
 
 /* Starts a map or unmap of idx. */
@@ -465,20 +143,6 @@ static void start(int idx, bool is_map)
     (void)calls_before;
 }
 
-static int lowest_free_unpinned(void)
-{
-    for (int s = 0; s < M.nslots; s++)
-        if (!M.slot[s].pinned && path_at(s) < 0) return s;
-    return -1;
-}
-
-static int pinned_slot_of(int path)
-{
-    for (int s = 0; s < M.nslots; s++)
-        if (M.slot[s].pinned && M.slot[s].pin_path == path) return s;
-    return -1;
-}
-
 static void do_reserve(void)
 {
     int idx = -1;
@@ -494,7 +158,7 @@ static void do_reserve(void)
     if (M.disk[p].present) {
         busy = path_busy(p) || M.disk[p].tearing;
         mismatch = M.disk[p].dcfg != dc ||
-                   (M.part[p][part].exists && M.part[p][part].mcfg != mc);
+                   (M.part_exists[p][part] && M.part_mcfg[p][part] != mc);
         slot = M.disk[p].slot;
     } else if (pinned_slot_of(p) >= 0) {
         slot = pinned_slot_of(p);
@@ -540,9 +204,9 @@ static void do_reserve(void)
         M.disk[p].dcfg = dc;
         M.disk[p].tearing = false;
     }
-    if (!M.part[p][part].exists) {
-        M.part[p][part].exists = true;
-        M.part[p][part].mcfg = mc;
+    if (!M.part_exists[p][part]) {
+        M.part_exists[p][part] = true;
+        M.part_mcfg[p][part] = mc;
     }
     mid *n = &M.ids[idx];
     memset(n, 0, sizeof *n);
@@ -552,6 +216,7 @@ static void do_reserve(void)
     n->dcfg = dc;
     n->part = part;
     n->mcfg = mc;
+    n->holds_part = true;
     scsictl_reservation_info *ri = NULL;
     if (scsictl_get_reservation(M.ctl, &id, &ri, &err) == SCSICTL_OK) {
         tu_check(ri->controller == (uint32_t)slot / M.L && ri->lun == (uint32_t)slot % M.L,
@@ -660,7 +325,7 @@ static void check_introspection(void)
         if (M.disk[p].tearing) continue; /* partition claims of a teardown: see semantics */
         size_t np = 0;
         for (int q = 0; q < NPART; q++) {
-            if (!M.part[p][q].exists) continue;
+            if (!M.part_exists[p][q]) continue;
             bool found = false;
             for (size_t j = 0; j < x->n_partitions; j++) {
                 if (x->partitions[j].partition != (uint64_t)q) continue;
