@@ -146,6 +146,7 @@ local uv, cjson = require("scsictl.deps")("scsictl.qemu_guest", "luv", "cjson")
 local loop = require("scsictl.loop")
 local qemu = require("scsictl.qemu")
 local qmp = require("scsictl.qmp")
+local conn = require("scsictl.conn")
 
 local M = {}
 M.AGENT_PORT = "org.qemu.guest_agent.0"
@@ -214,10 +215,10 @@ local function random_id()
 end
 
 -- The connection is gone: the request in flight and every queued one fail.
+-- (Called once, by the connection, which is closed already.)
 function Agent:_broken(msg)
   if self._closed then return end
   self._closed = msg
-  loop.close(self._pipe)
   local fail = self._fail
   self._accept, self._fail = nil, nil
   if fail then fail(nil, msg, "Closed") end
@@ -226,28 +227,18 @@ function Agent:_broken(msg)
   for _, turn in ipairs(queue) do turn(true) end
 end
 
-function Agent:_on_data(err, data)
-  if self._closed then return end
-  if err then return self:_broken(("agent connection closed (%s)"):format(err)) end
-  if not data then return self:_broken("agent connection closed by the guest") end
-  local lines, msg = self._reader(data)
-  if not lines then
-    return self:_broken(("the guest agent sent %s; connection dropped"):format(msg))
+-- One line from the agent: the answer awaited, or a stale one (too many of
+-- those and the connection is dropped).
+function Agent:_on_line(line)
+  local accept = self._accept
+  if accept and accept(line) then
+    self._unsolicited = 0
+    return nil
   end
-  for _, line in ipairs(lines) do
-    if line:find("%S") then
-      local accept = self._accept
-      if accept and accept(line) then
-        self._unsolicited = 0
-      else
-        self._unsolicited = self._unsolicited + 1
-        if self._unsolicited > M.MAX_UNSOLICITED then
-          return self:_broken(("the guest agent sent more than %d messages that answer nothing; "
-            .. "connection dropped"):format(M.MAX_UNSOLICITED))
-        end
-      end
-      if self._closed then return end
-    end
+  self._unsolicited = self._unsolicited + 1
+  if self._unsolicited > M.MAX_UNSOLICITED then
+    return ("the guest agent sent more than %d messages that answer nothing; "
+      .. "connection dropped"):format(M.MAX_UNSOLICITED)
   end
 end
 
@@ -294,9 +285,7 @@ function Agent:_exchange(what, data, accept, timeout)
       return true
     end
     self._fail = done
-    self._pipe:write(data, function(err)
-      if err then self:_broken(("agent connection closed (%s)"):format(err)) end
-    end)
+    self._conn:write(data)
     return function() self._accept, self._fail = nil, nil end
   end, timeout)
   self.requests, self.busy_seconds = self.requests + 1, self.busy_seconds + (now() - sent)
@@ -406,7 +395,7 @@ end
 function Agent:is_closed() return self._closed ~= nil, self._closed end
 
 function Agent:close()
-  self:_broken("closed by the client")
+  self._conn:close("closed by the client")
   return true
 end
 
@@ -424,13 +413,19 @@ function M.agent_connect(path, opts)
   if type(timeout) ~= "number" or timeout <= 0 then
     error("agent_connect: timeout must be a positive number", 2)
   end
-  local pipe, msg = qmp.pipe_connect(path, "agent connect to " .. path, timeout)
+  local pipe, msg = conn.connect(path, "agent connect to " .. path, timeout)
   if not pipe then return nil, msg, "Closed" end
   local self = setmetatable({ path = path, timeout = timeout, retry = opts.retry or 0.5,
-    _pipe = pipe, _next = 0, _queue = {}, _unsolicited = 0, _running = 0,
-    requests = 0, busy_seconds = 0,
-    _reader = qmp.line_reader(M.MAX_LINE) }, Agent)
-  pipe:read_start(function(err, data) self:_on_data(err, data) end)
+    _next = 0, _queue = {}, _unsolicited = 0, _running = 0,
+    requests = 0, busy_seconds = 0 }, Agent)
+  self._conn = conn.open(pipe, {
+    max_line = M.MAX_LINE,
+    texts = { broke = "agent connection closed (%s)",
+              peer_closed = "agent connection closed by the guest",
+              too_long = "the guest agent sent %s; connection dropped" },
+    on_line = function(line) return self:_on_line(line) end,
+    on_broken = function(reason) self:_broken(reason) end,
+  })
   return self
 end
 

@@ -62,8 +62,9 @@ API
   client.greeting                      the decoded greeting's QMP member
 ]==]
 
-local uv, cjson = require("scsictl.deps")("scsictl.qmp", "luv", "cjson")
+local cjson = require("scsictl.deps")("scsictl.qmp", "cjson")
 local loop = require("scsictl.loop")
+local conn = require("scsictl.conn")
 
 local qmp = {}
 qmp.null = cjson.null
@@ -96,41 +97,16 @@ function qmp.decode(text)
   if ok and type(obj) == "table" then return integers(obj) end
 end
 
--- Splits a byte stream into lines, at most `max` bytes each. feed(data)
--- returns an array of complete lines (without "\r\n"), or nil, msg when a
--- line grows past the cap. Shared with the guest-agent client.
-function qmp.line_reader(max)
-  local partial = {}
-  local size = 0
-  return function(data)
-    local lines = {}
-    local start = 1
-    while true do
-      local nl = data:find("\n", start, true)
-      if not nl then break end
-      local piece = data:sub(start, nl - 1)
-      if size + #piece > max then return nil, ("a line longer than %d bytes"):format(max) end
-      partial[#partial + 1] = piece
-      local line = table.concat(partial):gsub("\r$", "")
-      partial, size = {}, 0
-      lines[#lines + 1] = line
-      start = nl + 1
-    end
-    local rest = data:sub(start)
-    if rest ~= "" then
-      size = size + #rest
-      if size > max then return nil, ("a line longer than %d bytes"):format(max) end
-      partial[#partial + 1] = rest
-    end
-    return lines
-  end
-end
+-- The line splitter and the socket connect live in scsictl.conn (the one
+-- socket client under both clients); kept here under their old names.
+qmp.line_reader = conn.line_reader
+qmp.pipe_connect = conn.connect
 
 -- The connection is gone: fail everything waiting, once, with the reason.
+-- (Called once, by the connection, which is closed already.)
 function Client:_broken(reason)
   if self._closed then return end
   self._closed = reason
-  loop.close(self._pipe)
   local function fail_all(text)
     self._closed = text
     local pending, watches = self._pending, self._watches
@@ -179,26 +155,6 @@ function Client:_on_message(obj)
   -- Anything else: a late reply to a command given up on (discarded).
 end
 
-function Client:_on_data(err, data)
-  if self._closed then return end
-  if err then return self:_broken(("QMP connection to %s broke: %s"):format(self.path, err)) end
-  if not data then return self:_broken(("QMP connection to %s closed by the peer"):format(self.path)) end
-  local lines, msg = self._reader(data)
-  if not lines then
-    return self:_broken(("QMP peer sent %s; connection dropped"):format(msg))
-  end
-  for _, line in ipairs(lines) do
-    if line ~= "" then
-      local obj = qmp.decode(line)
-      if not obj then
-        return self:_broken("undecodable QMP message: " .. line:sub(1, 200) .. "; connection dropped")
-      end
-      self:_on_message(obj)
-      if self._closed then return end
-    end
-  end
-end
-
 local function describe(command, err)
   local class = type(err) == "table" and err.class or "GenericError"
   local desc = type(err) == "table" and err.desc or tostring(err)
@@ -219,9 +175,7 @@ function Client:execute(command, arguments, timeout)
   local data = cjson.encode(req) .. "\n"
   local obj, msg, class = loop.wait(command, function(done)
     self._pending[id] = done
-    self._pipe:write(data, function(err)
-      if err then self:_broken(("QMP connection to %s broke: %s"):format(self.path, err)) end
-    end)
+    self._conn:write(data)
     return function() self._pending[id] = nil end
   end, timeout or self.timeout)
   if not obj then
@@ -318,7 +272,7 @@ end
 function Client:close()
   if not self._closed then
     self.on_close, self.explain = nil, nil
-    self:_broken("closed by the client")
+    self._conn:close("closed by the client")
   end
   return true
 end
@@ -329,21 +283,6 @@ Client.__close = Client.close
 function Client:__tostring()
   return ("scsictl.qmp.client(%s%s)"):format(self.path,
     self._closed and ", closed" or "")
-end
-
--- A connected pipe to `path`, or nil, msg.
-function qmp.pipe_connect(path, what, timeout)
-  local pipe = uv.new_pipe(false)
-  local ok, msg = loop.wait(what, function(done)
-    local _, err = pipe:connect(path, function(e) done(not e, e) end)
-    if err then done(false, err) end
-    return function() loop.close(pipe) end
-  end, timeout)
-  if not ok then
-    loop.close(pipe)
-    return nil, msg and msg:find(what, 1, true) and msg or ("%s: %s"):format(what, tostring(msg))
-  end
-  return pipe
 end
 
 function qmp.connect(path, opts)
@@ -357,13 +296,26 @@ function qmp.connect(path, opts)
   end
   local what = "QMP connect to " .. path
   local deadline = loop.now() + timeout
-  local pipe, msg = qmp.pipe_connect(path, what, timeout)
+  local pipe, msg = conn.connect(path, what, timeout)
   if not pipe then return nil, msg, "Closed" end
   local self = setmetatable({
-    path = path, timeout = timeout, _pipe = pipe, _queue = {}, _next_id = 0,
-    _pending = {}, _watches = {}, dropped = 0, _reader = qmp.line_reader(qmp.MAX_LINE),
+    path = path, timeout = timeout, _queue = {}, _next_id = 0,
+    _pending = {}, _watches = {}, dropped = 0,
   }, Client)
-  pipe:read_start(function(err, data) self:_on_data(err, data) end)
+  self._conn = conn.open(pipe, {
+    max_line = qmp.MAX_LINE,
+    texts = { broke = ("QMP connection to %s broke: %%s"):format((path:gsub("%%", "%%%%"))),
+              peer_closed = ("QMP connection to %s closed by the peer"):format(path),
+              too_long = "QMP peer sent %s; connection dropped" },
+    on_line = function(line)
+      local obj = qmp.decode(line)
+      if not obj then
+        return "undecodable QMP message: " .. line:sub(1, 200) .. "; connection dropped"
+      end
+      self:_on_message(obj)
+    end,
+    on_broken = function(reason) self:_broken(reason) end,
+  })
   local greeting, class
   greeting, msg, class = loop.wait(what .. ": greeting", function(done)
     if self.greeting then return done(self.greeting) end
