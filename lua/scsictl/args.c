@@ -229,15 +229,3 @@ void largs_id_check(lua_State *L, int arg, scsictl_id *out)
         luaL_argerror(L, arg, "reservation id must be a UUID string "
                               "(xxxxxxxx-xxxx-xxxx-xxxx-xxxxxxxxxxxx)");
 }
-
-void largs_ctl_id_check(lua_State *L, int arg, const lctl *c, scsictl_id *out)
-{
-    size_t len;
-    const char *s = lua_type(L, arg) == LUA_TSTRING ? lua_tolstring(L, arg, &len) : NULL;
-    if (s && len == SCSICTL_ID_STRLEN &&
-        memcmp(s, c->last_id_text, SCSICTL_ID_STRLEN) == 0) {
-        *out = c->last_id;
-        return;
-    }
-    largs_id_check(L, arg, out);
-}

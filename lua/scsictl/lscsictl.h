@@ -70,12 +70,6 @@ const char *lkey_name(int k);
 typedef struct lctl {
     scsictl *core;   /* NULL once collected */
     scsictl_guest guest;
-    /* An id and its text, always a matching pair (the all-zero id until
-     * the first reserve, then the id reserve handed out last): a script
-     * that maps an id right after reserving it does not have it parsed
-     * again. */
-    char last_id_text[SCSICTL_ID_STRLEN + 1];
-    scsictl_id last_id;
 } lctl;
 
 /* args.c */
@@ -93,8 +87,6 @@ typedef struct largs_mount {
 void largs_disk_check(lua_State *L, int arg, largs_disk *out);
 void largs_mount_check(lua_State *L, int arg, largs_mount *out);
 void largs_id_check(lua_State *L, int arg, scsictl_id *out);
-/* largs_id_check, taking the controller's last reserved id as it is. */
-void largs_ctl_id_check(lua_State *L, int arg, const lctl *c, scsictl_id *out);
 uint64_t largs_uint_check(lua_State *L, int arg, const char *what);
 /* Raises unless every string key of the table at arg is in `known`. */
 void largs_known_keys(lua_State *L, int arg, const char *const known[],

@@ -146,8 +146,6 @@ static lctl *push_controller(lua_State *L, int arg, int tbl, scsictl_guest guest
     lctl *c = lua_newuserdatauv(L, sizeof *c, UV_COUNT);
     c->core = NULL;
     c->guest = guest;
-    c->last_id = (scsictl_id){ 0 };
-    scsictl_id_format(&c->last_id, c->last_id_text);
     lkey_push(L, K_CTL_MT);
     lua_setmetatable(L, -2);
     lua_pushvalue(L, -3);
@@ -388,9 +386,9 @@ static int l_reserve(lua_State *L)
     int rc = scsictl_reserve(c->core, &disk.cfg, &mount.cfg, &id, &err);
     if (rc != SCSICTL_OK && rc != SCSICTL_PERSIST)
         return lscsictl_fail(L, &err);
-    c->last_id = id;
-    scsictl_id_format(&id, c->last_id_text);
-    lua_pushlstring(L, c->last_id_text, SCSICTL_ID_STRLEN);
+    char text[SCSICTL_ID_STRLEN + 1];
+    scsictl_id_format(&id, text);
+    lua_pushlstring(L, text, SCSICTL_ID_STRLEN);
     return rc == SCSICTL_PERSIST ? write_then_return(L, c, true) : 1;
 }
 
@@ -621,7 +619,7 @@ static int l_reservation(lua_State *L)
 {
     lctl *c = lscsictl_check(L, 1);
     scsictl_id id;
-    largs_ctl_id_check(L, 2, c, &id);
+    largs_id_check(L, 2, &id);
     lua_settop(L, 2);
     if (!c->core) {
         lua_pushnil(L);

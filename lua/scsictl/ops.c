@@ -297,7 +297,7 @@ static int start(lua_State *L, int kind)
 {
     lctl *c = lscsictl_check(L, 1);
     scsictl_id id;
-    largs_ctl_id_check(L, 2, c, &id);
+    largs_id_check(L, 2, &id);
     lua_settop(L, 2);
     if (!c->core)
         return lscsictl_finalized(L, kind == OP_MAP ? "map_to_guest" : "unmap_from_guest");
