@@ -82,7 +82,7 @@ int scsictl_new(const scsictl_options *opts, scsictl **out, scsictl_error *err)
     return SCSICTL_OK;
 }
 
-/* Frees every item of m (into the object cache, drained by the caller). */
+/* Frees every item of m. */
 static void free_all_items(scsictl *ctl, hmap *m, void (*free_item)(scsictl *, void *))
 {
     for (size_t i = 0; i < m->cap; i++)
@@ -105,7 +105,6 @@ void scsictl_free(scsictl *ctl)
     free_all_items(ctl, &ctl->mounts, free_mount);
     free_all_items(ctl, &ctl->disks, free_disk);
     free_all_items(ctl, &ctl->pins, free_pin);
-    sc_cache_drain(&a, &ctl->cache);
     slotmap_destroy(&ctl->taken, &a);
     sc_free(&a, ctl->pinned);
     if (ctl->store)
@@ -137,8 +136,6 @@ int scsictl_close(scsictl *ctl, scsictl_error *err)
         if (!ctl->closed) {
             ctl->closed = true;
             sc_changed(ctl);
-            /* No reserve can follow: the blocks kept for reuse go back. */
-            sc_cache_drain(&ctl->alloc, &ctl->cache);
         }
         seq = sc_unwritten(ctl); /* also retries a failed write */
     }

@@ -228,7 +228,6 @@ struct scsictl {
     uint64_t *pinned;   /* flat bitmap, one bit per slot */
     hmap disks, mounts, res, pins;
     sc_idgen ids;
-    sc_cache cache;     /* freed object blocks for reuse */
     /* Durability (persist.c). Every change is numbered; with a store
      * attached, a call whose change is not yet written waits for a write
      * (done by the store, outside the lock) before it returns. */
@@ -372,16 +371,18 @@ void sc_pin_undo(scsictl *ctl, uint32_t slot);
 /* Undoes a reservation made just now (controller.c). */
 void sc_unreserve(scsictl *ctl, reservation *r);
 
-/* Disks, mounts, reservations and pins: blocks through the object cache. */
+/* Disks, mounts, reservations and pins: plain blocks of the controller's
+ * allocator (a cache of freed blocks saved under 10% of B1: see
+ * docs/performance.md). n is the size p was allocated with. */
 static inline void *sc_obj_new(scsictl *ctl, size_t n)
 {
-    return sc_obj_alloc(&ctl->alloc, &ctl->cache, n);
+    return sc_malloc(&ctl->alloc, n);
 }
 
-/* n is the size p was allocated with. */
 static inline void sc_obj_del(scsictl *ctl, void *p, size_t n)
 {
-    sc_obj_free(&ctl->alloc, &ctl->cache, p, n);
+    (void)n;
+    sc_free(&ctl->alloc, p);
 }
 
 /* The public configs of a disk and a mount, pointing into the records.

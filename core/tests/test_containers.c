@@ -1,8 +1,7 @@
 /* test_containers.c — the core's small containers, tested directly: the
- * hash map in both slot layouts against a model, the object cache, the
- * block sizes that disks and mounts report when they are freed (a wrong
- * size would put a block in the wrong cache class), and the reservation
- * map's prefetch hint. */
+ * hash map in both slot layouts against a model, the sizes of disk and
+ * mount records and the configs they give back, every record freed after
+ * a burst, and the reservation map's prefetch hint. */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -199,7 +198,7 @@ static void test_hash_bytes(void)
     CHECK(most <= 8);
 }
 
-/* ---- object cache ------------------------------------------------------- */
+/* ---- a recording allocator ------------------------------------------------ */
 
 typedef struct rec_alloc {
     size_t last_size;
@@ -229,100 +228,7 @@ static void r_free(void *ud, void *p)
     free(p);
 }
 
-static void test_cache(void)
-{
-    TEST("object cache: a freed block is reused by its size class");
-    rec_alloc r = { 0 };
-    scsictl_allocator a = { r_malloc, r_realloc, r_free, &r };
-    sc_cache c = { 0 };
-    void *p = sc_obj_alloc(&a, &c, 41);
-    CHECK_EQ(r.last_size, 48); /* rounded up to its 8-byte class */
-    CHECK_EQ(c.live, (size_t)48);
-    sc_obj_free(&a, &c, p, 41);
-    CHECK_EQ(r.live, 1); /* kept */
-    CHECK_EQ(c.bytes, (size_t)48);
-    CHECK_EQ(c.live, (size_t)0);
-    CHECK(sc_obj_alloc(&a, &c, 48) == p); /* same class: reused, no malloc */
-    CHECK_EQ(r.mallocs, 1);
-    CHECK_EQ(c.bytes, (size_t)0);
-    void *q = sc_obj_alloc(&a, &c, 49); /* next class: a new block */
-    CHECK(q != p);
-    CHECK_EQ(r.mallocs, 2);
-    CHECK_EQ(c.peak, (size_t)(48 + 56));
-    sc_obj_free(&a, &c, q, 49);
-    sc_obj_free(&a, &c, p, 48);
-
-    void *big = sc_obj_alloc(&a, &c, SC_CACHE_MAX_BYTES + 1); /* never cached */
-    CHECK_EQ(r.last_size, SC_CACHE_MAX_BYTES + 1);
-    sc_obj_free(&a, &c, big, SC_CACHE_MAX_BYTES + 1);
-    CHECK_EQ(r.live, 2);
-    CHECK_EQ(c.live, (size_t)0);
-    sc_cache_drain(&a, &c);
-    CHECK_EQ(r.live, 0);
-}
-
-/* Frees blocks[0..n) of n bytes each through the cache. */
-static void free_all(const scsictl_allocator *a, sc_cache *c, void **blocks, int n, size_t size)
-{
-    for (int i = 0; i < n; i++)
-        sc_obj_free(a, c, blocks[i], size);
-}
-
-static void test_cache_budget(void)
-{
-    TEST("object cache: keeps up to the high-water mark of bytes in use, at least the floor");
-    enum { MANY = 2 * SC_CACHE_BUDGET / 256, FEW = (SC_CACHE_BUDGET * 5 / 8) / 256 };
-    static void *blocks[MANY];
-    rec_alloc r = { 0 };
-    scsictl_allocator a = { r_malloc, r_realloc, r_free, &r };
-
-    /* Above the floor: a burst of MANY blocks, all released, is all kept
-     * and is reused whole; blocks of another class freed on top of it go
-     * back, since the cache would then exceed the peak. */
-    sc_cache c = { 0 };
-    for (int i = 0; i < MANY; i++)
-        blocks[i] = sc_obj_alloc(&a, &c, 256);
-    CHECK_EQ(c.peak, (size_t)MANY * 256);
-    free_all(&a, &c, blocks, MANY, 256);
-    CHECK_EQ(r.live, MANY);
-    CHECK_EQ(c.bytes, (size_t)MANY * 256);
-    for (int i = 0; i < MANY; i++)
-        blocks[i] = sc_obj_alloc(&a, &c, 256);
-    CHECK_EQ(r.mallocs, MANY); /* all from the cache */
-    free_all(&a, &c, blocks, MANY, 256);
-    for (int i = 0; i < MANY; i++)
-        blocks[i] = sc_obj_alloc(&a, &c, 248);
-    CHECK_EQ(r.mallocs, 2 * MANY);
-    CHECK_EQ(c.peak, (size_t)MANY * 256); /* 248-byte blocks: a lower peak */
-    free_all(&a, &c, blocks, MANY, 248);
-    CHECK_EQ(r.live, MANY); /* every 248-byte block went back */
-    CHECK_EQ(c.bytes, (size_t)MANY * 256);
-    sc_cache_drain(&a, &c);
-    CHECK_EQ(r.live, 0);
-
-    /* Below the floor: the cache keeps SC_CACHE_BUDGET bytes at most. */
-    sc_cache d = { 0 };
-    for (int i = 0; i < FEW; i++)
-        blocks[i] = sc_obj_alloc(&a, &d, 256);
-    free_all(&a, &d, blocks, FEW, 256);
-    for (int i = 0; i < FEW; i++)
-        blocks[i] = sc_obj_alloc(&a, &d, 248);
-    CHECK(d.peak < SC_CACHE_BUDGET);
-    free_all(&a, &d, blocks, FEW, 248);
-    size_t kept248 = (SC_CACHE_BUDGET - (size_t)FEW * 256) / 248;
-    CHECK_EQ(d.bytes, (size_t)FEW * 256 + kept248 * 248);
-    CHECK_EQ(r.live, FEW + (long)kept248);
-    sc_cache_drain(&a, &d);
-    CHECK_EQ(r.live, 0);
-}
-
 /* ---- record sizes ------------------------------------------------------- */
-
-/* What the allocator is asked for a block of n bytes through the cache. */
-static size_t asked_for(size_t n)
-{
-    return n > SC_CACHE_MAX_BYTES ? n : (n + 7) / 8 * 8;
-}
 
 static void test_record_sizes(void)
 {
@@ -343,16 +249,15 @@ static void test_record_sizes(void)
         { .filesystem = "ext4" },
         { .options = opts, .n_options = 2 },
         { .options = opts, .n_options = 2, .filesystem = "xfs" },
-        { .options = opts, .n_options = 3 },            /* > the cache's largest class */
+        { .options = opts, .n_options = 3 },            /* a long option */
         { .options = opts, .n_options = 1, .filesystem = longs },
     };
     for (size_t i = 0; i < sizeof mounts / sizeof mounts[0]; i++) {
-        sc_cache_drain(&ctl->alloc, &ctl->cache); /* so the block comes from malloc */
         mount *m = sc_mount_create(ctl, NULL, &mounts[i]);
         CHECK(m != NULL);
         if (!m)
             continue;
-        CHECK_EQ(r.last_size, asked_for(sc_mount_size(m)));
+        CHECK_EQ(r.last_size, sc_mount_size(m));
         scsictl_mount_config back = sc_mount_cfg(m); /* what steps and snapshots see */
         CHECK(sc_mount_matches(m, &mounts[i]));
         CHECK(sc_mount_matches(m, &back));
@@ -362,7 +267,6 @@ static void test_record_sizes(void)
      * before any option is read */
     static const char *const one[1] = { "x" };
     const scsictl_mount_config huge = { .options = one, .n_options = (size_t)1 << 29 };
-    sc_cache_drain(&ctl->alloc, &ctl->cache);
     long before = r.mallocs;
     CHECK(sc_mount_create(ctl, NULL, &huge) == NULL);
     CHECK_EQ(r.mallocs, before);
@@ -375,12 +279,11 @@ static void test_record_sizes(void)
     };
     for (size_t i = 0; i < sizeof disks / sizeof disks[0]; i++) {
         size_t len = strlen(disks[i].host_path);
-        sc_cache_drain(&ctl->alloc, &ctl->cache);
         disk *d = sc_disk_create(ctl, &disks[i], len, hash_bytes(disks[i].host_path, len), 0);
         CHECK(d != NULL);
         if (!d)
             continue;
-        CHECK_EQ(r.last_size, asked_for(sc_disk_size(d)));
+        CHECK_EQ(r.last_size, sc_disk_size(d));
         scsictl_disk_config back = sc_disk_cfg(d);
         CHECK(sc_disk_config_equal(&back, &disks[i]));
         sc_disk_free(ctl, d);
@@ -389,14 +292,15 @@ static void test_record_sizes(void)
     CHECK_EQ(r.live, 0);
 }
 
-/* The cache's count of bytes in use must come back to zero when every
- * reservation is gone: a record freed with another size class than it was
- * allocated with would leave it off, and the cache would keep (or refuse)
- * the wrong amount. */
-static void test_cache_accounting(void)
+/* A burst of mixed records gives every block back: after each round of
+ * reserving and releasing, the blocks alive are the same (the hash maps
+ * keep their tables). */
+static void test_burst_frees(void)
 {
-    TEST("object cache: bytes in use return to zero after a burst of mixed records");
-    scsictl_options o = { .controllers = 4, .guest = SCSICTL_GUEST_LINUX }; /* 200 disks */
+    TEST("a burst of mixed reservations gives every record back");
+    rec_alloc r = { 0 };
+    scsictl_allocator a = { r_malloc, r_realloc, r_free, &r };
+    scsictl_options o = { .controllers = 4, .guest = SCSICTL_GUEST_LINUX, .allocator = &a };
     scsictl *ctl = NULL;
     CHECK_CODE(scsictl_new(&o, &ctl, NULL), SCSICTL_OK);
     if (!ctl)
@@ -405,8 +309,9 @@ static void test_cache_accounting(void)
     rec_init(&rec, SCSICTL_GUEST_LINUX);
     const scsictl_callbacks cb = rec.cb;
     static const char *const opts[] = { "ro", "noatime" };
-    enum { N = 2000 }; /* 96 KB of reservations alone: past the floor */
+    enum { N = 2000 };
     static scsictl_id ids[N];
+    long after[2] = { 0, 0 };
     for (int round = 0; round < 2; round++) {
         for (int i = 0; i < N; i++) {
             char path[64];
@@ -419,18 +324,13 @@ static void test_cache_accounting(void)
             if (i % 2)
                 CHECK_CODE(scsictl_map(ctl, &cb, &ids[i], NULL, 0, NULL), SCSICTL_OK);
         }
-        CHECK(ctl->cache.live > 0);
         for (int i = 0; i < N; i++)
             CHECK_CODE(scsictl_unmap(ctl, &cb, &ids[i], NULL), SCSICTL_OK);
-        CHECK_EQ(ctl->cache.live, (size_t)0);
-        CHECK(ctl->cache.bytes <= (ctl->cache.peak > SC_CACHE_BUDGET ? ctl->cache.peak
-                                                                    : SC_CACHE_BUDGET));
+        after[round] = r.live;
     }
-    CHECK(ctl->cache.peak > SC_CACHE_BUDGET); /* the burst went past the floor */
-    CHECK(ctl->cache.bytes > SC_CACHE_BUDGET);  /* and its blocks were kept */
-    CHECK_CODE(scsictl_close(ctl, NULL), SCSICTL_OK);
-    CHECK_EQ(ctl->cache.bytes, (size_t)0); /* closed: no reserve can use them */
+    CHECK_EQ(after[1], after[0]);
     scsictl_free(ctl);
+    CHECK_EQ(r.live, 0);
 }
 
 /* Each reservation names the id handed out SC_ID_LOOKAHEAD reserves after
@@ -464,10 +364,8 @@ int main(void)
     map_model(NULL, "hash map, slots with stored hashes: model check with long, wrapping runs");
     map_big();
     test_hash_bytes();
-    test_cache();
-    test_cache_budget();
     test_record_sizes();
-    test_cache_accounting();
+    test_burst_frees();
     test_later_hash();
     return tu_finish();
 }
