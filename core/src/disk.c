@@ -226,8 +226,7 @@ disk *sc_disk_create(scsictl *ctl, const scsictl_disk_config *c, size_t len,
     if (!d)
         return NULL;
     copy_strings(d->strings, c, len);
-    /* Field by field: a memset of the record compiles to rep stos, which
-     * costs more than the rest of this function. */
+    /* Field by field, cheaper than clearing the record first. */
     d->hash = hash;
     d->step_mount = NULL;
     d->refs = 0;

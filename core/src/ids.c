@@ -1,8 +1,7 @@
 /* ids.c — reservation ids: random version-4 UUIDs.
  *
- * libuuid's uuid_generate_random() costs a system call and a re-seeding of
- * random() per id (about 9,000 instructions, more than everything else in
- * a reserve/map/unmap cycle together). So each controller keys a ChaCha
+ * libuuid's uuid_generate_random() costs a system call per id, more than a
+ * whole reserve/map/unmap cycle (docs/performance.md). So each controller keys a ChaCha
  * keystream with 32 bytes from libuuid, takes four ids from every 64-byte
  * block (computed four blocks at a time, half a ring ahead), and draws a
  * fresh key from libuuid every 2^16 ids. Ids stay unpredictable v4 UUIDs;
