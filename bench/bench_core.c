@@ -1026,11 +1026,11 @@ static void *bc_thread(void *arg)
     return NULL;
 }
 
-/* Returns wall ns for `threads` workers doing `cycles` cycles each. */
-static uint64_t bc_sample(int threads, uint64_t cycles)
+/* Wall ns for `threads` (at most 16) workers doing `cycles` cycles each
+ * on ctl. */
+static uint64_t run_workers(scsictl *ctl, int threads, uint64_t cycles)
 {
-    scsictl *ctl = new_ctl(1, 64, NULL);
-    bc_worker w[8];
+    bc_worker w[16];
     pthread_barrier_t start;
     pthread_barrier_init(&start, NULL, (unsigned)threads + 1);
     for (int i = 0; i < threads; i++) {
@@ -1044,6 +1044,14 @@ static uint64_t bc_sample(int threads, uint64_t cycles)
         pthread_join(w[i].th, NULL);
     uint64_t ns = now_ns() - t0;
     pthread_barrier_destroy(&start);
+    return ns;
+}
+
+/* Returns wall ns for `threads` workers doing `cycles` cycles each. */
+static uint64_t bc_sample(int threads, uint64_t cycles)
+{
+    scsictl *ctl = new_ctl(1, 64, NULL);
+    uint64_t ns = run_workers(ctl, threads, cycles);
     scsictl_free(ctl);
     return ns;
 }
@@ -1108,20 +1116,7 @@ static void bd_sample(int threads, uint64_t cycles, double *ns_per_cycle,
     check(scsictl_set_state_file(ctl, path, &err), &err, "state file");
     scsictl_stats before, after;
     scsictl_get_stats(ctl, &before);
-    bc_worker w[16];
-    pthread_barrier_t start;
-    pthread_barrier_init(&start, NULL, (unsigned)threads + 1);
-    for (int i = 0; i < threads; i++) {
-        w[i] = (bc_worker){ .ctl = ctl, .index = i, .cycles = cycles, .start = &start };
-        if (pthread_create(&w[i].th, NULL, bc_thread, &w[i]) != 0)
-            die("pthread_create");
-    }
-    pthread_barrier_wait(&start);
-    uint64_t t0 = now_ns();
-    for (int i = 0; i < threads; i++)
-        pthread_join(w[i].th, NULL);
-    uint64_t ns = now_ns() - t0;
-    pthread_barrier_destroy(&start);
+    uint64_t ns = run_workers(ctl, threads, cycles);
     scsictl_get_stats(ctl, &after);
     double total = (double)(cycles * (uint64_t)threads);
     *ns_per_cycle = (double)ns / total;

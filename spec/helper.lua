@@ -90,6 +90,39 @@ function H.sorted(list)
 end
 
 -- Full garbage collection, run twice so finalizers and what they free go.
+-- A fresh directory (removed by H.rmdir) and a whole file's contents (nil
+-- when it cannot be read), for the specs that write files.
+function H.tmpdir()
+  local p = os.tmpname()
+  os.remove(p)
+  assert(os.execute("mkdir -p '" .. p .. "'"))
+  return p
+end
+
+function H.rmdir(p)
+  os.execute("rm -rf '" .. p .. "' '" .. p .. ".away'")
+end
+
+function H.read(path)
+  local f = io.open(path, "rb")
+  if not f then return nil end
+  local s = f:read("a")
+  f:close()
+  return s
+end
+
+-- Storage that fails: the directory d is moved aside and a regular file
+-- takes its name, so nothing can be created in it (a state file's owner
+-- keeps its lock). Returns the function that undoes it.
+function H.storage_fails(d)
+  assert(os.rename(d, d .. ".away"))
+  assert(io.open(d, "w")):close()
+  return function()
+    assert(os.remove(d))
+    assert(os.rename(d .. ".away", d))
+  end
+end
+
 function H.full_gc()
   collectgarbage("collect")
   collectgarbage("collect")

@@ -58,28 +58,12 @@ CRASH TEST
 local scsictl = require("scsictl")
 local sim = require("scsictl.sim")
 local child = require("support.crash_child")
+local H = require("helper")
 
 local GUESTS = { "linux", "windows" }
 local GUEST_KEY = { linux = "linux_guest", windows = "windows_guest" }
 
-local function tmpdir()
-  local p = os.tmpname()
-  os.remove(p)
-  assert(os.execute("mkdir -p '" .. p .. "'"))
-  return p
-end
-
-local function rmdir(p)
-  os.execute("rm -rf '" .. p .. "'")
-end
-
-local function read(path)
-  local f = io.open(path, "rb")
-  if not f then return nil end
-  local s = f:read("a")
-  f:close()
-  return s
-end
+local tmpdir, rmdir, read = H.tmpdir, H.rmdir, H.read
 
 -- Whether a temporary file of the state file writer is left in dir.
 local function tmp_left(d)
@@ -89,18 +73,7 @@ local function tmp_left(d)
   return names:find(".tmp-", 1, true) ~= nil
 end
 
--- Storage that fails: the state file's directory is moved aside and a
--- regular file takes its name, so the writer cannot create its temporary
--- file; the owner's lock stays held. Returns the function that undoes it.
-local function storage_fails(d)
-  assert(os.rename(d, d .. ".away"))
-  local f = assert(io.open(d, "w"))
-  f:close()
-  return function()
-    assert(os.remove(d))
-    assert(os.rename(d .. ".away", d))
-  end
-end
+local storage_fails = H.storage_fails
 
 local function write(path, s)
   local f = assert(io.open(path, "wb"))
@@ -412,22 +385,22 @@ describe("snapshots", function()
     it("is returned for inconsistent content with a correct checksum", function()
       local s = sim.new{}
       local b = { vm = s, linux_guest = s }
-      local H = "scsictl-snapshot 1\ngeometry 2 4 linux open\n"
+      local HDR = "scsictl-snapshot 1\ngeometry 2 4 linux open\n"
       local ID1, ID2 = "11111111-1111-4111-8111-111111111111", "22222222-2222-4222-8222-222222222222"
       local D = "disk 0 1 attached 0 0 VirtualDisk - =/a\n"
       local P = "part 0 1 0 mounted 2 0 0 0 0 0 = 0\n"
       local R = "res " .. ID1 .. " 0 1 0 1 0\nres " .. ID2 .. " 0 1 0 1 0\n"
-      local good = H .. D .. P .. R
+      local good = HDR .. D .. P .. R
       assert.are.equal(with_end(good), assert(scsictl.import(with_end(good), b)):save())
       for what, body in pairs{
-        two_disks_one_slot = H .. D .. "disk 0 1 attached 0 0 VirtualDisk - =/b\n" .. P .. R,
-        reservation_at_empty_slot = H .. D .. P .. R .. "res 33333333-3333-4333-8333-333333333333 0 2 0 1 0\n",
-        negative_refs = H .. D .. "part 0 1 0 mounted -1 0 0 0 0 0 = 0\n" .. R,
-        slot_outside_geometry = H .. "disk 0 4 attached 0 0 VirtualDisk - =/a\n"
+        two_disks_one_slot = HDR .. D .. "disk 0 1 attached 0 0 VirtualDisk - =/b\n" .. P .. R,
+        reservation_at_empty_slot = HDR .. D .. P .. R .. "res 33333333-3333-4333-8333-333333333333 0 2 0 1 0\n",
+        negative_refs = HDR .. D .. "part 0 1 0 mounted -1 0 0 0 0 0 = 0\n" .. R,
+        slot_outside_geometry = HDR .. "disk 0 4 attached 0 0 VirtualDisk - =/a\n"
           .. "part 0 4 0 mounted 1 0 0 0 0 0 = 0\nres " .. ID1 .. " 0 4 0 1 0\n",
-        refs_not_claims = H .. D .. "part 0 1 0 mounted 3 0 0 0 0 0 = 0\n" .. R,
-        mounted_on_reserved_disk = H .. "disk 0 1 reserved 0 0 VirtualDisk - =/a\n" .. P .. R,
-        duplicate_id = H .. D .. P .. "res " .. ID1 .. " 0 1 0 1 0\nres " .. ID1 .. " 0 1 0 1 0\n",
+        refs_not_claims = HDR .. D .. "part 0 1 0 mounted 3 0 0 0 0 0 = 0\n" .. R,
+        mounted_on_reserved_disk = HDR .. "disk 0 1 reserved 0 0 VirtualDisk - =/a\n" .. P .. R,
+        duplicate_id = HDR .. D .. P .. "res " .. ID1 .. " 0 1 0 1 0\nres " .. ID1 .. " 0 1 0 1 0\n",
         windows_guest_ejected = "scsictl-snapshot 1\ngeometry 2 4 windows open\n"
           .. "disk 0 1 ejected 1 0 VirtualDisk - =/a\nres " .. ID1 .. " 0 1 0 0 1\n",
       } do

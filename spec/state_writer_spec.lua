@@ -5,20 +5,15 @@ local sim = require("scsictl.sim")
 local loop = require("scsictl.loop")
 local state_writer = require("scsictl.state_writer")
 
+local H = require("helper")
+local read = H.read
+
 local base = (io.open("/dev/shm", "r") and "/dev/shm") or os.getenv("TMPDIR") or "/tmp"
 
 local function tmpdir()
   local d = ("%s/scsictl-writer-%d-%d"):format(base, os.time(), math.random(1 << 30))
   assert(os.execute("mkdir -p '" .. d .. "'"))
   return d
-end
-
-local function read(path)
-  local f = io.open(path, "rb")
-  if not f then return nil end
-  local s = f:read("a")
-  f:close()
-  return s
 end
 
 -- Backends that wait on the loop inside a task (a VM call takes 2 ms).
@@ -31,15 +26,7 @@ local function slow(s)
   end })
 end
 
--- Storage that fails: the directory swapped for a file (see storage_failure_spec).
-local function storage_fails(d)
-  assert(os.rename(d, d .. ".away"))
-  assert(io.open(d, "w")):close()
-  return function()
-    assert(os.remove(d))
-    assert(os.rename(d .. ".away", d))
-  end
-end
+local storage_fails = H.storage_fails
 
 describe("scsictl.state_writer", function()
   local dir, s, ctl, writer
