@@ -8,13 +8,7 @@ local state_writer = require("scsictl.state_writer")
 local H = require("helper")
 local read = H.read
 
-local base = (io.open("/dev/shm", "r") and "/dev/shm") or os.getenv("TMPDIR") or "/tmp"
-
-local function tmpdir()
-  local d = ("%s/scsictl-writer-%d-%d"):format(base, os.time(), math.random(1 << 30))
-  assert(os.execute("mkdir -p '" .. d .. "'"))
-  return d
-end
+local tmpdir = H.tmpdir
 
 -- Backends that wait on the loop inside a task (a VM call takes 2 ms).
 local function slow(s)
@@ -41,7 +35,7 @@ describe("scsictl.state_writer", function()
   after_each(function()
     ctl = nil
     collectgarbage()
-    os.execute("rm -rf '" .. dir .. "' '" .. dir .. ".away'")
+    H.rmdir(dir)
   end)
 
   it("writes every change outside a task, as the in-place writer does", function()
@@ -137,7 +131,7 @@ describe("scsictl.state_writer", function()
     assert.is_true(c2:unmap_from_guest(id))
     c2 = nil -- luacheck: ignore 311
     collectgarbage()
-    os.execute("rm -rf '" .. d2 .. "'")
+    H.rmdir(d2)
   end)
 
   it("takes a step back when its task is cancelled while the change is written", function()

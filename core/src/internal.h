@@ -235,7 +235,7 @@ struct scsictl {
     bool deferred;      /* the driver writes: the blocking calls return PERSIST */
     uint64_t seq;       /* the number of the latest change */
     uint64_t durable;   /* changes up to this one are written */
-    uint64_t writing;   /* a write in flight carries changes up to this one */
+    bool writing;       /* a write is in flight (one at a time) */
     uint64_t failed;    /* the latest failed write carried changes up to this one */
     uint64_t writes, write_failures; /* for scsictl_get_stats */
     /* Reserves and pins not yet written, oldest first (persist.c). */

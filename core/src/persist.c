@@ -92,7 +92,7 @@ int sc_write_begin(scsictl *ctl, uint64_t seq, bool tentative, sc_write *w,
         rc = sc_snapshot_write(ctl, &w->data, &w->len, err);
         if (rc == SCSICTL_OK) {
             w->seq = ctl->seq;
-            ctl->writing = ctl->seq;
+            ctl->writing = true;
             rc = SCSICTL_STEP;
         }
     }
@@ -103,16 +103,15 @@ int sc_write_begin(scsictl *ctl, uint64_t seq, bool tentative, sc_write *w,
 void sc_write_end(scsictl *ctl, sc_write *w, bool ok)
 {
     sc_lock_acquire(&ctl->lock);
-    ctl->writing = 0;
-    if (ok)
-        ctl->writes++;
-    else
-        ctl->write_failures++;
+    ctl->writing = false;
     if (ok) {
+        ctl->writes++;
         if (w->seq > ctl->durable)
             ctl->durable = w->seq;
-    } else if (w->seq > ctl->failed) {
-        ctl->failed = w->seq;
+    } else {
+        ctl->write_failures++;
+        if (w->seq > ctl->failed)
+            ctl->failed = w->seq;
     }
     for (size_t i = 0; i < ctl->ntentative; i++) {
         sc_tentative *t = &ctl->tentative[i];

@@ -42,10 +42,8 @@ static scsictl *import_one(scsictl_guest guest, const char *disk_word, bool tear
     n += (size_t)snprintf(body + n, sizeof body - n, "res " ID1 " 0 0 0 %d %d\n",
                           part_word != NULL, part_word == NULL);
     records++;
-    uint64_t h = 0xcbf29ce484222325ull;
-    for (size_t i = 0; i < n; i++)
-        h = (h ^ (unsigned char)body[i]) * 0x100000001b3ull;
-    snprintf(body + n, sizeof body - n, "end %d %016llx\n", records + 1, (unsigned long long)h);
+    snprintf(body + n, sizeof body - n, "end %d %016llx\n", records + 1,
+             (unsigned long long)sc_snapshot_checksum(body, n));
     scsictl *ctl = NULL;
     scsictl_error err;
     int rc = scsictl_import(body, strlen(body), NULL, &ctl, &err);

@@ -1350,6 +1350,93 @@ static void test_state_file_paths(void)
     scsictl_free(other);
 }
 
+/* A driver that writes the state file itself (the Lua module on its event
+ * loop): the calls return PERSIST, and scsictl_write_begin / _end carry the
+ * writes; a failed write undoes the reserve it carried. The data written
+ * here is what scsictl_write_begin handed out, written with write_file. */
+static bool write_file(const char *path, const char *data, size_t len)
+{
+    FILE *f = fopen(path, "wb");
+    bool ok = f && fwrite(data, 1, len, f) == len;
+    if (f)
+        ok = fclose(f) == 0 && ok;
+    return ok;
+}
+
+static void test_deferred_writes(void)
+{
+    TEST("state file: deferred writes (the driver writes; a failed write undoes its reserve)");
+    char dir[280], path[300];
+    test_dir(dir, sizeof dir, "deferred");
+    snprintf(path, sizeof path, "%s/state", dir);
+    scsictl_error err;
+    scsictl *ctl = tu_new(1, 4, SCSICTL_GUEST_LINUX);
+    CHECK_CODE(scsictl_set_write_deferred(ctl, true, &err), SCSICTL_E_INVALID_ARGUMENT);
+    CHECK(scsictl_state_file_target(ctl) == NULL);
+    scsictl_write w;
+    CHECK_CODE(scsictl_write_begin(ctl, 1, false, &w, &err), SCSICTL_E_INVALID_ARGUMENT);
+    CHECK_CODE(scsictl_set_state_file(ctl, path, &err), SCSICTL_OK);
+    CHECK_CODE(scsictl_set_write_deferred(ctl, true, &err), SCSICTL_OK);
+    CHECK_STR(scsictl_state_file_target(ctl), path);
+
+    /* a reserve whose write succeeds */
+    scsictl_id a;
+    CHECK_CODE(tu_reserve(ctl, "/a", 0, &a), SCSICTL_PERSIST);
+    uint64_t seq = scsictl_change_seq(ctl);
+    CHECK_CODE(scsictl_write_begin(ctl, seq, true, &w, &err), SCSICTL_STEP);
+    CHECK_EQ(w.seq, seq);
+    scsictl_write w2;
+    CHECK_CODE(scsictl_write_begin(ctl, seq, true, &w2, &err), SCSICTL_E_BUSY); /* one at a time */
+    CHECK(write_file(path, w.data, w.len));
+    scsictl_write_end(ctl, &w, true);
+    CHECK_CODE(scsictl_write_begin(ctl, seq, true, &w, &err), SCSICTL_DONE);
+    file_matches(ctl, path, "after the deferred write");
+    scsictl_stats st;
+    scsictl_get_stats(ctl, &st);
+    CHECK_EQ(st.reservations, 1);
+
+    /* a reserve whose write fails is undone; the caller learns io */
+    scsictl_id b;
+    CHECK_CODE(tu_reserve(ctl, "/b", 0, &b), SCSICTL_PERSIST);
+    seq = scsictl_change_seq(ctl);
+    CHECK_CODE(scsictl_write_begin(ctl, seq, true, &w, &err), SCSICTL_STEP);
+    scsictl_write_end(ctl, &w, false);
+    CHECK_CODE(scsictl_write_begin(ctl, seq, true, &w, &err), SCSICTL_E_IO);
+    scsictl_get_stats(ctl, &st);
+    CHECK_EQ(st.reservations, 1);
+    CHECK_CODE(scsictl_write_begin(ctl, scsictl_change_seq(ctl), false, &w, &err),
+               SCSICTL_E_IO); /* that change's write failed; a later change writes anew */
+
+    /* an op hands its write to the driver too; persisted(false) takes the
+     * step back */
+    scsictl_op op;
+    CHECK_CODE(scsictl_op_persisted(ctl, &op, true, NULL, &err), SCSICTL_E_INVALID_ARGUMENT);
+    CHECK_CODE(scsictl_op_start_map(ctl, &op, &a, &err), SCSICTL_PERSIST);
+    CHECK_CODE(scsictl_op_report(ctl, &op, true, NULL, &err), SCSICTL_E_INVALID_ARGUMENT);
+    scsictl *other = tu_new(1, 4, SCSICTL_GUEST_LINUX);
+    CHECK_CODE(scsictl_op_persisted(other, &op, true, NULL, &err), SCSICTL_E_INVALID_ARGUMENT);
+    scsictl_free(other);
+    CHECK_CODE(scsictl_op_persisted(ctl, &op, false, "disk full", &err), SCSICTL_E_IO);
+    CHECK_CONTAINS(err.message, "disk full");
+    scsictl_get_stats(ctl, &st);
+    CHECK(!st.busy);
+    CHECK_CODE(scsictl_op_start_map(ctl, &op, &a, &err), SCSICTL_PERSIST);
+    CHECK_CODE(scsictl_persist(ctl, op.persist_seq, &err), SCSICTL_PERSIST); /* deferred */
+    CHECK_CODE(scsictl_write_begin(ctl, op.persist_seq, false, &w, &err), SCSICTL_STEP);
+    CHECK(write_file(path, w.data, w.len));
+    scsictl_write_end(ctl, &w, true);
+    CHECK_CODE(scsictl_op_persisted(ctl, &op, true, NULL, &err), SCSICTL_STEP);
+    CHECK_EQ(op.step.kind, SCSICTL_STEP_ADD_SCSI_DISK);
+    CHECK_CODE(scsictl_op_report(ctl, &op, false, "no", &err), SCSICTL_PERSIST);
+    CHECK_CODE(scsictl_op_persisted(ctl, &op, false, "still full", &err), SCSICTL_E_BACKEND);
+    CHECK_CONTAINS(err.message, "add_scsi_disk failed"); /* the step's failure stays the answer */
+    CHECK_CODE(scsictl_persist(NULL, 1, &err), SCSICTL_E_INVALID_ARGUMENT);
+    CHECK_CODE(scsictl_set_write_deferred(ctl, false, &err), SCSICTL_OK);
+    CHECK_CODE(scsictl_close(ctl, &err), SCSICTL_OK); /* written in place again */
+    file_matches(ctl, path, "after close");
+    scsictl_free(ctl);
+}
+
 static void test_open(void)
 {
     TEST("state file: scsictl_open restores and keeps writing");
@@ -1507,6 +1594,7 @@ int main(int argc, char **argv)
     test_state_file_io();
     test_state_file_release_io();
     test_state_file_paths();
+    test_deferred_writes();
     test_open();
     for (uint64_t s = 1; s <= 6; s++) test_state_file_mirrors(s);
     char rm[300];

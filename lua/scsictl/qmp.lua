@@ -97,11 +97,6 @@ function qmp.decode(text)
   if ok and type(obj) == "table" then return integers(obj) end
 end
 
--- The line splitter and the socket connect live in scsictl.conn (the one
--- socket client under both clients); kept here under their old names.
-qmp.line_reader = conn.line_reader
-qmp.pipe_connect = conn.connect
-
 -- The connection is gone: fail everything waiting, once, with the reason.
 -- (Called once, by the connection, which is closed already.)
 function Client:_broken(reason)
