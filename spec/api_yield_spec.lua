@@ -31,17 +31,32 @@ local function finish(co, ...)
   return table.unpack(r, 2, r.n)
 end
 
+-- Every test starts with a fresh one-controller ctl.
+local ctl, R
+before_each(function()
+  ctl, R = H.new_ctl{ controllers = 1, luns = 4 }
+end)
+
+-- Makes the callback `step` yield once and runs ctl[method](ctl, id) in a
+-- coroutine until it yields there: the coroutine and the callback's entry.
+local function suspend_at(step, method, id)
+  R:yield(step)
+  local co = op(ctl, method, id)
+  return co, resume_to(co, step)
+end
+
+-- The disk at (0, 0) is idle in `state`, and mapping the id again returns
+-- its first partition's path after exactly the callbacks `names`.
+local function idle_then_maps(id, state, names)
+  assert.is_false(H.slot(ctl, 0, 0).busy)
+  assert.equal(state, H.slot(ctl, 0, 0).state)
+  H.maps_again(ctl, R, id, "/run/mounts/scsi/0_0_0", names)
+end
+
 describe("a callback that yields", function()
-  local ctl, R
-  before_each(function()
-    ctl, R = H.new_ctl{ controllers = 1, luns = 4 }
-  end)
 
   it("suspends the operation, and the resume completes it", function()
-    local id = H.value(ctl:reserve(A))
-    R:yield("add_scsi_disk")
-    local co = op(ctl, "map_to_guest", id)
-    local entry = resume_to(co, "add_scsi_disk")
+    local co, entry = suspend_at("add_scsi_disk", "map_to_guest", H.value(ctl:reserve(A)))
     assert.equal("/img/a.vhdx", entry[2].path)
     assert.same({ "add_scsi_disk" }, R:names())
     assert.is_true(H.slot(ctl, 0, 0).busy)
@@ -59,9 +74,7 @@ describe("a callback that yields", function()
     local idc = H.value(ctl:reserve{ host_path = "/img/c" })
     H.value(ctl:map_to_guest(idc))
     R:clear()
-    R:yield("add_mapped_virtual_disk")
-    local co = op(ctl, "map_to_guest", id1)
-    resume_to(co, "add_mapped_virtual_disk")
+    local co = suspend_at("add_mapped_virtual_disk", "map_to_guest", id1)
     R:clear()
     H.fails("busy", ctl:map_to_guest(id1))
     H.fails("busy", ctl:map_to_guest(id2))
@@ -91,33 +104,22 @@ describe("a callback that yields", function()
 
   it("returns the resume values as its results: false, msg fails the step", function()
     local id = H.value(ctl:reserve(A))
-    R:yield("add_scsi_disk")
-    local co = op(ctl, "map_to_guest", id)
-    resume_to(co, "add_scsi_disk")
+    local co = suspend_at("add_scsi_disk", "map_to_guest", id)
     local r = table.pack(finish(co, false, "refused after yield"))
-    local msg = H.fails("backend", table.unpack(r, 1, r.n))
-    H.contains(msg, "refused after yield")
-    assert.equal("reserved", H.slot(ctl, 0, 0).state)
-    assert.is_false(H.slot(ctl, 0, 0).busy)
-    assert.equal("/run/mounts/scsi/0_0_0", ctl:map_to_guest(id))
+    H.fails_with("backend", "refused after yield", table.unpack(r, 1, r.n))
+    idle_then_maps(id, "reserved", { "add_scsi_disk", "add_mapped_virtual_disk" })
   end)
 
   it("returns the resume values as its results: nil, msg fails the step", function()
-    local id = H.value(ctl:reserve(A))
-    R:yield("add_mapped_virtual_disk")
-    local co = op(ctl, "map_to_guest", id)
-    resume_to(co, "add_mapped_virtual_disk")
+    local co = suspend_at("add_mapped_virtual_disk", "map_to_guest", H.value(ctl:reserve(A)))
     local r = table.pack(finish(co, nil, "mount refused"))
-    H.contains(H.fails("backend", table.unpack(r, 1, r.n)), "mount refused")
+    H.fails_with("backend", "mount refused", table.unpack(r, 1, r.n))
     assert.equal("attached", H.slot(ctl, 0, 0).state)
     assert.equal("reserved", H.partition(ctl, 0, 0, 0).state)
   end)
 
   it("returns the resume values as its results: true succeeds", function()
-    local id = H.value(ctl:reserve(A))
-    R:yield("add_scsi_disk")
-    local co = op(ctl, "map_to_guest", id)
-    resume_to(co, "add_scsi_disk")
+    local co = suspend_at("add_scsi_disk", "map_to_guest", H.value(ctl:reserve(A)))
     assert.equal("/run/mounts/scsi/0_0_0", finish(co, true))
   end)
 
@@ -185,11 +187,7 @@ describe("a callback that yields", function()
     local id = H.value(ctl:reserve(A))
     R:yield("add_scsi_disk")
     H.fails("backend", ctl:map_to_guest(id))
-    assert.equal("reserved", H.slot(ctl, 0, 0).state)
-    assert.is_false(H.slot(ctl, 0, 0).busy)
-    R:clear()
-    assert.equal("/run/mounts/scsi/0_0_0", ctl:map_to_guest(id))
-    assert.same({ "add_scsi_disk", "add_mapped_virtual_disk" }, R:names())
+    idle_then_maps(id, "reserved", { "add_scsi_disk", "add_mapped_virtual_disk" })
   end)
 
   it("across a non-yieldable C boundary counts as a failure of that step", function()
@@ -209,91 +207,68 @@ describe("a callback that yields", function()
   end)
 end)
 
-describe("an abandoned suspended operation", function()
-  local ctl, R
-  before_each(function()
-    ctl, R = H.new_ctl{ controllers = 1, luns = 4 }
-  end)
+-- Maps A and abandons its unmap suspended at `step`, by coroutine.close or
+-- (how == "gc") to the garbage collector; the disk is idle again. Returns
+-- the id.
+local function abandon_unmap(step, how)
+  local id = H.mapped(ctl, A)
+  R:clear()
+  do
+    local co = suspend_at(step, "unmap_from_guest", id)
+    if how == "close" then
+      coroutine.close(co)
+    end
+  end
+  if how == "gc" then
+    H.full_gc()
+  end
+  assert.is_false(H.slot(ctl, 0, 0).busy)
+  return id
+end
 
+describe("an abandoned suspended operation", function()
   it("closed with coroutine.close counts as failed at that step (map)", function()
     local id = H.value(ctl:reserve(A))
-    R:yield("add_mapped_virtual_disk")
-    local co = op(ctl, "map_to_guest", id)
-    resume_to(co, "add_mapped_virtual_disk")
+    local co = suspend_at("add_mapped_virtual_disk", "map_to_guest", id)
     H.fails("busy", ctl:close())
     coroutine.close(co)
     assert.equal("dead", coroutine.status(co))
-    local s = H.slot(ctl, 0, 0)
-    assert.is_false(s.busy)
-    assert.equal("attached", s.state)
-    assert.equal("reserved", s.partitions[1].state)
-    R:clear()
-    assert.equal("/run/mounts/scsi/0_0_0", ctl:map_to_guest(id))
-    assert.same({ "add_mapped_virtual_disk" }, R:names())
+    assert.equal("reserved", H.slot(ctl, 0, 0).partitions[1].state)
+    idle_then_maps(id, "attached", { "add_mapped_virtual_disk" })
     assert.is_true(ctl:close())
   end)
 
   it("closed with coroutine.close counts as failed at that step (unmap)", function()
-    local id = H.value(ctl:reserve(A))
-    H.value(ctl:map_to_guest(id))
-    R:clear()
-    R:yield("remove_scsi_device")
-    local co = op(ctl, "unmap_from_guest", id)
-    resume_to(co, "remove_scsi_device")
-    coroutine.close(co)
-    assert.is_false(H.slot(ctl, 0, 0).busy)
+    local id = abandon_unmap("remove_scsi_device", "close")
     -- the release is pending
     assert.is_table(ctl:reservation(id))
     H.fails("busy", ctl:map_to_guest(id))
-    R:clear()
-    assert.is_true(ctl:unmap_from_guest(id))
-    assert.same({ "remove_scsi_device", "remove_scsi_disk" }, R:names())
+    H.unmaps_again(ctl, R, id, { "remove_scsi_device", "remove_scsi_disk" })
     assert.same({}, ctl:slots())
   end)
 
   it("garbage collected counts as failed at that step", function()
     local id = H.value(ctl:reserve(A))
-    R:yield("add_scsi_disk")
     do
-      local co = op(ctl, "map_to_guest", id)
-      resume_to(co, "add_scsi_disk")
+      local co = suspend_at("add_scsi_disk", "map_to_guest", id)
+      assert.equal("suspended", coroutine.status(co))
       assert.is_true(H.slot(ctl, 0, 0).busy)
     end
     H.full_gc()
-    local s = H.slot(ctl, 0, 0)
-    assert.is_false(s.busy)
-    assert.equal("reserved", s.state)
-    R:clear()
-    assert.equal("/run/mounts/scsi/0_0_0", ctl:map_to_guest(id))
-    assert.same({ "add_scsi_disk", "add_mapped_virtual_disk" }, R:names())
+    idle_then_maps(id, "reserved", { "add_scsi_disk", "add_mapped_virtual_disk" })
     assert.is_true(ctl:close())
   end)
 
   it("garbage collected during unmap leaves the release pending and retryable", function()
-    local id = H.value(ctl:reserve(A))
-    H.value(ctl:map_to_guest(id))
-    R:clear()
-    R:yield("remove_mapped_virtual_disk")
-    do
-      local co = op(ctl, "unmap_from_guest", id)
-      resume_to(co, "remove_mapped_virtual_disk")
-    end
-    H.full_gc()
-    assert.is_false(H.slot(ctl, 0, 0).busy)
+    local id = abandon_unmap("remove_mapped_virtual_disk", "gc")
     assert.equal(1, ctl:stats().reservations)
     H.fails("busy", ctl:map_to_guest(id))
-    R:clear()
-    assert.is_true(ctl:unmap_from_guest(id))
-    assert.same(H.teardown_names("linux"), R:names())
+    H.unmaps_again(ctl, R, id, H.teardown_names("linux"))
     H.check_no_leak(R, "linux")
   end)
 end)
 
 describe("re-entrant calls from a callback", function()
-  local ctl, R
-  before_each(function()
-    ctl, R = H.new_ctl{ controllers = 1, luns = 4 }
-  end)
 
   it("work on other disks and get busy on the callback's own disk", function()
     local ida = H.value(ctl:reserve(A))
@@ -331,10 +306,8 @@ describe("re-entrant calls from a callback", function()
   end)
 
   it("work from a guest callback during unmap", function()
-    local ida = H.value(ctl:reserve(A))
-    local idb = H.value(ctl:reserve(B))
-    H.value(ctl:map_to_guest(ida))
-    H.value(ctl:map_to_guest(idb))
+    local ida = H.mapped(ctl, A)
+    local idb = H.mapped(ctl, B)
     local inner
     R:hook("remove_mapped_virtual_disk", function()
       inner = table.pack(ctl:unmap_from_guest(idb))
@@ -353,9 +326,7 @@ describe("re-entrant calls from a callback", function()
       local r = table.pack(ctl:map_to_guest(idb))
       inner = r
     end, 1)
-    R:yield("add_scsi_disk")
-    local co = op(ctl, "map_to_guest", ida)
-    local entry = resume_to(co, "add_scsi_disk")
+    local co, entry = suspend_at("add_scsi_disk", "map_to_guest", ida)
     assert.equal("/img/b.vhdx", entry[2].path)
     assert.is_true(H.slot(ctl, 0, 0).busy)
     assert.is_true(H.slot(ctl, 0, 1).busy)

@@ -33,6 +33,8 @@
 --        now on (default: nothing)
 
 local scsictl = require("scsictl")
+-- busted's assertions (the global `assert` is Lua's own in this module).
+local luassert = require("luassert")
 
 local H = {}
 
@@ -196,6 +198,13 @@ function H.value(...)
   return r[1]
 end
 
+-- Asserts `nil, msg, code` with msg containing `text` (plain); returns msg.
+function H.fails_with(code, text, ...)
+  local msg = H.fails(code, ...)
+  H.contains(msg, text)
+  return msg
+end
+
 -- Asserts that fn raises an error whose message contains `text` (plain).
 function H.raises(text, fn, ...)
   local ok, err = pcall(fn, ...)
@@ -219,6 +228,29 @@ function H.state(ctl)
     reservations = ctl:reservations(),
     text = tostring(ctl),
   }
+end
+
+-- Reserves disk (with the mount config opts, if any) and maps the id;
+-- returns the id and its guest path.
+function H.mapped(ctl, disk, opts)
+  local id = H.value(ctl:reserve(disk, opts))
+  return id, H.value(ctl:map_to_guest(id))
+end
+
+-- On a cleared log, maps id (again): it must return `path` after exactly
+-- the callbacks `names`.
+function H.maps_again(ctl, R, id, path, names)
+  R:clear()
+  luassert.equal(path, ctl:map_to_guest(id))
+  luassert.same(names, R:names())
+end
+
+-- On a cleared log, unmaps id (again): it must return true after exactly
+-- the callbacks `names`.
+function H.unmaps_again(ctl, R, id, names)
+  R:clear()
+  luassert.is_true(ctl:unmap_from_guest(id))
+  luassert.same(names, R:names())
 end
 
 -- The slots() entry for (controller, lun), or nil.
