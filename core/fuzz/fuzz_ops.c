@@ -55,6 +55,8 @@
 #define MAXIDS 10
 #define MAXOPS 3
 #define MAXREL 16
+#define M1_OPTIONS "ro", "noatime"
+#define M1_FILESYSTEM "xfs"
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 
@@ -89,7 +91,6 @@ static void fail(const char *fmt, ...)
 static const char *const path_names[NPATHS] = {"/img/a.vhdx", "/img/b.vhdx", "/img/c",
                                                  "/img/a.vhdx/"};
 static const uint64_t part_nums[NPART] = {0, 1, 2, INT64_MAX};
-static const char *const m1_opts[] = {"ro", "noatime"};
 
 static scsictl_disk_config dcfg(int path, int i)
 {
@@ -99,21 +100,6 @@ static scsictl_disk_config dcfg(int path, int i)
     d.type = SCSICTL_DISK_EXTENSIBLE_VIRTUAL_DISK;
     d.evd_type = i == 1 ? "" : NULL; /* differs only in NULL vs "" */
     return d;
-}
-
-static scsictl_mount_config mcfg(int part, int i)
-{
-    scsictl_mount_config m;
-    memset(&m, 0, sizeof m);
-    m.partition = part_nums[part];
-    if (i == 1) {
-        m.read_only = true;
-        m.options = m1_opts;
-        m.n_options = 2;
-        m.filesystem = "xfs";
-        m.format_with_refs = true;
-    }
-    return m;
 }
 
 /* ---- the model: core/tests/shadow_model.h ------------------------------ */
@@ -188,9 +174,7 @@ static void check_introspection(void)
                 "list_slots order: %u:%u, want slot %d", x->controller, x->lun, s);
         REQUIRE(x->pinned == ms->pinned && x->has_disk == (p >= 0), "slot %d pinned/has_disk", s);
         if (p < 0) continue;
-        scsictl_disk_state want = !ms->attached ? SCSICTL_DISK_RESERVED
-                                  : ms->ejected ? SCSICTL_DISK_EJECTED
-                                                : SCSICTL_DISK_ATTACHED;
+        scsictl_disk_state want = disk_state(ms);
         REQUIRE(x->host_path && strcmp(x->host_path, path_names[p]) == 0 && x->state == want &&
                     x->reservations == (size_t)disk_claims(p) && x->busy == path_busy(p),
                 "slot %d: %s %s r%zu busy %d; model %s %s r%d busy %d", s,
@@ -253,21 +237,14 @@ static void report(int k, bool ok)
 {
     mop *o = &M.ops[k];
     scsictl_error err;
-    apply_result(o, ok);
-    int st = scsictl_op_report(M.ctl, &o->op, ok, ok ? NULL : "injected failure", &err);
-    if (!ok) {
-        REQUIRE(st == SCSICTL_E_BACKEND, "failed step: got %s", scsictl_code_name(st));
-        REQUIRE(strstr(err.message, "injected failure") && strstr(err.message, path_names[o->path]),
-                "backend error message lacks context: %s", err.message);
-        if (!o->is_map) M.ids[o->idx].pending = true;
-        o->used = false;
-        /* a stray second report of a finished op is refused */
-        REQUIRE(scsictl_op_report(M.ctl, &o->op, true, NULL, NULL) == SCSICTL_E_INVALID_ARGUMENT,
-                "a report of a finished op was accepted");
-        return;
-    }
-    int next = o->is_map ? map_next(o->idx) : unmap_next(o->idx);
-    settle(o, st, next, &err);
+    int st = report_step(o, ok, "injected failure", &err);
+    if (ok) return;
+    REQUIRE(st == SCSICTL_E_BACKEND, "failed step: got %s", scsictl_code_name(st));
+    REQUIRE(strstr(err.message, "injected failure") && strstr(err.message, path_names[o->path]),
+            "backend error message lacks context: %s", err.message);
+    /* a stray second report of a finished op is refused */
+    REQUIRE(scsictl_op_report(M.ctl, &o->op, true, NULL, NULL) == SCSICTL_E_INVALID_ARGUMENT,
+            "a report of a finished op was accepted");
 }
 
 static int pick_live(unsigned b)
@@ -297,13 +274,7 @@ static void start(int idx, bool is_map)
         REQUIRE(strcmp(before, after) == 0, "a busy refusal changed state");
         return;
     }
-    o->used = true;
-    o->is_map = is_map;
-    o->idx = idx;
-    o->path = d->path;
-    if (!is_map) d->pending = true; /* a release, once begun, is pending until it ends */
-    int next = is_map ? map_next(idx) : unmap_next(idx);
-    settle(o, st, next, &err);
+    settle(o, st, op_begin(o, idx, is_map), &err);
 }
 
 static void do_reserve(unsigned b1, unsigned b2)
@@ -317,19 +288,8 @@ static void do_reserve(unsigned b1, unsigned b2)
     bool null_mount = part == 0 && mc == 0 && (b2 & 8);
     scsictl_disk_config d = dcfg(p, dc);
     scsictl_mount_config m = mcfg(part, mc);
-    bool busy = false, mismatch = false, noslots = false;
-    int slot;
-    if (M.disk[p].present) {
-        busy = path_busy(p) || M.disk[p].tearing;
-        mismatch = M.disk[p].dcfg != dc || (M.part_exists[p][part] && M.part_mcfg[p][part] != mc);
-        slot = M.disk[p].slot;
-    } else if (pinned_slot_of(p) >= 0) {
-        slot = pinned_slot_of(p);
-        mismatch = M.slot[slot].pin_dcfg != dc;
-    } else {
-        slot = lowest_free_unpinned();
-        noslots = slot < 0;
-    }
+    bool busy, mismatch, noslots;
+    int slot = reserve_expect(p, dc, part, mc, &busy, &mismatch, &noslots);
     char before[4096], after[4096];
     dump(before, sizeof before);
     scsictl_id id;

@@ -7,13 +7,18 @@
  * claims the driver holds. It says which step an operation must issue next
  * (map_next, unmap_next: the rules of docs/semantics.md) and checks every
  * step handed out against P1 (balance), P2 (order) and P4 (no alias).
+ * It also predicts a reserve (reserve_expect) and drives the ops in flight
+ * (op_begin, report_step).
  *
  * The includer defines, before including it:
  *   NPATHS, NPART, MAXSLOTS, MAXIDS, MAXOPS, MAXREL   the pool's sizes;
+ *   M1_OPTIONS, M1_FILESYSTEM  the options (a list of strings) and the
+ *                              filesystem of the pool's mount config 1;
  *   SM_CHECK(cond, fmt, ...)   an expression: true when cond holds, else
  *                              reports the violation (and may abort);
- * and after it, for check_step: path_names[NPATHS], part_nums[NPART],
- * dcfg(path, i) and mcfg(part, i) (the pool's configs).
+ * and after it, for check_step: path_names[NPATHS], part_nums[NPART] and
+ * dcfg(path, i) (the pool's disk configs). The pool's mount configs,
+ * mcfg(part, i), are defined here.
  */
 #ifndef SCSICTL_SHADOW_MODEL_H
 #define SCSICTL_SHADOW_MODEL_H
@@ -74,7 +79,25 @@ static struct model {
 static const char *const path_names[NPATHS];
 static const uint64_t part_nums[NPART];
 static scsictl_disk_config dcfg(int path, int i);
-static scsictl_mount_config mcfg(int part, int i);
+
+static const char *const m1_opts[] = {M1_OPTIONS};
+
+/* Mount config i of the pool for partition part: 0 the defaults; 1 read-only
+ * with M1_OPTIONS and M1_FILESYSTEM, formatted with ReFS. */
+static scsictl_mount_config mcfg(int part, int i)
+{
+    scsictl_mount_config m;
+    memset(&m, 0, sizeof m);
+    m.partition = part_nums[part];
+    if (i == 1) {
+        m.read_only = true;
+        m.options = m1_opts;
+        m.n_options = sizeof m1_opts / sizeof m1_opts[0];
+        m.filesystem = M1_FILESYSTEM;
+        m.format_with_refs = true;
+    }
+    return m;
+}
 
 static bool linux_guest(void) { return M.guest == SCSICTL_GUEST_LINUX; }
 
@@ -96,29 +119,19 @@ static int disk_claims(int path)
     return n;
 }
 
-static bool path_busy(int path)
+/* Whether an op is in flight on path (-1: any path) for id idx (-1: any). */
+static bool op_in_flight(int path, int idx)
 {
     for (int i = 0; i < MAXOPS; i++)
-        if (M.ops[i].used && M.ops[i].path == path)
+        if (M.ops[i].used && (path < 0 || M.ops[i].path == path) &&
+            (idx < 0 || M.ops[i].idx == idx))
             return true;
     return false;
 }
 
-static bool any_busy(void)
-{
-    for (int i = 0; i < MAXOPS; i++)
-        if (M.ops[i].used)
-            return true;
-    return false;
-}
-
-static bool id_in_flight(int idx)
-{
-    for (int i = 0; i < MAXOPS; i++)
-        if (M.ops[i].used && M.ops[i].idx == idx)
-            return true;
-    return false;
-}
+static bool path_busy(int path) { return op_in_flight(path, -1); }
+static bool any_busy(void) { return op_in_flight(-1, -1); }
+static bool id_in_flight(int idx) { return op_in_flight(-1, idx); }
 
 static int free_op(void)
 {
@@ -151,6 +164,37 @@ static int pinned_slot_of(int path)
         if (M.slot[s].pinned && M.slot[s].pin_path == path)
             return s;
     return -1;
+}
+
+/* What a reserve of path (disk config dc) and part (mount config mc) must
+ * give: the slot the disk holds or gets (-1: none free), and whether it is
+ * refused as busy, as a config mismatch or for want of slots. */
+static int reserve_expect(int path, int dc, int part, int mc, bool *busy, bool *mismatch,
+                          bool *noslots)
+{
+    int slot;
+    *busy = *mismatch = *noslots = false;
+    if (M.disk[path].present) {
+        *busy = path_busy(path) || M.disk[path].tearing;
+        *mismatch = M.disk[path].dcfg != dc ||
+                    (M.part_exists[path][part] && M.part_mcfg[path][part] != mc);
+        slot = M.disk[path].slot;
+    } else if (pinned_slot_of(path) >= 0) {
+        slot = pinned_slot_of(path);
+        *mismatch = M.slot[slot].pin_dcfg != dc;
+    } else {
+        slot = lowest_free_unpinned();
+        *noslots = slot < 0;
+    }
+    return slot;
+}
+
+/* The state list_slots must show for the disk at a slot. */
+static scsictl_disk_state disk_state(const mslot *s)
+{
+    return !s->attached ? SCSICTL_DISK_RESERVED
+           : s->ejected ? SCSICTL_DISK_EJECTED
+                        : SCSICTL_DISK_ATTACHED;
 }
 
 /* A partition with no claim left and not mounted is forgotten. */
@@ -341,6 +385,18 @@ static void apply_result(mop *o, bool ok)
     }
 }
 
+/* Op slot o now carries a map or unmap of idx: returns the step the model
+ * expects first (-1: none). A release, once begun, is pending until it ends. */
+static int op_begin(mop *o, int idx, bool is_map)
+{
+    o->used = true;
+    o->is_map = is_map;
+    o->idx = idx;
+    o->path = M.ids[idx].path;
+    if (!is_map) M.ids[idx].pending = true;
+    return is_map ? map_next(idx) : unmap_next(idx);
+}
+
 /* The code start or report returned for an op that the model expected to
  * go on with `next` (-1: done). */
 static void settle(mop *o, int st, int next, const scsictl_error *err)
@@ -365,6 +421,23 @@ static void settle(mop *o, int st, int next, const scsictl_error *err)
     }
     o->expect = next;
     check_step(o);
+}
+
+/* Reports the step of op o to the core as succeeded, or failed with the
+ * message why, and applies the result to the model. A success is checked
+ * here (settle); a failure ends the op (a failed release stays pending) and
+ * its code, in st, and error, in *err, are left to the caller to check. */
+static int report_step(mop *o, bool ok, const char *why, scsictl_error *err)
+{
+    apply_result(o, ok);
+    int st = scsictl_op_report(M.ctl, &o->op, ok, ok ? NULL : why, err);
+    if (ok) {
+        settle(o, st, o->is_map ? map_next(o->idx) : unmap_next(o->idx), err);
+        return st;
+    }
+    if (!o->is_map) M.ids[o->idx].pending = true;
+    o->used = false;
+    return st;
 }
 
 #endif

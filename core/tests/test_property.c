@@ -40,21 +40,16 @@
 #define MAXIDS 12
 #define MAXOPS 3
 #define MAXREL 32
+#define M1_OPTIONS "noatime"
+#define M1_FILESYSTEM "ext4"
 
 #define SM_CHECK(cond, ...) tu_check((cond), __FILE__, __LINE__, __VA_ARGS__)
 #include "shadow_model.h"
 
 static const char *const path_names[NPATHS] = {"/p0", "/p1", "/p2", "/p3", "/p4"};
 static const uint64_t part_nums[NPART] = {0, 1, 2};
-static const char *const m1_opts[] = {"noatime"};
 
-static uint64_t rnd(void)
-{
-    uint64_t z = (M.rng += 0x9E3779B97F4A7C15ull);
-    z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
-    z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
-    return z ^ (z >> 31);
-}
+static uint64_t rnd(void) { return tu_splitmix64(&M.rng); }
 
 static int rn(int n) { return (int)(rnd() % (uint64_t)n); }
 static bool pct(int p) { return rn(100) < p; }
@@ -68,36 +63,15 @@ static scsictl_disk_config dcfg(int path, int i)
     return d;
 }
 
-static scsictl_mount_config mcfg(int part, int i)
-{
-    scsictl_mount_config m = tu_mount((uint64_t)part);
-    if (i == 1) {
-        m.read_only = true;
-        m.options = m1_opts;
-        m.n_options = 1;
-        m.filesystem = "ext4";
-        m.format_with_refs = true;
-    }
-    return m;
-}
-
 /* Reports the step of op slot k. */
 static void report(int k, bool ok)
 {
-    mop *o = &M.ops[k];
     scsictl_error err;
-    apply_result(o, ok);
-    int st = scsictl_op_report(M.ctl, &o->op, ok, ok ? NULL : "injected", &err);
-    if (!ok) {
-        M.n_fail++;
-        tu_check(st == SCSICTL_E_BACKEND, __FILE__, __LINE__, "failed step: got %s",
-                 scsictl_code_name(st));
-        if (!o->is_map) M.ids[o->idx].pending = true;
-        o->used = false;
-        return;
-    }
-    int next = o->is_map ? map_next(o->idx) : unmap_next(o->idx);
-    settle(o, st, next, &err);
+    int st = report_step(&M.ops[k], ok, "injected", &err);
+    if (ok) return;
+    M.n_fail++;
+    tu_check(st == SCSICTL_E_BACKEND, __FILE__, __LINE__, "failed step: got %s",
+             scsictl_code_name(st));
 }
 
 static int pick_live(void)
@@ -116,7 +90,6 @@ static void start(int idx, bool is_map)
     mid *d = &M.ids[idx];
     mop *o = &M.ops[k];
     scsictl_error err;
-    size_t calls_before = (size_t)M.n_steps;
     int st = is_map ? scsictl_op_start_map(M.ctl, &o->op, &d->id, &err)
                     : scsictl_op_start_unmap(M.ctl, &o->op, &d->id, &err);
     if (path_busy(d->path) || (is_map && d->pending)) {
@@ -126,21 +99,9 @@ static void start(int idx, bool is_map)
                  path_names[d->path], d->pending, scsictl_code_name(st));
         return;
     }
-    o->used = true;
-    o->is_map = is_map;
-    o->idx = idx;
-    o->path = d->path;
-    if (!is_map) d->pending = true; /* a release, once begun, is pending until it ends */
-    int next;
-    if (is_map) {
-        next = map_next(idx);
-        if (next < 0) M.n_done_nostep++;
-    } else {
-        next = unmap_next(idx);
-        if (next >= 0 || M.ids[idx].live) { /* still pending or stepping */ }
-    }
+    int next = op_begin(o, idx, is_map);
+    if (is_map && next < 0) M.n_done_nostep++;
     settle(o, st, next, &err);
-    (void)calls_before;
 }
 
 static void do_reserve(void)
@@ -153,20 +114,8 @@ static void do_reserve(void)
     scsictl_disk_config d = dcfg(p, dc);
     scsictl_mount_config m = mcfg(part, mc);
     /* prediction: the acceptable codes and the slot */
-    bool busy = false, mismatch = false, noslots = false;
-    int slot = -1;
-    if (M.disk[p].present) {
-        busy = path_busy(p) || M.disk[p].tearing;
-        mismatch = M.disk[p].dcfg != dc ||
-                   (M.part_exists[p][part] && M.part_mcfg[p][part] != mc);
-        slot = M.disk[p].slot;
-    } else if (pinned_slot_of(p) >= 0) {
-        slot = pinned_slot_of(p);
-        mismatch = M.slot[slot].pin_dcfg != dc;
-    } else {
-        slot = lowest_free_unpinned();
-        noslots = slot < 0;
-    }
+    bool busy, mismatch, noslots;
+    int slot = reserve_expect(p, dc, part, mc, &busy, &mismatch, &noslots);
     char before[4096], after[4096];
     tu_snapshot(M.ctl, before, sizeof before);
     scsictl_id id;
@@ -312,9 +261,7 @@ static void check_introspection(void)
                  "slot %d pinned %d/%d has_disk %d/%d", s, x->pinned, ms->pinned, x->has_disk,
                  p >= 0);
         if (p < 0) continue;
-        scsictl_disk_state want = !ms->attached ? SCSICTL_DISK_RESERVED
-                                  : ms->ejected ? SCSICTL_DISK_EJECTED
-                                                : SCSICTL_DISK_ATTACHED;
+        scsictl_disk_state want = disk_state(ms);
         tu_check(x->host_path && strcmp(x->host_path, path_names[p]) == 0 && x->state == want &&
                      x->reservations == (size_t)disk_claims(p) && x->busy == path_busy(p),
                  __FILE__, __LINE__,

@@ -46,13 +46,7 @@ static atomic_int fail_pct;
 
 static _Thread_local uint64_t t_rng;
 
-static uint64_t trnd(void)
-{
-    uint64_t z = (t_rng += 0x9E3779B97F4A7C15ull);
-    z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
-    z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
-    return z ^ (z >> 31);
-}
+static uint64_t trnd(void) { return tu_splitmix64(&t_rng); }
 
 static void nap(void)
 {
@@ -80,6 +74,13 @@ static int prologue(char *msg, size_t n)
     return 0;
 }
 
+/* The end of a callback that succeeded: counted under its kind. */
+static int succeeded(atomic_long *count)
+{
+    atomic_fetch_add(count, 1);
+    return 0;
+}
+
 static int slot_index(uint32_t c, uint32_t l)
 {
     int s = (int)(c * g_luns + l);
@@ -99,8 +100,7 @@ static int cb_add(void *u, const scsictl_disk_config *a, uint32_t c, uint32_t l,
     if (atomic_exchange(&attached[s], 1) != 0)
         tu_check(false, __FILE__, __LINE__, "P1: add at %u:%u while attached", c, l);
     atomic_store(&ejected[s], 0);
-    atomic_fetch_add(&n_add, 1);
-    return 0;
+    return succeeded(&n_add);
 }
 
 static int cb_remove(void *u, uint32_t c, uint32_t l, char *m, size_t n)
@@ -115,8 +115,7 @@ static int cb_remove(void *u, uint32_t c, uint32_t l, char *m, size_t n)
         tu_check(false, __FILE__, __LINE__, "P1: remove at %u:%u without eject", c, l);
     if (atomic_exchange(&attached[s], 0) != 1)
         tu_check(false, __FILE__, __LINE__, "P1: remove at %u:%u while not attached", c, l);
-    atomic_fetch_add(&n_remove, 1);
-    return 0;
+    return succeeded(&n_remove);
 }
 
 static int cb_eject(void *u, uint32_t c, uint32_t l, char *m, size_t n)
@@ -128,8 +127,7 @@ static int cb_eject(void *u, uint32_t c, uint32_t l, char *m, size_t n)
         tu_check(false, __FILE__, __LINE__, "eject at %u:%u while not attached", c, l);
     if (atomic_exchange(&ejected[s], 1) != 0)
         tu_check(false, __FILE__, __LINE__, "eject at %u:%u twice", c, l);
-    atomic_fetch_add(&n_eject, 1);
-    return 0;
+    return succeeded(&n_eject);
 }
 
 static int do_mount(uint32_t c, uint32_t l, uint64_t p, bool on)
@@ -144,8 +142,7 @@ static int do_mount(uint32_t c, uint32_t l, uint64_t p, bool on)
     if (atomic_exchange(&mounted[s][p], on ? 1 : 0) != (on ? 0 : 1))
         tu_check(false, __FILE__, __LINE__, "P1: %s %u:%u:%llu", on ? "mount" : "unmount", c, l,
                  (unsigned long long)p);
-    atomic_fetch_add(on ? &n_mount : &n_unmount, 1);
-    return 0;
+    return succeeded(on ? &n_mount : &n_unmount);
 }
 
 static int cb_lmount(void *u, const scsictl_linux_settings *s, char *m, size_t n)
@@ -178,24 +175,26 @@ static int win_parse(const scsictl_windows_settings *s, uint32_t *c, uint64_t *p
     return 0;
 }
 
-static int cb_wmount(void *u, const scsictl_windows_settings *s, char *m, size_t n)
+/* A Windows mount (on) or unmount: the slot read back from the path. */
+static int win_mount(const scsictl_windows_settings *s, char *m, size_t n, bool on)
 {
-    (void)u;
     if (prologue(m, n)) return 1;
     uint32_t c;
     uint64_t p;
     if (win_parse(s, &c, &p)) return 0;
-    return do_mount(c, s->lun, p, true);
+    return do_mount(c, s->lun, p, on);
+}
+
+static int cb_wmount(void *u, const scsictl_windows_settings *s, char *m, size_t n)
+{
+    (void)u;
+    return win_mount(s, m, n, true);
 }
 
 static int cb_wunmount(void *u, const scsictl_windows_settings *s, char *m, size_t n)
 {
     (void)u;
-    if (prologue(m, n)) return 1;
-    uint32_t c;
-    uint64_t p;
-    if (win_parse(s, &c, &p)) return 0;
-    return do_mount(c, s->lun, p, false);
+    return win_mount(s, m, n, false);
 }
 
 static scsictl_callbacks g_cb = {

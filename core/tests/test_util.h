@@ -155,6 +155,16 @@ static inline void tu_id_str(const scsictl_id *id, char out[SCSICTL_ID_STRLEN + 
     scsictl_id_format(id, out);
 }
 
+/* splitmix64, the tests' seeded generator: *state is the seed and advances
+ * by one draw. */
+static inline uint64_t tu_splitmix64(uint64_t *state)
+{
+    uint64_t z = (*state += 0x9E3779B97F4A7C15ull);
+    z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
+    z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
+    return z ^ (z >> 31);
+}
+
 /* A syntactically valid id that the controller never handed out. */
 static inline scsictl_id tu_unknown_id(unsigned salt)
 {
@@ -352,15 +362,29 @@ static inline void rec_fill_disk(rec_call *c, const scsictl_disk_config *d)
     rec_copy(c->evd_type, sizeof c->evd_type, d->evd_type);
 }
 
+/* A zeroed call of `kind` at controller:lun. */
+static inline rec_call rec_call_at(scsictl_step_kind kind, uint32_t ctl_, uint32_t lun)
+{
+    rec_call c;
+    memset(&c, 0, sizeof c);
+    c.kind = kind;
+    c.controller = ctl_;
+    c.lun = lun;
+    return c;
+}
+
+/* Logs c with the host path the adds put at its slot; returns 0 / 1. */
+static inline int rec_record_at_slot(rec_backend *r, rec_call *c, char *msg, size_t n)
+{
+    rec_copy(c->host_path, sizeof c->host_path, rec_slot_lookup(r, c->controller, c->lun));
+    return rec_record(r, c, msg, n);
+}
+
 static inline int rec_cb_add(void *u, const scsictl_disk_config *a, uint32_t ctl_,
                       uint32_t lun, char *msg, size_t n)
 {
     rec_backend *r = u;
-    rec_call c;
-    memset(&c, 0, sizeof c);
-    c.kind = SCSICTL_STEP_ADD_SCSI_DISK;
-    c.controller = ctl_;
-    c.lun = lun;
+    rec_call c = rec_call_at(SCSICTL_STEP_ADD_SCSI_DISK, ctl_, lun);
     rec_fill_disk(&c, a);
     int rc = rec_record(r, &c, msg, n);
     if (rc == 0) rec_slot_set(r, ctl_, lun, c.host_path);
@@ -370,39 +394,33 @@ static inline int rec_cb_add(void *u, const scsictl_disk_config *a, uint32_t ctl
 static inline int rec_cb_remove(void *u, uint32_t ctl_, uint32_t lun, char *msg, size_t n)
 {
     rec_backend *r = u;
-    rec_call c;
-    memset(&c, 0, sizeof c);
-    c.kind = SCSICTL_STEP_REMOVE_SCSI_DISK;
-    c.controller = ctl_;
-    c.lun = lun;
-    rec_copy(c.host_path, sizeof c.host_path, rec_slot_lookup(r, ctl_, lun));
-    int rc = rec_record(r, &c, msg, n);
+    rec_call c = rec_call_at(SCSICTL_STEP_REMOVE_SCSI_DISK, ctl_, lun);
+    int rc = rec_record_at_slot(r, &c, msg, n);
     if (rc == 0) rec_slot_set(r, ctl_, lun, NULL);
     return rc;
 }
 
 static inline int rec_cb_eject(void *u, uint32_t ctl_, uint32_t lun, char *msg, size_t n)
 {
-    rec_backend *r = u;
-    rec_call c;
-    memset(&c, 0, sizeof c);
-    c.kind = SCSICTL_STEP_LINUX_EJECT;
-    c.controller = ctl_;
-    c.lun = lun;
-    rec_copy(c.host_path, sizeof c.host_path, rec_slot_lookup(r, ctl_, lun));
-    return rec_record(r, &c, msg, n);
+    rec_call c = rec_call_at(SCSICTL_STEP_LINUX_EJECT, ctl_, lun);
+    return rec_record_at_slot(u, &c, msg, n);
 }
 
+/* The mount-level callbacks: the slot comes from the settings. */
 static inline int rec_linux(void *u, scsictl_step_kind k, const scsictl_linux_settings *s,
                      char *msg, size_t n)
 {
-    rec_backend *r = u;
-    rec_call c;
-    memset(&c, 0, sizeof c);
-    c.kind = k;
+    rec_call c = rec_call_at(k, 0, 0);
     rec_fill_linux(&c, s);
-    rec_copy(c.host_path, sizeof c.host_path, rec_slot_lookup(r, c.controller, c.lun));
-    return rec_record(r, &c, msg, n);
+    return rec_record_at_slot(u, &c, msg, n);
+}
+
+static inline int rec_windows(void *u, scsictl_step_kind k, const scsictl_windows_settings *s,
+                       char *msg, size_t n)
+{
+    rec_call c = rec_call_at(k, 0, 0);
+    rec_fill_windows(&c, s);
+    return rec_record_at_slot(u, &c, msg, n);
 }
 
 static inline int rec_cb_lmount(void *u, const scsictl_linux_settings *s, char *m, size_t n)
@@ -413,18 +431,6 @@ static inline int rec_cb_lmount(void *u, const scsictl_linux_settings *s, char *
 static inline int rec_cb_lunmount(void *u, const scsictl_linux_settings *s, char *m, size_t n)
 {
     return rec_linux(u, SCSICTL_STEP_LINUX_UNMOUNT, s, m, n);
-}
-
-static inline int rec_windows(void *u, scsictl_step_kind k, const scsictl_windows_settings *s,
-                       char *msg, size_t n)
-{
-    rec_backend *r = u;
-    rec_call c;
-    memset(&c, 0, sizeof c);
-    c.kind = k;
-    rec_fill_windows(&c, s);
-    rec_copy(c.host_path, sizeof c.host_path, rec_slot_lookup(r, c.controller, c.lun));
-    return rec_record(r, &c, msg, n);
 }
 
 static inline int rec_cb_wmount(void *u, const scsictl_windows_settings *s, char *m, size_t n)
