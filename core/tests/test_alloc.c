@@ -97,6 +97,36 @@ static void check_same(ctx *c, const char *before, bool loose, const char *what)
 
 static bool injected_since(ctx *c, long before) { return c->a->injected != before; }
 
+/* One armed call: arm() notes the state and the failures injected so far
+ * and arms the allocator; disarm() disarms it and, when the call answered
+ * NO_MEMORY, checks that a failure was injected and that nothing changed,
+ * and returns true (the caller repeats the call). */
+typedef struct armed_call {
+    char before[4096];
+    bool loose;
+    long injected;
+} armed_call;
+
+static void arm(ctx *c, armed_call *g, bool loose)
+{
+    snap(c, g->before, sizeof g->before, loose);
+    g->loose = loose;
+    g->injected = c->a->injected;
+    c->a->armed = true;
+}
+
+static bool disarm(ctx *c, armed_call *g, int st, const char *what)
+{
+    c->a->armed = false;
+    if (st != SCSICTL_E_NO_MEMORY)
+        return false;
+    c->n_nomem++;
+    tu_check(injected_since(c, g->injected), __FILE__, __LINE__,
+             "%s: NO_MEMORY without a failure", what);
+    check_same(c, g->before, g->loose, what);
+    return true;
+}
+
 /* Runs a map / unmap op; every start and report is armed. With
  * fail_first, the first step is reported as a backend failure. */
 static int run_op(ctx *c, bool is_map, int idx, bool fail_first, const char *what)
@@ -106,37 +136,18 @@ static int run_op(ctx *c, bool is_map, int idx, bool fail_first, const char *wha
     int restarts = 0;
     bool first = true;
     int st;
+    armed_call g;
 again:
-    {
-        char before[4096];
-        snap(c, before, sizeof before, false);
-        long inj = c->a->injected;
-        c->a->armed = true;
-        st = is_map ? scsictl_op_start_map(c->ctl, &op, &c->ids[idx], &err)
-                    : scsictl_op_start_unmap(c->ctl, &op, &c->ids[idx], &err);
-        c->a->armed = false;
-        if (st == SCSICTL_E_NO_MEMORY) {
-            c->n_nomem++;
-            tu_check(injected_since(c, inj), __FILE__, __LINE__, "%s: NO_MEMORY without a failure",
-                     what);
-            check_same(c, before, false, what);
-            if (restarts++ < 3) goto again;
-        }
-    }
+    arm(c, &g, false);
+    st = is_map ? scsictl_op_start_map(c->ctl, &op, &c->ids[idx], &err)
+                : scsictl_op_start_unmap(c->ctl, &op, &c->ids[idx], &err);
+    if (disarm(c, &g, st, what) && restarts++ < 3) goto again;
     while (st == SCSICTL_STEP) {
         bool ok = !(fail_first && first);
         first = false;
-        char before[4096];
-        snap(c, before, sizeof before, true);
-        long inj = c->a->injected;
-        c->a->armed = true;
+        arm(c, &g, true);
         st = scsictl_op_report(c->ctl, &op, ok, ok ? NULL : "injected backend failure", &err);
-        c->a->armed = false;
-        if (st == SCSICTL_E_NO_MEMORY) {
-            c->n_nomem++;
-            tu_check(injected_since(c, inj), __FILE__, __LINE__, "%s: NO_MEMORY without a failure",
-                     what);
-            check_same(c, before, true, what);
+        if (disarm(c, &g, st, what)) {
             first = true;
             if (restarts++ < 3) goto again;
         }
@@ -156,6 +167,16 @@ typedef struct action {
     int fancy;
     int want;
 } action;
+
+/* A listing's answer: on success a non-empty list, then freed. */
+static int check_listed(ctx *c, int rc, void *list, size_t n, const char *what)
+{
+    if (rc == SCSICTL_OK) {
+        tu_check(n > 0 && list != NULL, __FILE__, __LINE__, "%s", what);
+        scsictl_info_free(c->ctl, list);
+    }
+    return rc;
+}
 
 static int call_once(ctx *c, const action *a)
 {
@@ -196,21 +217,13 @@ static int call_once(ctx *c, const action *a)
         scsictl_reservation_info *ri = NULL;
         size_t n = 0;
         int rc = scsictl_list_reservations(c->ctl, &ri, &n, &err);
-        if (rc == SCSICTL_OK) {
-            tu_check(n > 0 && ri != NULL, __FILE__, __LINE__, "list_reservations");
-            scsictl_info_free(c->ctl, ri);
-        }
-        return rc;
+        return check_listed(c, rc, ri, n, "list_reservations");
     }
     case A_LIST_S: {
         scsictl_slot_info *si = NULL;
         size_t n = 0;
         int rc = scsictl_list_slots(c->ctl, &si, &n, &err);
-        if (rc == SCSICTL_OK) {
-            tu_check(n > 0 && si != NULL, __FILE__, __LINE__, "list_slots");
-            scsictl_info_free(c->ctl, si);
-        }
-        return rc;
+        return check_listed(c, rc, si, n, "list_slots");
     }
     case A_CLOSE:
         return scsictl_close(c->ctl, &err);
@@ -227,19 +240,11 @@ static void do_action(ctx *c, const action *a, int step)
     if (a->kind == A_MAP || a->kind == A_UNMAP || a->kind == A_UNMAP_FAIL) {
         rc = run_op(c, a->kind == A_MAP, a->idx, a->kind == A_UNMAP_FAIL, what);
     } else {
-        char before[4096];
-        snap(c, before, sizeof before, false);
-        long inj = c->a->injected;
-        c->a->armed = true;
+        armed_call g;
+        arm(c, &g, false);
         rc = call_once(c, a);
-        c->a->armed = false;
-        if (rc == SCSICTL_E_NO_MEMORY) {
-            c->n_nomem++;
-            tu_check(injected_since(c, inj), __FILE__, __LINE__, "%s: NO_MEMORY without a failure",
-                     what);
-            check_same(c, before, false, what);
+        if (disarm(c, &g, rc, what))
             rc = call_once(c, a);
-        }
     }
     tu_check(rc == a->want, __FILE__, __LINE__, "%s (fail_at %ld): got %s, want %s", what,
              c->a->fail_at, scsictl_code_name(rc), scsictl_code_name(a->want));

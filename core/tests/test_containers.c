@@ -230,16 +230,30 @@ static void r_free(void *ud, void *p)
 
 /* ---- record sizes ------------------------------------------------------- */
 
-static void test_record_sizes(void)
+/* Runs the test `body` on a Linux controller with `controllers` controllers
+ * whose blocks go through a recording allocator, then frees the controller
+ * and checks that no block is left alive. */
+static void with_recorded(const char *name, uint32_t controllers,
+                          void (*body)(scsictl *ctl, rec_alloc *r))
 {
-    TEST("disks and mounts free their blocks with the size they were allocated with");
+    TEST(name);
     rec_alloc r = { 0 };
     scsictl_allocator a = { r_malloc, r_realloc, r_free, &r };
-    scsictl_options o = { .controllers = 1, .guest = SCSICTL_GUEST_LINUX, .allocator = &a };
+    scsictl_options o = { .controllers = controllers, .guest = SCSICTL_GUEST_LINUX,
+                          .allocator = &a };
     scsictl *ctl = NULL;
     CHECK_CODE(scsictl_new(&o, &ctl, NULL), SCSICTL_OK);
     if (!ctl)
         return;
+    body(ctl, &r);
+    scsictl_free(ctl);
+    CHECK_EQ(r.live, 0);
+}
+
+/* Disks and mounts free their blocks with the size they were allocated
+ * with. */
+static void test_record_sizes(scsictl *ctl, rec_alloc *r)
+{
     char longs[300];
     memset(longs, 'x', sizeof longs - 1);
     longs[sizeof longs - 1] = '\0';
@@ -257,7 +271,7 @@ static void test_record_sizes(void)
         CHECK(m != NULL);
         if (!m)
             continue;
-        CHECK_EQ(r.last_size, sc_mount_size(m));
+        CHECK_EQ(r->last_size, sc_mount_size(m));
         scsictl_mount_config back = sc_mount_cfg(m); /* what steps and snapshots see */
         CHECK(sc_mount_matches(m, &mounts[i]));
         CHECK(sc_mount_matches(m, &back));
@@ -267,9 +281,9 @@ static void test_record_sizes(void)
      * before any option is read */
     static const char *const one[1] = { "x" };
     const scsictl_mount_config huge = { .options = one, .n_options = (size_t)1 << 29 };
-    long before = r.mallocs;
+    long before = r->mallocs;
     CHECK(sc_mount_create(ctl, NULL, &huge) == NULL);
-    CHECK_EQ(r.mallocs, before);
+    CHECK_EQ(r->mallocs, before);
 
     const scsictl_disk_config disks[] = {
         { .host_path = "/d" },
@@ -283,28 +297,18 @@ static void test_record_sizes(void)
         CHECK(d != NULL);
         if (!d)
             continue;
-        CHECK_EQ(r.last_size, sc_disk_size(d));
+        CHECK_EQ(r->last_size, sc_disk_size(d));
         scsictl_disk_config back = sc_disk_cfg(d);
         CHECK(sc_disk_config_equal(&back, &disks[i]));
         sc_disk_free(ctl, d);
     }
-    scsictl_free(ctl);
-    CHECK_EQ(r.live, 0);
 }
 
 /* A burst of mixed records gives every block back: after each round of
  * reserving and releasing, the blocks alive are the same (the hash maps
  * keep their tables). */
-static void test_burst_frees(void)
+static void test_burst_frees(scsictl *ctl, rec_alloc *r)
 {
-    TEST("a burst of mixed reservations gives every record back");
-    rec_alloc r = { 0 };
-    scsictl_allocator a = { r_malloc, r_realloc, r_free, &r };
-    scsictl_options o = { .controllers = 4, .guest = SCSICTL_GUEST_LINUX, .allocator = &a };
-    scsictl *ctl = NULL;
-    CHECK_CODE(scsictl_new(&o, &ctl, NULL), SCSICTL_OK);
-    if (!ctl)
-        return;
     static rec_backend rec; /* every call succeeds; the log stops when full */
     rec_init(&rec, SCSICTL_GUEST_LINUX);
     const scsictl_callbacks cb = rec.cb;
@@ -326,11 +330,9 @@ static void test_burst_frees(void)
         }
         for (int i = 0; i < N; i++)
             CHECK_CODE(scsictl_unmap(ctl, &cb, &ids[i], NULL), SCSICTL_OK);
-        after[round] = r.live;
+        after[round] = r->live;
     }
     CHECK_EQ(after[1], after[0]);
-    scsictl_free(ctl);
-    CHECK_EQ(r.live, 0);
 }
 
 /* Each reservation names the id handed out SC_ID_LOOKAHEAD reserves after
@@ -364,8 +366,9 @@ int main(void)
     map_model(NULL, "hash map, slots with stored hashes: model check with long, wrapping runs");
     map_big();
     test_hash_bytes();
-    test_record_sizes();
-    test_burst_frees();
+    with_recorded("disks and mounts free their blocks with the size they were allocated with", 1,
+                  test_record_sizes);
+    with_recorded("a burst of mixed reservations gives every record back", 4, test_burst_frees);
     test_later_hash();
     return tu_finish();
 }

@@ -102,15 +102,24 @@ static const recipe disk_recipes[SC_D_COUNT] = {
     [SC_D_MAYBE_REMOVING] = { "adding", true, NULL, 2 },    /* Windows */
 };
 
-static const recipe mount_recipes[SC_M_COUNT] = {
-    [SC_M_RESERVED] = { "attached", false, "reserved", 0 },
-    [SC_M_MOUNTING] = { "attached", false, "reserved", 1 },
-    [SC_M_MAYBE_MOUNTED] = { "attached", false, "mounting", 0 },
-    [SC_M_REMOUNTING] = { "attached", false, "mounting", 1 },
-    [SC_M_MOUNTED] = { "attached", false, "mounted", 0 },
-    [SC_M_UNMOUNTING] = { "attached", false, "mounted", 2 },
-    [SC_M_UNMOUNTING_MAYBE] = { "attached", false, "mounting", 2 },
+/* A partition's states, all on an attached disk whose teardown has not
+ * begun: the partition's file word and the operation started. */
+static const struct { const char *part_word; int start; } mount_recipes[SC_M_COUNT] = {
+    [SC_M_RESERVED] = { "reserved", 0 },
+    [SC_M_MOUNTING] = { "reserved", 1 },
+    [SC_M_MAYBE_MOUNTED] = { "mounting", 0 },
+    [SC_M_REMOUNTING] = { "mounting", 1 },
+    [SC_M_MOUNTED] = { "mounted", 0 },
+    [SC_M_UNMOUNTING] = { "mounted", 2 },
+    [SC_M_UNMOUNTING_MAYBE] = { "mounting", 2 },
 };
+
+static recipe recipe_of(bool is_disk, int state)
+{
+    if (is_disk)
+        return disk_recipes[state];
+    return (recipe){ "attached", false, mount_recipes[state].part_word, mount_recipes[state].start };
+}
 
 /* The guest a state lives in (some exist in one guest only). */
 static bool state_in_guest(bool is_disk, int state, scsictl_guest g)
@@ -145,69 +154,38 @@ static int state_now(scsictl *ctl, bool is_disk)
 
 /* ---- the two drivers -------------------------------------------------------- */
 
-/* The blocking driver's callbacks: the first call records its step kind
- * and the machine's state at that moment, and succeeds or fails. */
+/* The blocking driver's callbacks: the recording backend of test_util.h,
+ * failing its first call when told to; its hook notes the step kind and
+ * the machine's state at the first call. */
 typedef struct cb_state {
     scsictl *ctl;
     bool is_disk;
     int calls;
-    bool fail_first;
     scsictl_step_kind first_kind;
     int state_at_first;
 } cb_state;
 
 static cb_state cbs;
+static rec_backend *rec;
 
-static int cb_common(scsictl_step_kind kind)
+static void note_call(rec_backend *r, const rec_call *c)
 {
+    (void)r;
     if (cbs.calls++ == 0) {
-        cbs.first_kind = kind;
+        cbs.first_kind = c->kind;
         cbs.state_at_first = state_now(cbs.ctl, cbs.is_disk);
-        return cbs.fail_first ? -1 : 0;
     }
-    return 0;
 }
 
-static int cb_add(void *u, const scsictl_disk_config *a, uint32_t c, uint32_t l, char *m,
-                  size_t n)
+static const scsictl_callbacks *blocking_callbacks(scsictl *ctl, scsictl_guest g, bool is_disk,
+                                                   bool fail_first)
 {
-    (void)u, (void)a, (void)c, (void)l, (void)m, (void)n;
-    return cb_common(SCSICTL_STEP_ADD_SCSI_DISK);
+    cbs = (cb_state){ .ctl = ctl, .is_disk = is_disk };
+    rec_init(rec, g);
+    rec_script(rec, fail_first ? "f" : NULL, NULL);
+    rec->hook = note_call;
+    return &rec->cb;
 }
-static int cb_remove(void *u, uint32_t c, uint32_t l, char *m, size_t n)
-{
-    (void)u, (void)c, (void)l, (void)m, (void)n;
-    return cb_common(SCSICTL_STEP_REMOVE_SCSI_DISK);
-}
-static int cb_eject(void *u, uint32_t c, uint32_t l, char *m, size_t n)
-{
-    (void)u, (void)c, (void)l, (void)m, (void)n;
-    return cb_common(SCSICTL_STEP_LINUX_EJECT);
-}
-static int cb_lmount(void *u, const scsictl_linux_settings *s, char *m, size_t n)
-{
-    (void)u, (void)s, (void)m, (void)n;
-    return cb_common(SCSICTL_STEP_LINUX_MOUNT);
-}
-static int cb_lunmount(void *u, const scsictl_linux_settings *s, char *m, size_t n)
-{
-    (void)u, (void)s, (void)m, (void)n;
-    return cb_common(SCSICTL_STEP_LINUX_UNMOUNT);
-}
-static int cb_wmount(void *u, const scsictl_windows_settings *s, char *m, size_t n)
-{
-    (void)u, (void)s, (void)m, (void)n;
-    return cb_common(SCSICTL_STEP_WINDOWS_MOUNT);
-}
-static int cb_wunmount(void *u, const scsictl_windows_settings *s, char *m, size_t n)
-{
-    (void)u, (void)s, (void)m, (void)n;
-    return cb_common(SCSICTL_STEP_WINDOWS_UNMOUNT);
-}
-
-static const scsictl_callbacks callbacks = {
-    NULL, cb_add, cb_remove, cb_lmount, cb_lunmount, cb_eject, cb_wmount, cb_wmount, cb_wunmount,
-};
 
 static scsictl_step_kind step_kind_of(sc_do what, scsictl_guest g)
 {
@@ -242,23 +220,23 @@ static int after_ok(bool is_disk, int next, scsictl_guest g)
 /* Applies one row through one driver and checks it. */
 static void check_row(scsictl_guest g, bool is_disk, int state, sc_event ev, bool blocking)
 {
-    const recipe *rc = is_disk ? &disk_recipes[state] : &mount_recipes[state];
+    const recipe rc = recipe_of(is_disk, state);
     const sc_move mv = is_disk ? sc_disk_table[state][ev] : sc_mount_table[state][ev];
     const char *sname = is_disk ? sc_disk_states[state].name : sc_mount_states[state].name;
     char what[160];
     snprintf(what, sizeof what, "%s %s: %s + %s [%s]", g == SCSICTL_GUEST_LINUX ? "linux" : "windows",
              is_disk ? "disk" : "partition", sname, sc_event_names[ev],
              blocking ? "blocking" : "steps");
-    scsictl *ctl = import_one(g, rc->disk_word, rc->teardown, rc->part_word);
+    scsictl *ctl = import_one(g, rc.disk_word, rc.teardown, rc.part_word);
     if (!ctl)
         return;
     scsictl_id id = the_id();
     scsictl_error err;
     scsictl_op op;
     int st = SCSICTL_DONE;
-    bool in_flight = rc->start != 0;
-    if (rc->start)
-        st = rc->start == 1 ? scsictl_op_start_map(ctl, &op, &id, &err)
+    bool in_flight = rc.start != 0;
+    if (rc.start)
+        st = rc.start == 1 ? scsictl_op_start_map(ctl, &op, &id, &err)
                             : scsictl_op_start_unmap(ctl, &op, &id, &err);
     tu_check(st == (in_flight ? SCSICTL_STEP : SCSICTL_DONE) && state_now(ctl, is_disk) == state,
              __FILE__, __LINE__, "%s: the recipe reached %d, not the state", what,
@@ -278,10 +256,10 @@ static void check_row(scsictl_guest g, bool is_disk, int state, sc_event ev, boo
          * of a fresh operation: take the recipe's step back, run the
          * operation through callbacks, and fail or pass its first step. */
         scsictl_op_report(ctl, &op, false, "taken back", &err);
-        cbs = (cb_state){ .ctl = ctl, .is_disk = is_disk, .fail_first = ev == SC_EV_FAILED };
+        const scsictl_callbacks *cb = blocking_callbacks(ctl, g, is_disk, ev == SC_EV_FAILED);
         char path[64];
-        st = rc->start == 1 ? scsictl_map(ctl, &callbacks, &id, path, sizeof path, &err)
-                            : scsictl_unmap(ctl, &callbacks, &id, &err);
+        st = rc.start == 1 ? scsictl_map(ctl, cb, &id, path, sizeof path, &err)
+                            : scsictl_unmap(ctl, cb, &id, &err);
         tu_check(cbs.calls > 0 && cbs.state_at_first == state, __FILE__, __LINE__,
                  "%s: the callback saw state %d", what, cbs.state_at_first);
         if (ev == SC_EV_FAILED)
@@ -310,10 +288,10 @@ static void check_row(scsictl_guest g, bool is_disk, int state, sc_event ev, boo
                 scsictl_op_report(ctl, &op, false, "stop", &err);
         }
     } else {
-        cbs = (cb_state){ .ctl = ctl, .is_disk = is_disk, .fail_first = true };
+        const scsictl_callbacks *cb = blocking_callbacks(ctl, g, is_disk, true);
         char path[64];
-        st = ev == SC_EV_MAP ? scsictl_map(ctl, &callbacks, &id, path, sizeof path, &err)
-                             : scsictl_unmap(ctl, &callbacks, &id, &err);
+        st = ev == SC_EV_MAP ? scsictl_map(ctl, cb, &id, path, sizeof path, &err)
+                             : scsictl_unmap(ctl, cb, &id, &err);
         if (mv.step != SC_DO_NOTHING)
             tu_check(cbs.calls == 1 && cbs.first_kind == step_kind_of((sc_do)mv.step, g) &&
                          cbs.state_at_first == mv.next && st == SCSICTL_E_BACKEND,
@@ -385,6 +363,7 @@ static void check_illegal(void)
 
 int main(void)
 {
+    rec = rec_new(SCSICTL_GUEST_LINUX);
     int rows = 0, runs = 0;
     for (int gi = 0; gi < 2; gi++) {
         scsictl_guest g = gi ? SCSICTL_GUEST_WINDOWS : SCSICTL_GUEST_LINUX;
@@ -415,5 +394,6 @@ int main(void)
     /* Each legal cell is met in at least one guest. */
     CHECK(rows >= legal);
     check_illegal();
+    free(rec);
     return tu_finish();
 }
