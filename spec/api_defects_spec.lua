@@ -5,10 +5,7 @@ local H = require("helper")
 local A = { host_path = "/img/a.vhdx" }
 local B = { host_path = "/img/b.vhdx" }
 
-local function where(ctl, id)
-  local r = ctl:reservation(id)
-  return { r.controller, r.lun }
-end
+local where = H.where
 
 -- Every callback in the history that names a host path or slot agrees with
 -- the given path and slot.
@@ -32,11 +29,16 @@ local function only_for(R, from, path, c, l)
 end
 
 for _, guest in ipairs(H.GUESTS) do
-  describe("D1 (" .. guest .. "): a failed guest mount", function()
-    local ctl, R
+  -- In a describe: every test starts with a fresh one-controller ctl, R.
+  local ctl, R
+  local function fresh_ctl_each()
     before_each(function()
       ctl, R = H.new_ctl{ guest = guest, controllers = 1, luns = 4 }
     end)
+  end
+
+  describe("D1 (" .. guest .. "): a failed guest mount", function()
+    fresh_ctl_each()
 
     it("does not make unmap_from_guest fail or leak the disk", function()
       local id = H.value(ctl:reserve(A))
@@ -55,13 +57,9 @@ for _, guest in ipairs(H.GUESTS) do
       R:fail("add_mapped_virtual_disk", "false", "mount failed")
       H.fails("backend", ctl:map_to_guest(id1))
       local id2 = H.value(ctl:reserve(A))
-      R:clear()
-      assert.equal(H.guest_path(guest, 0, 0, 0), ctl:map_to_guest(id2))
-      assert.same({ "add_mapped_virtual_disk" }, R:names())
+      H.maps_again(ctl, R, id2, H.guest_path(guest, 0, 0, 0), { "add_mapped_virtual_disk" })
       -- the first id now maps with no callback
-      R:clear()
-      assert.equal(H.guest_path(guest, 0, 0, 0), ctl:map_to_guest(id1))
-      assert.same({}, R.log)
+      H.maps_again(ctl, R, id1, H.guest_path(guest, 0, 0, 0), {})
       assert.is_true(ctl:unmap_from_guest(id1))
       assert.same({}, R.log)
       assert.is_true(ctl:unmap_from_guest(id2))
@@ -77,51 +75,41 @@ for _, guest in ipairs(H.GUESTS) do
       assert.is_true(ctl:unmap_from_guest(id1))
       assert.equal(H.guest_path(guest, 0, 0, 0), ctl:map_to_guest(id2))
       assert.is_true(ctl:unmap_from_guest(id2))
-      assert.same({}, ctl:slots())
-      H.check_no_leak(R, guest)
+      H.check_all_released(ctl, R, guest)
     end)
   end)
 
   describe("D2 (" .. guest .. "): a never-mapped partition claim", function()
-    local ctl, R
-    before_each(function()
-      ctl, R = H.new_ctl{ guest = guest, controllers = 1, luns = 4 }
-    end)
+    fresh_ctl_each()
 
-    it("released last tears the disk down", function()
+    -- Partition 1 of A reserved and mapped, partition 2 only reserved:
+    -- the two ids.
+    local function one_mapped_one_never()
       local mapped = H.value(ctl:reserve(A, { partition = 1 }))
       local never = H.value(ctl:reserve(A, { partition = 2 }))
       H.value(ctl:map_to_guest(mapped))
-      R:clear()
-      assert.is_true(ctl:unmap_from_guest(mapped))
-      assert.same({ "remove_mapped_virtual_disk" }, R:names())
+      return mapped, never
+    end
+
+    it("released last tears the disk down", function()
+      local mapped, never = one_mapped_one_never()
+      H.unmaps_again(ctl, R, mapped, { "remove_mapped_virtual_disk" })
       assert.equal("attached", H.slot(ctl, 0, 0).state)
-      R:clear()
-      assert.is_true(ctl:unmap_from_guest(never))
-      assert.same(H.disk_teardown_names(guest), R:names())
-      assert.same({}, ctl:slots())
-      H.check_no_leak(R, guest)
+      H.unmaps_again(ctl, R, never, H.disk_teardown_names(guest))
+      H.check_all_released(ctl, R, guest)
     end)
 
     it("released first makes no callback, and the last release tears everything down", function()
-      local mapped = H.value(ctl:reserve(A, { partition = 1 }))
-      local never = H.value(ctl:reserve(A, { partition = 2 }))
-      H.value(ctl:map_to_guest(mapped))
-      R:clear()
-      assert.is_true(ctl:unmap_from_guest(never))
-      assert.same({}, R.log)
+      local mapped, never = one_mapped_one_never()
+      H.unmaps_again(ctl, R, never, {})
       assert.is_true(ctl:unmap_from_guest(mapped))
       assert.same(H.teardown_names(guest), R:names())
-      assert.same({}, ctl:slots())
-      H.check_no_leak(R, guest)
+      H.check_all_released(ctl, R, guest)
     end)
   end)
 
   describe("D3 (" .. guest .. "): a failed attach shared by two reservations", function()
-    local ctl, R
-    before_each(function()
-      ctl, R = H.new_ctl{ guest = guest, controllers = 1, luns = 4 }
-    end)
+    fresh_ctl_each()
 
     it("keeps the slot for the second reservation", function()
       local id1 = H.value(ctl:reserve(A))
@@ -157,7 +145,7 @@ for _, guest in ipairs(H.GUESTS) do
 
   describe("D4 (" .. guest .. "): reserve then unmap without mapping", function()
     it("frees the slot every time", function()
-      local ctl, R = H.new_ctl{ guest = guest, controllers = 1, luns = 2 }
+      ctl, R = H.new_ctl{ guest = guest, controllers = 1, luns = 2 }
       for i = 1, 10 do
         local id = H.value(ctl:reserve{ host_path = "/img/d4-" .. i })
         assert.same({ 0, 0 }, where(ctl, id))
@@ -172,40 +160,29 @@ for _, guest in ipairs(H.GUESTS) do
   end)
 
   describe("D5 (" .. guest .. "): retrying a failed release after another caller claims the disk", function()
-    local ctl, R
-    before_each(function()
-      ctl, R = H.new_ctl{ guest = guest, controllers = 1, luns = 4 }
-    end)
+    fresh_ctl_each()
 
     it("is safe when the release failed at remove_scsi_disk: the disk is busy until torn down", function()
-      local id1 = H.value(ctl:reserve(A))
-      H.value(ctl:map_to_guest(id1))
+      local id1 = H.mapped(ctl, A)
       R:fail("remove_scsi_disk", "raise")
       H.fails("backend", ctl:unmap_from_guest(id1))
       local before = H.state(ctl)
       H.fails("busy", ctl:reserve(A))
       assert.same(before, H.state(ctl))
-      R:clear()
-      assert.is_true(ctl:unmap_from_guest(id1))
-      assert.same({ "remove_scsi_disk" }, R:names())
+      H.unmaps_again(ctl, R, id1, { "remove_scsi_disk" })
       local id2 = H.value(ctl:reserve(A))
       assert.same({ 0, 0 }, where(ctl, id2))
-      R:clear()
-      assert.equal(H.guest_path(guest, 0, 0, 0), ctl:map_to_guest(id2))
-      assert.same({ "add_scsi_disk", "add_mapped_virtual_disk" }, R:names())
+      H.maps_again(ctl, R, id2, H.guest_path(guest, 0, 0, 0), { "add_scsi_disk", "add_mapped_virtual_disk" })
       assert.is_true(ctl:unmap_from_guest(id2))
       H.check_no_leak(R, guest)
     end)
 
     it("is safe when the release failed at unmount: the new caller joins the mount", function()
-      local id1 = H.value(ctl:reserve(A))
-      local path = H.value(ctl:map_to_guest(id1))
+      local id1, path = H.mapped(ctl, A)
       R:fail("remove_mapped_virtual_disk", "raise")
       H.fails("backend", ctl:unmap_from_guest(id1))
       local id2 = H.value(ctl:reserve(A))
-      R:clear()
-      assert.equal(path, ctl:map_to_guest(id2))
-      assert.same({}, R.log)
+      H.maps_again(ctl, R, id2, path, {})
       assert.is_true(ctl:unmap_from_guest(id1))
       assert.same({}, R.log)
       local p = H.partition(ctl, 0, 0, 0)
@@ -215,15 +192,12 @@ for _, guest in ipairs(H.GUESTS) do
       assert.equal(1, H.partition(ctl, 0, 0, 0).refs)
       assert.is_true(ctl:unmap_from_guest(id2))
       assert.same(H.teardown_names(guest), R:names())
-      assert.same({}, ctl:slots())
-      H.check_no_leak(R, guest)
+      H.check_all_released(ctl, R, guest)
     end)
 
     it("never lets a reference count go negative over repeated failed retries", function()
-      local id1 = H.value(ctl:reserve(A))
-      local id2 = H.value(ctl:reserve(A))
-      local path = H.value(ctl:map_to_guest(id1))
-      H.value(ctl:map_to_guest(id2))
+      local id1, path = H.mapped(ctl, A)
+      local id2 = H.mapped(ctl, A)
       assert.is_true(ctl:unmap_from_guest(id1))
       R:fail("remove_mapped_virtual_disk", "raise", nil, 3)
       for _ = 1, 3 do
@@ -236,9 +210,7 @@ for _, guest in ipairs(H.GUESTS) do
       local id3 = H.value(ctl:reserve(A))
       assert.equal(2, H.partition(ctl, 0, 0, 0).refs)
       assert.equal(path, ctl:map_to_guest(id3))
-      R:clear()
-      assert.is_true(ctl:unmap_from_guest(id2))
-      assert.same({}, R.log)
+      H.unmaps_again(ctl, R, id2, {})
       assert.is_true(ctl:unmap_from_guest(id3))
       assert.same(H.teardown_names(guest), R:names())
       H.check_no_leak(R, guest)
@@ -249,8 +221,7 @@ end
 describe("D5 (linux): retrying an unmap that failed at eject", function()
   it("does not unmount or remove another caller's disk", function()
     local ctl, R = H.new_ctl{ controllers = 1, luns = 4 }
-    local id1 = H.value(ctl:reserve(A))
-    H.value(ctl:map_to_guest(id1))
+    local id1 = H.mapped(ctl, A)
     R:fail("remove_scsi_device", "raise", "eject failed")
     H.fails("backend", ctl:unmap_from_guest(id1))
     -- another caller asks for the same disk and partition: busy, not joined
@@ -261,15 +232,11 @@ describe("D5 (linux): retrying an unmap that failed at eject", function()
     -- another disk is unaffected
     local idb = H.value(ctl:reserve(B))
     assert.same({ 0, 1 }, where(ctl, idb))
-    R:clear()
-    assert.is_true(ctl:unmap_from_guest(id1))
-    assert.same({ "remove_scsi_device", "remove_scsi_disk" }, R:names())
+    H.unmaps_again(ctl, R, id1, { "remove_scsi_device", "remove_scsi_disk" })
     -- now the other caller gets the disk afresh, at the lowest free slot
     local id2 = H.value(ctl:reserve(A))
     assert.same({ 0, 0 }, where(ctl, id2))
-    R:clear()
-    assert.equal("/run/mounts/scsi/0_0_0", ctl:map_to_guest(id2))
-    assert.same({ "add_scsi_disk", "add_mapped_virtual_disk" }, R:names())
+    H.maps_again(ctl, R, id2, "/run/mounts/scsi/0_0_0", { "add_scsi_disk", "add_mapped_virtual_disk" })
     assert.equal(1, H.partition(ctl, 0, 0, 0).refs)
     assert.is_true(ctl:unmap_from_guest(id2))
     assert.is_true(ctl:unmap_from_guest(idb))

@@ -277,9 +277,7 @@ describe("tostring(ctl)", function()
     assert.is_nil(s0:find("\n", 1, true))
     assert.truthy(has_number(s0, 3), s0)
     assert.truthy(has_number(s0, 7), s0)
-    for i = 1, 5 do
-      H.value(ctl:reserve{ host_path = "/img/" .. i })
-    end
+    H.fill(ctl, 5)
     for _ = 1, 6 do
       H.value(ctl:reserve{ host_path = "/img/1" })
     end

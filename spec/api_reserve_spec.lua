@@ -197,9 +197,7 @@ describe("ctl:reserve", function()
   end)
 
   it("returns no_slots once every slot is taken, changing nothing", function()
-    for i = 1, 6 do
-      H.value(ctl:reserve{ host_path = "/img/" .. i })
-    end
+    H.fill(ctl, 6)
     local s = ctl:stats()
     assert.equal(6, s.used)
     assert.equal(0, s.free)
@@ -221,10 +219,7 @@ describe("ctl:reserve", function()
   end)
 
   it("takes the lowest free slot after a release", function()
-    local ids = {}
-    for i = 1, 4 do
-      ids[i] = H.value(ctl:reserve{ host_path = "/img/" .. i })
-    end
+    local ids = H.fill(ctl, 4)
     assert.is_true(ctl:unmap_from_guest(ids[2]))
     local id = H.value(ctl:reserve(A))
     assert.same({ 0, 1 }, { ctl:reservation(id).controller, ctl:reservation(id).lun })

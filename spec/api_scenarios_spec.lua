@@ -5,10 +5,7 @@ local H = require("helper")
 local A = { host_path = "/img/a.vhdx" }
 local B = { host_path = "/img/b.vhdx" }
 
-local function where(ctl, id)
-  local r = ctl:reservation(id)
-  return { r.controller, r.lun }
-end
+local where = H.where
 
 for _, guest in ipairs(H.GUESTS) do
   describe("scenario (" .. guest .. " guest)", function()
@@ -27,19 +24,21 @@ for _, guest in ipairs(H.GUESTS) do
       assert.same({}, R.log)
     end)
 
-    it("same disk, same partition gives distinct ids", function()
-      local id1 = H.value(ctl:reserve(A, { partition = 1 }))
-      local id2 = H.value(ctl:reserve(A, { partition = 1 }))
+    -- Reserves A twice, on partitions p1 and p2: two ids, one slot.
+    local function reserve_twice(p1, p2)
+      local id1 = H.value(ctl:reserve(A, { partition = p1 }))
+      local id2 = H.value(ctl:reserve(A, { partition = p2 }))
       assert.are_not.equal(id1, id2)
       assert.same(where(ctl, id1), where(ctl, id2))
+    end
+
+    it("same disk, same partition gives distinct ids", function()
+      reserve_twice(1, 1)
       assert.equal(2, H.partition(ctl, 0, 0, 1).refs)
     end)
 
     it("same disk, different partition", function()
-      local id1 = H.value(ctl:reserve(A, { partition = 1 }))
-      local id2 = H.value(ctl:reserve(A, { partition = 2 }))
-      assert.are_not.equal(id1, id2)
-      assert.same(where(ctl, id1), where(ctl, id2))
+      reserve_twice(1, 2)
       assert.equal(1, H.partition(ctl, 0, 0, 1).refs)
       assert.equal(1, H.partition(ctl, 0, 0, 2).refs)
       assert.equal(1, ctl:stats().disks)
@@ -87,24 +86,24 @@ for _, guest in ipairs(H.GUESTS) do
       assert.same({ "add_scsi_disk", "add_mapped_virtual_disk" }, R:names())
     end)
 
-    it("map unknown id", function()
-      H.fails("not_found", ctl:map_to_guest(H.UNKNOWN_ID))
-      assert.same({}, R.log)
-    end)
+    for _, method in ipairs({ "map", "unmap" }) do
+      it(method .. " unknown id", function()
+        local call = method == "map" and ctl.map_to_guest or ctl.unmap_from_guest
+        H.fails("not_found", call(ctl, H.UNKNOWN_ID))
+        assert.same({}, R.log)
+      end)
+    end
 
-    it("map attach error", function()
-      local id = H.value(ctl:reserve(A))
-      R:fail("add_scsi_disk", "raise", "attach error")
-      H.contains(H.fails("backend", ctl:map_to_guest(id)), "attach error")
-      assert.same({ "add_scsi_disk" }, R:names())
-    end)
-
-    it("map mount error", function()
-      local id = H.value(ctl:reserve(A))
-      R:fail("add_mapped_virtual_disk", "raise", "mount error")
-      H.contains(H.fails("backend", ctl:map_to_guest(id)), "mount error")
-      assert.same({ "add_scsi_disk", "add_mapped_virtual_disk" }, R:names())
-    end)
+    -- { test, failing callback, its message, the callbacks made }
+    for _, case in ipairs({
+      { "map attach error", "add_scsi_disk", "attach error", { "add_scsi_disk" } },
+      { "map mount error", "add_mapped_virtual_disk", "mount error", { "add_scsi_disk", "add_mapped_virtual_disk" } },
+    }) do
+      it(case[1], function()
+        local id = H.value(ctl:reserve(A))
+        H.fails_at(ctl, R, "map_to_guest", id, case[2], "raise", case[3], case[4])
+      end)
+    end
 
     it("idempotent map", function()
       local id = H.value(ctl:reserve(A))
@@ -117,51 +116,31 @@ for _, guest in ipairs(H.GUESTS) do
     -- Unmap ---------------------------------------------------------------
 
     it("unmap success", function()
-      local id = H.value(ctl:reserve(A))
-      H.value(ctl:map_to_guest(id))
-      R:clear()
-      assert.is_true(ctl:unmap_from_guest(id))
-      assert.same(H.teardown_names(guest), R:names())
-    end)
-
-    it("unmap unknown id", function()
-      H.fails("not_found", ctl:unmap_from_guest(H.UNKNOWN_ID))
-      assert.same({}, R.log)
+      local id = H.mapped(ctl, A)
+      H.unmaps_again(ctl, R, id, H.teardown_names(guest))
     end)
 
     it("slot freed after full unmap", function()
-      local id = H.value(ctl:reserve(A))
-      H.value(ctl:map_to_guest(id))
+      local id = H.mapped(ctl, A)
       H.value(ctl:unmap_from_guest(id))
       assert.equal(0, ctl:stats().used)
       assert.same({}, ctl:slots())
     end)
 
-    it("unmap unmount error", function()
-      local id = H.value(ctl:reserve(A))
-      H.value(ctl:map_to_guest(id))
-      R:clear()
-      R:fail("remove_mapped_virtual_disk", "raise", "unmount error")
-      H.contains(H.fails("backend", ctl:unmap_from_guest(id)), "unmount error")
-      assert.same({ "remove_mapped_virtual_disk" }, R:names())
-      assert.equal(1, ctl:stats().used)
-    end)
-
-    it("unmap detach error", function()
-      local id = H.value(ctl:reserve(A))
-      H.value(ctl:map_to_guest(id))
-      R:clear()
-      R:fail("remove_scsi_disk", "raise", "detach error")
-      H.contains(H.fails("backend", ctl:unmap_from_guest(id)), "detach error")
-      assert.same(H.teardown_names(guest), R:names())
-      assert.equal(1, ctl:stats().used)
-    end)
+    -- { test, failing callback, its message, the callbacks made }
+    for _, case in ipairs({
+      { "unmap unmount error", "remove_mapped_virtual_disk", "unmount error", { "remove_mapped_virtual_disk" } },
+      { "unmap detach error", "remove_scsi_disk", "detach error", H.teardown_names(guest) },
+    }) do
+      it(case[1], function()
+        H.fails_at(ctl, R, "unmap_from_guest", H.mapped(ctl, A), case[2], "raise", case[3], case[4])
+        assert.equal(1, ctl:stats().used)
+      end)
+    end
 
     it("unmap two reservations on one disk", function()
-      local id1 = H.value(ctl:reserve(A))
-      local id2 = H.value(ctl:reserve(A))
-      H.value(ctl:map_to_guest(id1))
-      H.value(ctl:map_to_guest(id2))
+      local id1 = H.mapped(ctl, A)
+      local id2 = H.mapped(ctl, A)
       R:clear()
       assert.is_true(ctl:unmap_from_guest(id1))
       assert.same({}, R.log)
@@ -174,8 +153,7 @@ for _, guest in ipairs(H.GUESTS) do
     -- Combined --------------------------------------------------------------
 
     it("reserve after unmap reuses the slot", function()
-      local id1 = H.value(ctl:reserve(A))
-      H.value(ctl:map_to_guest(id1))
+      local id1 = H.mapped(ctl, A)
       H.value(ctl:unmap_from_guest(id1))
       local id2 = H.value(ctl:reserve(B))
       assert.same({ 0, 0 }, where(ctl, id2))
@@ -194,13 +172,10 @@ for _, guest in ipairs(H.GUESTS) do
     end)
 
     it("unmap retried after a detach failure succeeds", function()
-      local id = H.value(ctl:reserve(A))
-      H.value(ctl:map_to_guest(id))
+      local id = H.mapped(ctl, A)
       R:fail("remove_scsi_disk", "raise")
       H.fails("backend", ctl:unmap_from_guest(id))
-      R:clear()
-      assert.is_true(ctl:unmap_from_guest(id))
-      assert.same({ "remove_scsi_disk" }, R:names())
+      H.unmaps_again(ctl, R, id, { "remove_scsi_disk" })
       assert.equal(0, ctl:stats().used)
       assert.is_nil(ctl:reservation(id))
       H.check_no_leak(R, guest)

@@ -7,6 +7,16 @@ local B = { host_path = "/img/b.vhdx" }
 local EMPTY_STATS = { controllers = 2, luns_per_controller = 4, slots = 8, used = 0, free = 8, pinned = 0,
                       disks = 0, reservations = 0 }
 
+-- Maps A, then unmaps it with the callback `step` failing (form, msg): the
+-- unmap returns backend with msg after the callbacks `names`, and keeps the
+-- id. Returns the id.
+local function unmap_failing_at(ctl, R, step, form, msg, names)
+  local id = H.mapped(ctl, A)
+  H.fails_at(ctl, R, "unmap_from_guest", id, step, form, msg, names)
+  assert.is_table(ctl:reservation(id))
+  return id
+end
+
 for _, guest in ipairs(H.GUESTS) do
   local linux = guest == "linux"
 
@@ -17,11 +27,8 @@ for _, guest in ipairs(H.GUESTS) do
     end)
 
     it("tears a mapped id down completely and returns true", function()
-      local id = H.value(ctl:reserve(A))
-      H.value(ctl:map_to_guest(id))
-      R:clear()
-      assert.is_true(ctl:unmap_from_guest(id))
-      assert.same(H.teardown_names(guest), R:names())
+      local id = H.mapped(ctl, A)
+      H.unmaps_again(ctl, R, id, H.teardown_names(guest))
       assert.same(EMPTY_STATS, ctl:stats())
       assert.same({}, ctl:slots())
       assert.same({}, ctl:reservations())
@@ -30,34 +37,22 @@ for _, guest in ipairs(H.GUESTS) do
     end)
 
     it("returns not_found the second time", function()
-      local id = H.value(ctl:reserve(A))
-      H.value(ctl:map_to_guest(id))
-      assert.is_true(ctl:unmap_from_guest(id))
-      R:clear()
-      H.fails("not_found", ctl:unmap_from_guest(id))
-      assert.same({}, R.log)
+      H.fails_quietly(ctl, R, "not_found", "unmap_from_guest", H.released(ctl, A))
     end)
 
     it("returns not_found for an unknown id and makes no callback", function()
-      local id = H.value(ctl:reserve(A))
-      H.value(ctl:map_to_guest(id))
-      R:clear()
-      local before = H.state(ctl)
-      H.fails("not_found", ctl:unmap_from_guest(H.UNKNOWN_ID))
-      assert.same({}, R.log)
-      assert.same(before, H.state(ctl))
+      H.mapped(ctl, A)
+      H.fails_quietly(ctl, R, "not_found", "unmap_from_guest", H.UNKNOWN_ID)
     end)
 
     it("matches ids case-insensitively", function()
-      local id = H.value(ctl:reserve(A))
-      H.value(ctl:map_to_guest(id))
+      local id = H.mapped(ctl, A)
       assert.is_true(ctl:unmap_from_guest(id:upper()))
       assert.is_nil(ctl:reservation(id))
     end)
 
     it("frees the slot after the full unmap", function()
-      local id = H.value(ctl:reserve(A))
-      H.value(ctl:map_to_guest(id))
+      local id = H.mapped(ctl, A)
       H.value(ctl:unmap_from_guest(id))
       assert.is_nil(H.slot(ctl, 0, 0))
       local idb = H.value(ctl:reserve(B))
@@ -88,51 +83,31 @@ for _, guest in ipairs(H.GUESTS) do
     end)
 
     it("unmounts one partition of a shared disk and keeps the disk", function()
-      local id1 = H.value(ctl:reserve(A, { partition = 1 }))
-      local id2 = H.value(ctl:reserve(A, { partition = 2 }))
-      H.value(ctl:map_to_guest(id1))
-      H.value(ctl:map_to_guest(id2))
-      R:clear()
-      assert.is_true(ctl:unmap_from_guest(id1))
-      assert.same({ "remove_mapped_virtual_disk" }, R:names())
+      local id1 = H.mapped(ctl, A, { partition = 1 })
+      local id2 = H.mapped(ctl, A, { partition = 2 })
+      H.unmaps_again(ctl, R, id1, { "remove_mapped_virtual_disk" })
       assert.equal(H.guest_path(guest, 0, 0, 1), R.log[1][2].mount_path or R.log[1][2].container_path)
       local s = H.slot(ctl, 0, 0)
       assert.equal("attached", s.state)
       assert.equal(1, s.reservations)
       assert.same({ { partition = 2, state = "mounted", refs = 1, guest_path = H.guest_path(guest, 0, 0, 2) } },
         s.partitions)
-      R:clear()
-      assert.is_true(ctl:unmap_from_guest(id2))
-      assert.same(H.teardown_names(guest), R:names())
+      H.unmaps_again(ctl, R, id2, H.teardown_names(guest))
       assert.same(EMPTY_STATS, ctl:stats())
     end)
 
     it("on an unmount error returns backend, keeps the id, and a retry finishes the teardown", function()
-      local id = H.value(ctl:reserve(A))
-      H.value(ctl:map_to_guest(id))
-      R:clear()
-      R:fail("remove_mapped_virtual_disk", "raise", "target is busy")
-      local msg = H.fails("backend", ctl:unmap_from_guest(id))
-      H.contains(msg, "target is busy")
-      assert.same({ "remove_mapped_virtual_disk" }, R:names())
-      assert.is_table(ctl:reservation(id))
+      local id = unmap_failing_at(ctl, R, "remove_mapped_virtual_disk", "raise", "target is busy",
+        { "remove_mapped_virtual_disk" })
       assert.equal(1, ctl:stats().reservations)
       assert.equal("mounted", H.partition(ctl, 0, 0, 0).state)
       assert.equal("attached", H.slot(ctl, 0, 0).state)
-      R:clear()
-      assert.is_true(ctl:unmap_from_guest(id))
-      assert.same(H.teardown_names(guest), R:names())
+      H.unmaps_again(ctl, R, id, H.teardown_names(guest))
       assert.same(EMPTY_STATS, ctl:stats())
     end)
 
     it("on a detach (remove_scsi_disk) error keeps the id, and a retry only repeats the detach", function()
-      local id = H.value(ctl:reserve(A))
-      H.value(ctl:map_to_guest(id))
-      R:clear()
-      R:fail("remove_scsi_disk", "false", "hot-remove refused")
-      local msg = H.fails("backend", ctl:unmap_from_guest(id))
-      H.contains(msg, "hot-remove refused")
-      assert.same(H.teardown_names(guest), R:names())
+      local id = unmap_failing_at(ctl, R, "remove_scsi_disk", "false", "hot-remove refused", H.teardown_names(guest))
       assert.equal(1, ctl:stats().reservations)
       assert.equal(1, ctl:stats().used)
       local s = H.slot(ctl, 0, 0)
@@ -140,16 +115,13 @@ for _, guest in ipairs(H.GUESTS) do
       for _, part in ipairs(s.partitions) do
         assert.are_not.equal("mounted", part.state)
       end
-      R:clear()
-      assert.is_true(ctl:unmap_from_guest(id))
-      assert.same({ "remove_scsi_disk" }, R:names())
+      H.unmaps_again(ctl, R, id, { "remove_scsi_disk" })
       assert.same(EMPTY_STATS, ctl:stats())
       H.check_no_leak(R, guest)
     end)
 
     it("returns closed after close and makes no callback", function()
-      local id = H.value(ctl:reserve(A))
-      H.value(ctl:map_to_guest(id))
+      local id = H.mapped(ctl, A)
       R:clear()
       assert.is_true(ctl:close())
       H.fails("closed", ctl:unmap_from_guest(id))
@@ -158,55 +130,36 @@ for _, guest in ipairs(H.GUESTS) do
       assert.is_table(ctl:reservation(id))
     end)
 
-    it("after a failed mount releases without unmounting", function()
-      local id = H.value(ctl:reserve(A))
-      R:fail("add_mapped_virtual_disk", "raise")
-      H.fails("backend", ctl:map_to_guest(id))
-      R:clear()
-      assert.is_true(ctl:unmap_from_guest(id))
-      assert.same(H.disk_teardown_names(guest), R:names())
-      assert.same(EMPTY_STATS, ctl:stats())
-    end)
-
-    it("after a failed attach releases with no callback", function()
-      local id = H.value(ctl:reserve(A))
-      R:fail("add_scsi_disk", "raise")
-      H.fails("backend", ctl:map_to_guest(id))
-      R:clear()
-      assert.is_true(ctl:unmap_from_guest(id))
-      assert.same({}, R.log)
-      assert.same(EMPTY_STATS, ctl:stats())
-    end)
+    -- { test, the map's failing callback, the callbacks of the release }
+    for _, case in ipairs({
+      { "after a failed mount releases without unmounting", "add_mapped_virtual_disk", H.disk_teardown_names(guest) },
+      { "after a failed attach releases with no callback", "add_scsi_disk", {} },
+    }) do
+      it(case[1], function()
+        local id = H.value(ctl:reserve(A))
+        R:fail(case[2], "raise")
+        H.fails("backend", ctl:map_to_guest(id))
+        H.unmaps_again(ctl, R, id, case[3])
+        assert.same(EMPTY_STATS, ctl:stats())
+      end)
+    end
   end)
 end
 
 describe("ctl:unmap_from_guest (linux guest, eject)", function()
   it("on an eject error keeps the id, and a retry does not unmount again", function()
     local ctl, R = H.new_ctl{ controllers = 2, luns = 4 }
-    local id = H.value(ctl:reserve(A))
-    H.value(ctl:map_to_guest(id))
-    R:clear()
-    R:fail("remove_scsi_device", "nil", "device held open")
-    local msg = H.fails("backend", ctl:unmap_from_guest(id))
-    H.contains(msg, "device held open")
-    assert.same({ "remove_mapped_virtual_disk", "remove_scsi_device" }, R:names())
+    local id = unmap_failing_at(ctl, R, "remove_scsi_device", "nil", "device held open",
+      { "remove_mapped_virtual_disk", "remove_scsi_device" })
     assert.equal("attached", H.slot(ctl, 0, 0).state)
-    assert.is_table(ctl:reservation(id))
-    R:clear()
-    assert.is_true(ctl:unmap_from_guest(id))
-    assert.same({ "remove_scsi_device", "remove_scsi_disk" }, R:names())
+    H.unmaps_again(ctl, R, id, { "remove_scsi_device", "remove_scsi_disk" })
     assert.same(EMPTY_STATS, ctl:stats())
   end)
 
   it("passes the slot of the disk to remove_scsi_device and remove_scsi_disk", function()
     local ctl, R = H.new_ctl{ controllers = 2, luns = 4 }
-    for i = 1, 5 do
-      H.value(ctl:reserve{ host_path = "/img/" .. i })
-    end
-    local id = H.value(ctl:reserve(A))
-    H.value(ctl:map_to_guest(id))
-    R:clear()
-    assert.is_true(ctl:unmap_from_guest(id))
+    H.fill(ctl, 5)
+    H.unmaps_again(ctl, R, H.mapped(ctl, A), H.teardown_names("linux"))
     assert.same({ controller = 1, lun = 1 }, R:calls("remove_scsi_device")[1][2])
     local rm = R:calls("remove_scsi_disk")[1]
     assert.same({ 1, 1 }, { rm[2], rm[3] })

@@ -237,6 +237,23 @@ function H.mapped(ctl, disk, opts)
   return id, H.value(ctl:map_to_guest(id))
 end
 
+-- Reserves and maps disk, then unmaps it: a released id.
+function H.released(ctl, disk)
+  local id = H.mapped(ctl, disk)
+  luassert.is_true(ctl:unmap_from_guest(id))
+  return id
+end
+
+-- Reserves n distinct disks, /img/1 to /img/n (filling the lowest free
+-- slots); returns their ids.
+function H.fill(ctl, n)
+  local ids = {}
+  for i = 1, n do
+    ids[i] = H.value(ctl:reserve{ host_path = "/img/" .. i })
+  end
+  return ids
+end
+
 -- On a cleared log, maps id (again): it must return `path` after exactly
 -- the callbacks `names`.
 function H.maps_again(ctl, R, id, path, names)
@@ -251,6 +268,39 @@ function H.unmaps_again(ctl, R, id, names)
   R:clear()
   luassert.is_true(ctl:unmap_from_guest(id))
   luassert.same(names, R:names())
+end
+
+-- { controller, lun } of a reservation id.
+function H.where(ctl, id)
+  local r = ctl:reservation(id)
+  return { r.controller, r.lun }
+end
+
+-- On a cleared log, calls ctl[method](ctl, id) with the callback `step`
+-- failing once (R:fail(step, form, msg)): it must return backend with msg
+-- after exactly the callbacks `names`.
+function H.fails_at(ctl, R, method, id, step, form, msg, names)
+  R:clear()
+  R:fail(step, form, msg)
+  H.fails_with("backend", msg, ctl[method](ctl, id))
+  luassert.same(names, R:names())
+end
+
+-- On a cleared log, ctl[method](ctl, ...) must return `code` and make no
+-- callback and no observable change.
+function H.fails_quietly(ctl, R, code, method, ...)
+  R:clear()
+  local before = H.state(ctl)
+  H.fails(code, ctl[method](ctl, ...))
+  luassert.same({}, R.log)
+  luassert.same(before, H.state(ctl))
+end
+
+-- Nothing is left: no slot in use, and over the whole history every
+-- successful add and mount has been undone (P3).
+function H.check_all_released(ctl, R, guest)
+  luassert.same({}, ctl:slots())
+  H.check_no_leak(R, guest)
 end
 
 -- The slots() entry for (controller, lun), or nil.
