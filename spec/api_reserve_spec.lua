@@ -63,10 +63,7 @@ describe("ctl:reserve", function()
     local r1, r2 = ctl:reservation(id1), ctl:reservation(id2)
     assert.same({ 0, 0, 1 }, { r1.controller, r1.lun, r1.partition })
     assert.same({ 0, 0, 1 }, { r2.controller, r2.lun, r2.partition })
-    local s = ctl:stats()
-    assert.equal(1, s.disks)
-    assert.equal(1, s.used)
-    assert.equal(2, s.reservations)
+    H.stats_include(ctl, { disks = 1, used = 1, reservations = 2 })
     local slot = H.slot(ctl, 0, 0)
     assert.equal(2, slot.reservations)
     assert.same({ { partition = 1, state = "reserved", refs = 2 } }, slot.partitions)
@@ -130,10 +127,7 @@ describe("ctl:reserve", function()
     for _, v in ipairs(disk_variants) do
       it("for the same host path when " .. v[1], function()
         H.value(ctl:reserve(A))
-        local before = H.state(ctl)
-        H.fails("config_mismatch", ctl:reserve(v[2]))
-        assert.same(before, H.state(ctl))
-        assert.same({}, R.log)
+        H.fails_quietly(ctl, R, "config_mismatch", "reserve", v[2])
       end)
     end
 
@@ -146,9 +140,8 @@ describe("ctl:reserve", function()
 
     it("even when the second mount is for another partition", function()
       H.value(ctl:reserve(A, { partition = 1 }))
-      local before = H.state(ctl)
-      H.fails("config_mismatch", ctl:reserve({ host_path = "/img/a.vhdx", read_only = true }, { partition = 2 }))
-      assert.same(before, H.state(ctl))
+      H.fails_quietly(ctl, R, "config_mismatch", "reserve", { host_path = "/img/a.vhdx", read_only = true },
+        { partition = 2 })
     end)
 
     local base = { partition = 1, options = { "ro", "noatime" }, filesystem = "ext4" }
@@ -172,10 +165,7 @@ describe("ctl:reserve", function()
         for k, x in pairs(v[2]) do
           m[k] = x
         end
-        local before = H.state(ctl)
-        H.fails("config_mismatch", ctl:reserve(A, m))
-        assert.same(before, H.state(ctl))
-        assert.same({}, R.log)
+        H.fails_quietly(ctl, R, "config_mismatch", "reserve", A, m)
         -- an equal mount config (fresh tables) is accepted
         H.value(ctl:reserve(A, H.deep_copy(base)))
       end)
@@ -190,20 +180,13 @@ describe("ctl:reserve", function()
 
   it("returns no_slots with zero controllers", function()
     local c0, R0 = H.new_ctl{ controllers = 0 }
-    local before = H.state(c0)
-    H.fails("no_slots", c0:reserve(A))
-    assert.same(before, H.state(c0))
-    assert.same({}, R0.log)
+    H.fails_quietly(c0, R0, "no_slots", "reserve", A)
   end)
 
   it("returns no_slots once every slot is taken, changing nothing", function()
     H.fill(ctl, 6)
-    local s = ctl:stats()
-    assert.equal(6, s.used)
-    assert.equal(0, s.free)
-    local before = H.state(ctl)
-    H.fails("no_slots", ctl:reserve(A))
-    assert.same(before, H.state(ctl))
+    H.stats_include(ctl, { used = 6, free = 0 })
+    H.fails_quietly(ctl, R, "no_slots", "reserve", A)
     -- a disk already held still takes more claims
     H.value(ctl:reserve({ host_path = "/img/1" }, { partition = 3 }))
     assert.equal(6, ctl:stats().used)

@@ -296,6 +296,15 @@ function H.fails_quietly(ctl, R, code, method, ...)
   luassert.same(before, H.state(ctl))
 end
 
+-- Asserts the given fields of ctl:stats() (the others are not checked).
+function H.stats_include(ctl, expected)
+  local s, got = ctl:stats(), {}
+  for k in pairs(expected) do
+    got[k] = s[k]
+  end
+  luassert.same(expected, got)
+end
+
 -- Nothing is left: no slot in use, and over the whole history every
 -- successful add and mount has been undone (P3).
 function H.check_all_released(ctl, R, guest)
