@@ -96,6 +96,15 @@ static void die(const char *fmt, ...)
     exit(1);
 }
 
+/* A zeroed block of size bytes (a case's context); out of memory ends the run. */
+static void *new_ctx(size_t size)
+{
+    void *x = calloc(1, size);
+    if (!x)
+        die("out of memory");
+    return x;
+}
+
 static void check(int rc, const scsictl_error *err, const char *what)
 {
     if (rc < 0)
@@ -494,9 +503,7 @@ typedef struct cycle_ctx {
 static void *cycle_setup(const void *param, const scsictl_allocator *a)
 {
     const geom *g = param;
-    cycle_ctx *x = calloc(1, sizeof *x);
-    if (!x)
-        die("out of memory");
+    cycle_ctx *x = new_ctx(sizeof *x);
     x->ctl = new_ctl(g->controllers, g->luns, a);
     if (g->pin_fill) {
         scsictl_error err;
@@ -528,9 +535,7 @@ typedef struct state_ctx {
 static void *state_setup(const void *param, const scsictl_allocator *a)
 {
     (void)param;
-    state_ctx *x = calloc(1, sizeof *x);
-    if (!x)
-        die("out of memory");
+    state_ctx *x = new_ctx(sizeof *x);
     snprintf(x->dir, sizeof x->dir, "bench-state.XXXXXX");
     if (!mkdtemp(x->dir))
         die("mkdtemp: %s", strerror(errno));
@@ -610,9 +615,7 @@ static const scsictl_mount_config shared_mount = { .read_only = true };
 
 static void *shared_setup(const void *param, const scsictl_allocator *a)
 {
-    shared_ctx *x = calloc(1, sizeof *x);
-    if (!x)
-        die("out of memory");
+    shared_ctx *x = new_ctx(sizeof *x);
     x->N = *(const uint64_t *)param;
     x->ids = malloc(x->N * sizeof *x->ids);
     if (!x->ids)
@@ -709,9 +712,7 @@ typedef struct rootfs_ctx {
 static void *rootfs_setup(const void *param, const scsictl_allocator *a)
 {
     (void)param;
-    rootfs_ctx *x = calloc(1, sizeof *x);
-    if (!x)
-        die("out of memory");
+    rootfs_ctx *x = new_ctx(sizeof *x);
     x->a = a;
     return x;
 }
@@ -847,15 +848,21 @@ static void release_reservations(scsictl *ctl, scsictl_id *ids, uint64_t n)
     free(ids);
 }
 
-/* Live core bytes per reservation, counted by the allocator. */
-static void mem_live_case(bool shared, uint64_t n)
+/* The row of a memory case over n reservations (shared: of one disk). */
+static result mem_result(const char *name, bool shared, uint64_t n)
 {
-    result r = { .name = shared ? "mem_live_shared" : "mem_live_distinct",
-                 .allocs = -1, .bytes = -1 };
+    result r = { .name = name, .allocs = -1, .bytes = -1 };
     snprintf(r.label, sizeof r.label, "n=%" PRIu64, n);
     snprintf(r.params, sizeof r.params,
              "{\"reservations\":%" PRIu64 ",\"disks\":%" PRIu64 ",\"geometry\":\"%s\"}", n,
              shared ? (uint64_t)1 : n, shared ? "1x64" : "1024x128");
+    return r;
+}
+
+/* Live core bytes per reservation, counted by the allocator. */
+static void mem_live_case(bool shared, uint64_t n)
+{
+    result r = mem_result(shared ? "mem_live_shared" : "mem_live_distinct", shared, n);
     if (!selected(r.name, r.label))
         return;
     int reps = cfg.smoke ? 1 : 3;
@@ -933,11 +940,7 @@ static int rss_child(const char *kind, uint64_t n)
 
 static void rss_case(const char *self, bool shared, uint64_t n)
 {
-    result r = { .name = shared ? "rss_shared" : "rss_distinct", .allocs = -1, .bytes = -1 };
-    snprintf(r.label, sizeof r.label, "n=%" PRIu64, n);
-    snprintf(r.params, sizeof r.params,
-             "{\"reservations\":%" PRIu64 ",\"disks\":%" PRIu64 ",\"geometry\":\"%s\"}", n,
-             shared ? (uint64_t)1 : n, shared ? "1x64" : "1024x128");
+    result r = mem_result(shared ? "rss_shared" : "rss_distinct", shared, n);
     if (!selected(r.name, r.label))
         return;
     char cmd[4200];
@@ -977,25 +980,37 @@ static void sleep_us(long us)
 static int slow_add(void *u, const scsictl_disk_config *a, uint32_t c, uint32_t l, char *m,
                     size_t n)
 {
-    (void)u, (void)a, (void)c, (void)l, (void)m, (void)n;
     sleep_us(200);
-    return 0;
+    return noop_add(u, a, c, l, m, n);
 }
 
 static int slow_remove(void *u, uint32_t c, uint32_t l, char *m, size_t n)
 {
-    (void)u, (void)c, (void)l, (void)m, (void)n;
     sleep_us(200);
-    return 0;
+    return noop_remove(u, c, l, m, n);
 }
 
-static const scsictl_callbacks slow_cb = {
-    .add_scsi_disk = slow_add,
-    .remove_scsi_disk = slow_remove,
-    .linux_mount = noop_mount,
-    .linux_unmount = noop_mount,
-    .linux_eject = noop_remove,
-};
+/* The no-op backend with slow VM calls (add and remove). */
+static scsictl_callbacks slow_callbacks(void)
+{
+    scsictl_callbacks cb = noop_cb;
+    cb.add_scsi_disk = slow_add;
+    cb.remove_scsi_disk = slow_remove;
+    return cb;
+}
+
+/* The row of a threaded case (BC, BD): t threads of `cycles` cycles each,
+ * VM calls sleeping 200 us, on a state file or not. */
+static result threads_result(const char *name, int t, uint64_t cycles, bool state_file)
+{
+    result r = { .name = name, .allocs = -1, .bytes = -1 };
+    snprintf(r.label, sizeof r.label, "threads=%d", t);
+    snprintf(r.params, sizeof r.params,
+             "{\"threads\":%d,\"cycles_per_thread\":%" PRIu64
+             ",\"vm_call_sleep_us\":200,\"geometry\":\"1x64\"%s}",
+             t, cycles, state_file ? ",\"state_file\":true" : "");
+    return r;
+}
 
 typedef struct bc_worker {
     pthread_t th;
@@ -1013,6 +1028,7 @@ static void *bc_thread(void *arg)
     scsictl_disk_config d = { .host_path = path };
     scsictl_error err;
     char guest[SCSICTL_GUEST_PATH_MAX];
+    const scsictl_callbacks slow_cb = slow_callbacks();
     pthread_barrier_wait(w->start);
     for (uint64_t i = 0; i < w->cycles; i++) {
         scsictl_id id;
@@ -1066,12 +1082,7 @@ static void bc_cases(void)
         int t = counts[k];
         if (cfg.smoke && t > 2)
             break;
-        result r = { .name = "BC", .allocs = -1, .bytes = -1 };
-        snprintf(r.label, sizeof r.label, "threads=%d", t);
-        snprintf(r.params, sizeof r.params,
-                 "{\"threads\":%d,\"cycles_per_thread\":%" PRIu64
-                 ",\"vm_call_sleep_us\":200,\"geometry\":\"1x64\"}",
-                 t, cycles);
+        result r = threads_result("BC", t, cycles, false);
         if (!selected(r.name, r.label))
             continue;
         double samples[16];
@@ -1136,12 +1147,7 @@ static void bd_cases(void)
     int reps = cfg.smoke ? 1 : 3;
     for (size_t k = 0; k < sizeof counts / sizeof counts[0]; k++) {
         int t = counts[k];
-        result r = { .name = "BD", .allocs = -1, .bytes = -1 };
-        snprintf(r.label, sizeof r.label, "threads=%d", t);
-        snprintf(r.params, sizeof r.params,
-                 "{\"threads\":%d,\"cycles_per_thread\":%" PRIu64
-                 ",\"vm_call_sleep_us\":200,\"geometry\":\"1x64\",\"state_file\":true}",
-                 t, cycles);
+        result r = threads_result("BD", t, cycles, true);
         if (!selected(r.name, r.label))
             continue;
         double samples[16], writes = 0;
@@ -1248,12 +1254,29 @@ static void usage(void)
 }
 
 static void set_label(result *r, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+
 static void set_label(result *r, const char *fmt, ...)
 {
     va_list ap;
     va_start(ap, fmt);
     vsnprintf(r->label, sizeof r->label, fmt, ap);
     va_end(ap);
+}
+
+/* Runs the map/unmap cycle case `name` at g (Linux guest, disks filling
+ * the occupied slots) into r, labelled `label`, if it is selected; returns
+ * whether it ran. r's reference is set by the caller. */
+static bool run_cycle(const char *name, const geom *g, const char *label, result *r)
+{
+    bench_case c = { name, cycle_setup, cycle_run, cycle_teardown, 1 };
+    set_label(r, "%s", label);
+    snprintf(r->params, sizeof r->params,
+             "{\"controllers\":%u,\"luns\":%u,\"occupied\":%u,\"guest\":\"linux\"}",
+             g->controllers, g->luns, g->occupied);
+    if (!selected(c.name, r->label))
+        return false;
+    run_case(&c, g, r);
+    return true;
 }
 
 int main(int argc, char **argv)
@@ -1343,13 +1366,8 @@ int main(int argc, char **argv)
     /* B1 */
     {
         static const geom g = { 1, 64, 0, false };
-        bench_case c = { "B1", cycle_setup, cycle_run, cycle_teardown, 1 };
         result r = { .ref = REF_B1_NS };
-        set_label(&r, "1x64 empty");
-        snprintf(r.params, sizeof r.params,
-                 "{\"controllers\":1,\"luns\":64,\"occupied\":0,\"guest\":\"linux\"}");
-        if (selected(c.name, r.label)) {
-            run_case(&c, &g, &r);
+        if (run_cycle("B1", &g, "1x64 empty", &r)) {
             snprintf(r.note, sizeof r.note, "ref %.0f allocs %.0f B", REF_B1_ALLOCS,
                      REF_B1_BYTES);
             snprintf(r.extra, sizeof r.extra,
@@ -1364,15 +1382,9 @@ int main(int argc, char **argv)
     /* B2 (the case): 4 controllers, 255 of 256 slots taken */
     {
         static const geom g = { 4, 64, 255, false };
-        bench_case c = { "B2", cycle_setup, cycle_run, cycle_teardown, 1 };
         result r = { .ref = REF_B2_NS };
-        set_label(&r, "4x64 255/256");
-        snprintf(r.params, sizeof r.params,
-                 "{\"controllers\":4,\"luns\":64,\"occupied\":255,\"guest\":\"linux\"}");
-        if (selected(c.name, r.label)) {
-            run_case(&c, &g, &r);
+        if (run_cycle("B2", &g, "4x64 255/256", &r))
             emit(&r);
-        }
     }
 
     /* B2 scaling: 99% occupancy (lowest slots taken, the top 1% free).
