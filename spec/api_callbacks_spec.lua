@@ -15,14 +15,20 @@ local function at_1_2(guest)
   return ctl, R
 end
 
+-- The first logged call of `name`: it was made on R's backend table
+-- `backend` ("vm", "linux_guest", ...) with n arguments after self.
+local function first_call(R, name, backend, n)
+  local e = R:calls(name)[1]
+  assert.equal(R[backend], e.self)
+  assert.equal(n, e.n)
+  return e
+end
+
 describe("callback arguments", function()
   it("add_scsi_disk gets (attachment, controller, lun) with exactly path, type, read_only", function()
     local ctl, R = at_1_2("linux")
-    local id = H.value(ctl:reserve{ host_path = "/img/t.vhdx" })
-    H.value(ctl:map_to_guest(id))
-    local e = R:calls("add_scsi_disk")[1]
-    assert.equal(R.vm, e.self)
-    assert.equal(3, e.n)
+    H.mapped(ctl, { host_path = "/img/t.vhdx" })
+    local e = first_call(R, "add_scsi_disk", "vm", 3)
     assert.same({ path = "/img/t.vhdx", type = "VirtualDisk", read_only = false }, e[2])
     assert.same({ "path", "read_only", "type" }, H.keys(e[2]))
     assert.equal(1, e[3])
@@ -48,11 +54,8 @@ describe("callback arguments", function()
 
   it("Linux add_mapped_virtual_disk gets settings with exactly the §4 fields (defaults)", function()
     local ctl, R = at_1_2("linux")
-    local id = H.value(ctl:reserve{ host_path = "/img/t.vhdx" })
-    H.value(ctl:map_to_guest(id))
-    local e = R:calls("add_mapped_virtual_disk")[1]
-    assert.equal(R.linux_guest, e.self)
-    assert.equal(1, e.n)
+    H.mapped(ctl, { host_path = "/img/t.vhdx" })
+    local e = first_call(R, "add_mapped_virtual_disk", "linux_guest", 1)
     assert.same(LINUX_SETTINGS_KEYS, H.keys(e[2]))
     assert.same({
       mount_path = "/run/mounts/scsi/1_2_0", controller = 1, lun = 2, partition = 0, read_only = false,
@@ -86,9 +89,7 @@ describe("callback arguments", function()
     H.value(ctl:map_to_guest(id))
     H.value(ctl:unmap_from_guest(id))
     local m = R:calls("add_mapped_virtual_disk")[1]
-    local u = R:calls("remove_mapped_virtual_disk")[1]
-    assert.equal(R.linux_guest, u.self)
-    assert.equal(1, u.n)
+    local u = first_call(R, "remove_mapped_virtual_disk", "linux_guest", 1)
     assert.same(m[2], u[2])
     assert.are_not.equal(m.raw[1], u.raw[1])
     assert.are_not.equal(m.raw[1].options, u.raw[1].options)
@@ -96,16 +97,10 @@ describe("callback arguments", function()
 
   it("remove_scsi_device gets exactly { controller, lun } and remove_scsi_disk (controller, lun)", function()
     local ctl, R = at_1_2("linux")
-    local id = H.value(ctl:reserve{ host_path = "/img/t.vhdx" })
-    H.value(ctl:map_to_guest(id))
-    H.value(ctl:unmap_from_guest(id))
-    local d = R:calls("remove_scsi_device")[1]
-    assert.equal(R.linux_guest, d.self)
-    assert.equal(1, d.n)
+    H.released(ctl, { host_path = "/img/t.vhdx" })
+    local d = first_call(R, "remove_scsi_device", "linux_guest", 1)
     assert.same({ controller = 1, lun = 2 }, d[2])
-    local r = R:calls("remove_scsi_disk")[1]
-    assert.equal(R.vm, r.self)
-    assert.equal(2, r.n)
+    local r = first_call(R, "remove_scsi_disk", "vm", 2)
     assert.same({ 1, 2 }, { r[2], r[3] })
     assert.equal("integer", math.type(r[2]))
   end)

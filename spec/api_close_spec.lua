@@ -133,52 +133,47 @@ describe("a <close> variable", function()
 end)
 
 describe("garbage collection", function()
-  it("collecting a controller with attached and mounted disks makes no backend call", function()
+  -- A controller on a fresh recorder, brought into some state by
+  -- set_up(ctl, R), then dropped: collecting it makes no backend call.
+  local function collected_quietly(controllers, set_up)
     local R = H.recorder()
     do
-      local ctl = scsictl.new{ controllers = 2, vm = R.vm, linux_guest = R.linux_guest }
-      for i = 1, 3 do
-        H.value(ctl:map_to_guest(H.value(ctl:reserve{ host_path = "/img/" .. i })))
-      end
-      -- one release pending, one reservation never mapped
-      R:fail("remove_scsi_device", "raise")
-      local id = H.value(ctl:reserve{ host_path = "/img/p" })
-      H.value(ctl:map_to_guest(id))
-      H.fails("backend", ctl:unmap_from_guest(id))
-      H.value(ctl:reserve{ host_path = "/img/never" })
+      local ctl = scsictl.new{ controllers = controllers, vm = R.vm, linux_guest = R.linux_guest }
+      set_up(ctl, R)
     end
     R:clear()
     H.full_gc()
     assert.same({}, R.log)
+  end
+
+  it("collecting a controller with attached and mounted disks makes no backend call", function()
+    collected_quietly(2, function(ctl, R)
+      for i = 1, 3 do
+        H.mapped(ctl, { host_path = "/img/" .. i })
+      end
+      -- one release pending, one reservation never mapped
+      H.release_pending(ctl, R, { host_path = "/img/p" }, "remove_scsi_device")
+      H.value(ctl:reserve{ host_path = "/img/never" })
+    end)
   end)
 
   it("collecting a controller with a suspended callback makes no backend call and does not crash", function()
-    local R = H.recorder()
-    R:yield("add_scsi_disk")
-    do
-      local ctl = scsictl.new{ controllers = 1, vm = R.vm, linux_guest = R.linux_guest }
+    collected_quietly(1, function(ctl, R)
+      R:yield("add_scsi_disk")
       local id = H.value(ctl:reserve(A))
       local co = coroutine.create(function()
         local r = ctl:map_to_guest(id)
         return r
       end)
       assert.is_true(coroutine.resume(co))
-    end
-    R:clear()
-    H.full_gc()
-    assert.same({}, R.log)
+    end)
   end)
 
   it("collecting a controller that was closed makes no backend call", function()
-    local R = H.recorder()
-    do
-      local ctl = scsictl.new{ controllers = 1, vm = R.vm, linux_guest = R.linux_guest }
-      H.value(ctl:map_to_guest(H.value(ctl:reserve(A))))
+    collected_quietly(1, function(ctl)
+      H.mapped(ctl, A)
       assert.is_true(ctl:close())
-    end
-    R:clear()
-    H.full_gc()
-    assert.same({}, R.log)
+    end)
   end)
 
   it("keeps the backend tables alive while the controller lives", function()

@@ -160,9 +160,7 @@ for _, guest in ipairs(H.GUESTS) do
     fresh_ctl_each()
 
     it("is safe when the release failed at remove_scsi_disk: the disk is busy until torn down", function()
-      local id1 = H.mapped(ctl, A)
-      R:fail("remove_scsi_disk", "raise")
-      H.fails("backend", ctl:unmap_from_guest(id1))
+      local id1 = H.release_pending(ctl, R, A, "remove_scsi_disk")
       H.fails_quietly(ctl, R, "busy", "reserve", A)
       H.unmaps_again(ctl, R, id1, { "remove_scsi_disk" })
       local id2 = H.value(ctl:reserve(A))
@@ -216,9 +214,7 @@ end
 describe("D5 (linux): retrying an unmap that failed at eject", function()
   it("does not unmount or remove another caller's disk", function()
     local ctl, R = H.new_ctl{ controllers = 1, luns = 4 }
-    local id1 = H.mapped(ctl, A)
-    R:fail("remove_scsi_device", "raise", "eject failed")
-    H.fails("backend", ctl:unmap_from_guest(id1))
+    local id1 = H.release_pending(ctl, R, A, "remove_scsi_device", "eject failed")
     -- another caller asks for the same disk and partition: busy, not joined
     H.fails_quietly(ctl, R, "busy", "reserve", A)
     H.fails_quietly(ctl, R, "busy", "reserve", A, { partition = 1 })

@@ -46,10 +46,7 @@ describe("ctl:reservation", function()
 
   it("keeps listing an id whose release is pending", function()
     local ctl2, R = H.new_ctl{ controllers = 1 }
-    local id = H.value(ctl2:reserve(A))
-    H.value(ctl2:map_to_guest(id))
-    R:fail("remove_mapped_virtual_disk", "raise")
-    H.fails("backend", ctl2:unmap_from_guest(id))
+    local id = H.release_pending(ctl2, R, A, "remove_mapped_virtual_disk")
     assert.same({ id = id, controller = 0, lun = 0, partition = 0, host_path = "/img/a.vhdx",
                   release_pending = true }, ctl2:reservation(id))
     assert.equal(1, #ctl2:reservations())
@@ -80,21 +77,26 @@ describe("ctl:reservation", function()
     assert.same({ id }, pending)
     assert.is_false(again:reservation(kept).release_pending)
     for _, p in ipairs(pending) do H.value(again:unmap_from_guest(p)) end
-    assert.same({ kept }, (function()
-      local t = {}
-      for i, r in ipairs(again:reservations()) do t[i] = r.id end
-      return t
-    end)())
+    assert.same({ kept }, H.pluck(again:reservations(), "id"))
     assert.is_true(again:close())
     os.remove(path)
   end)
 end)
 
-describe("ctl:reservations", function()
-  it("is empty with no reservation", function()
-    local ctl = H.new_ctl{ controllers = 1 }
-    assert.same({}, ctl:reservations())
+-- { method, test, controllers }: a fresh controller lists nothing.
+for _, case in ipairs({
+  { "reservations", "is empty with no reservation", 1 },
+  { "slots", "is empty for a fresh controller", 2 },
+}) do
+  describe("ctl:" .. case[1], function()
+    it(case[2], function()
+      local ctl = H.new_ctl{ controllers = case[3] }
+      assert.same({}, ctl[case[1]](ctl))
+    end)
   end)
+end
+
+describe("ctl:reservations", function()
 
   it("lists every reservation sorted by controller, lun, partition, id", function()
     local ctl = H.new_ctl{ controllers = 2, luns = 2 }
@@ -112,33 +114,18 @@ describe("ctl:reservations", function()
     res("/d2", 0)
     res("/d1", 5)
     res("/d3", 0)
-    local expect = H.deep_copy(made)
-    table.sort(expect, function(x, y)
-      if x.controller ~= y.controller then return x.controller < y.controller end
-      if x.lun ~= y.lun then return x.lun < y.lun end
-      if x.partition ~= y.partition then return x.partition < y.partition end
-      return x.id < y.id
-    end)
+    local expect = H.sort_by(H.deep_copy(made), "controller", "lun", "partition", "id")
     local got = ctl:reservations()
     assert.equal(8, #got)
     assert.same(expect, got)
     for _, r in ipairs(got) do
       assert.same({ "controller", "host_path", "id", "lun", "partition", "release_pending" }, H.keys(r))
     end
-    assert.same({ "/d1", "/d1", "/d1", "/d1", "/d2", "/d2", "/d3", "/d3" },
-      (function()
-        local t = {}
-        for i, r in ipairs(got) do t[i] = r.host_path end
-        return t
-      end)())
+    assert.same({ "/d1", "/d1", "/d1", "/d1", "/d2", "/d2", "/d3", "/d3" }, H.pluck(got, "host_path"))
   end)
 end)
 
 describe("ctl:slots", function()
-  it("is empty for a fresh controller", function()
-    local ctl = H.new_ctl{ controllers = 2 }
-    assert.same({}, ctl:slots())
-  end)
 
   it("lists occupied and pinned slots by slot index with exactly the documented fields", function()
     local ctl = H.new_ctl{ controllers = 2, luns = 3 }
@@ -189,10 +176,7 @@ describe("ctl:slots", function()
 
   it("reports the ejected state of a Linux disk whose removal failed", function()
     local ctl, R = H.new_ctl{ controllers = 1 }
-    local id = H.value(ctl:reserve(A))
-    H.value(ctl:map_to_guest(id))
-    R:fail("remove_scsi_disk", "raise")
-    H.fails("backend", ctl:unmap_from_guest(id))
+    H.release_pending(ctl, R, A, "remove_scsi_disk")
     assert.equal("ejected", H.slot(ctl, 0, 0).state)
   end)
 

@@ -131,10 +131,7 @@ for _, guest in ipairs(H.GUESTS) do
     end)
 
     it("returns busy for an id whose release is pending, with a message about retrying the release", function()
-      local id1 = H.value(ctl:reserve(A))
-      H.value(ctl:map_to_guest(id1))
-      R:fail("remove_mapped_virtual_disk", "raise", "device busy")
-      H.fails("backend", ctl:unmap_from_guest(id1))
+      local id1 = H.release_pending(ctl, R, A, "remove_mapped_virtual_disk", "device busy")
       R:clear()
       local msg = H.fails("busy", ctl:map_to_guest(id1))
       assert.truthy(msg:lower():find("release", 1, true) or msg:find("unmap_from_guest", 1, true),

@@ -91,6 +91,30 @@ function H.sorted(list)
   return t
 end
 
+-- The values of field `key` of a list of tables, in order.
+function H.pluck(list, key)
+  local t = {}
+  for i, x in ipairs(list) do
+    t[i] = x[key]
+  end
+  return t
+end
+
+-- Sorts list in place by the given fields, the first one deciding first;
+-- returns it.
+function H.sort_by(list, ...)
+  local fields = { ... }
+  table.sort(list, function(x, y)
+    for _, f in ipairs(fields) do
+      if x[f] ~= y[f] then
+        return x[f] < y[f]
+      end
+    end
+    return false
+  end)
+  return list
+end
+
 -- Full garbage collection, run twice so finalizers and what they free go.
 -- A fresh directory (removed by H.rmdir) and a whole file's contents (nil
 -- when it cannot be read), for the specs that write files.
@@ -235,6 +259,16 @@ end
 function H.mapped(ctl, disk, opts)
   local id = H.value(ctl:reserve(disk, opts))
   return id, H.value(ctl:map_to_guest(id))
+end
+
+-- Reserves and maps disk, then unmaps it with the callback `step` raising
+-- (msg, if given): the unmap returns backend and the release is left
+-- pending. Returns the id.
+function H.release_pending(ctl, R, disk, step, msg)
+  local id = H.mapped(ctl, disk)
+  R:fail(step, "raise", msg)
+  H.fails("backend", ctl:unmap_from_guest(id))
+  return id
 end
 
 -- Reserves and maps disk, then unmaps it: a released id.
