@@ -256,11 +256,17 @@ describe("snapshots", function()
         end)
       end)
 
-      it("state_file: a write that fails gives io; a failed reserve changes nothing", function()
+      -- A one-controller sim controller owning the state file dir/state,
+      -- with /img/a reserved: ctl, its sim, the file's path and a's id.
+      local function owner_of_state()
         local path = dir .. "/state"
         local ctl, s = sim.controller{ guest = guest, controllers = 1, luns_per_controller = 4,
                                        state_file = path }
-        local a = assert(ctl:reserve{ host_path = "/img/a" })
+        return ctl, s, path, assert(ctl:reserve{ host_path = "/img/a" })
+      end
+
+      it("state_file: a write that fails gives io; a failed reserve changes nothing", function()
+        local ctl, s, path, a = owner_of_state()
         local before, file = ctl:save(), read(path)
         local storage_back = storage_fails(dir)
         local id, msg, code = ctl:reserve{ host_path = "/img/b" }
@@ -282,10 +288,7 @@ describe("snapshots", function()
       end)
 
       it("state_file: one owner; another process is refused and the owner is unharmed", function()
-        local path = dir .. "/state"
-        local ctl, s = sim.controller{ guest = guest, controllers = 1, luns_per_controller = 4,
-                                       state_file = path }
-        local a = assert(ctl:reserve{ host_path = "/img/a" })
+        local ctl, s, path, a = owner_of_state()
         local function q(x) return "'" .. x:gsub("'", "'\\''") .. "'" end
         local script = ([[
           local scsictl = require("scsictl")
@@ -424,28 +427,20 @@ describe("snapshots", function()
     -- j-th call of the current action when w.script[j] is set.
     local function world(guest, s)
       local w = { calls = {}, effects = {}, script = {}, j = 0, ids = {} }
-      local cb = child.CALLBACKS[guest]
-      local function wrap(names)
-        local t = {}
-        for _, name in ipairs(names) do
-          t[name] = function(_, ...)
-            w.j = w.j + 1
-            local line = name .. " " .. child.serialise({ ... })
-            if w.script[w.j] then
-              w.calls[#w.calls + 1] = line .. " -> injected"
-              return nil, "injected failure"
-            end
-            local ok, msg = s[name](s, ...)
-            w.calls[#w.calls + 1] = line .. " -> " .. tostring(ok) .. " " .. tostring(msg)
-            if ok then
-              w.effects[#w.effects + 1] = { op = name, n = select("#", ...), args = child.serialise({ ... }) }
-            end
-            return ok, msg
-          end
+      w.backends = child.wrapped_backends(guest, function(name, ...)
+        w.j = w.j + 1
+        local line = name .. " " .. child.serialise({ ... })
+        if w.script[w.j] then
+          w.calls[#w.calls + 1] = line .. " -> injected"
+          return nil, "injected failure"
         end
-        return t
-      end
-      w.backends = { vm = wrap(cb.vm), [GUEST_KEY[guest]] = wrap(cb.guest) }
+        local ok, msg = s[name](s, ...)
+        w.calls[#w.calls + 1] = line .. " -> " .. tostring(ok) .. " " .. tostring(msg)
+        if ok then
+          w.effects[#w.effects + 1] = { op = name, n = select("#", ...), args = child.serialise({ ... }) }
+        end
+        return ok, msg
+      end)
       return w
     end
 
@@ -556,24 +551,16 @@ describe("snapshots", function()
     local function agent(guest, hang_at)
       local vm = sim.new{ guest = guest, controllers = 1, luns_per_controller = 4, partitions = 2,
                           forgiving = true }
-      local cb = child.CALLBACKS[guest]
-      local b = { controllers = 1, luns_per_controller = 4, state_file = dir .. "/state" }
       local image
-      local function wrap(names)
-        local t = {}
-        for _, name in ipairs(names) do
-          t[name] = function(_, ...)
-            local ok, msg = vm[name](vm, ...)
-            if name == hang_at then
-              image = read(dir .. "/state")
-              coroutine.yield()
-            end
-            return ok, msg
-          end
+      local b = child.wrapped_backends(guest, function(name, ...)
+        local ok, msg = vm[name](vm, ...)
+        if name == hang_at then
+          image = read(dir .. "/state")
+          coroutine.yield()
         end
-        return t
-      end
-      b.vm, b[GUEST_KEY[guest]] = wrap(cb.vm), wrap(cb.guest)
+        return ok, msg
+      end)
+      b.controllers, b.luns_per_controller, b.state_file = 1, 4, dir .. "/state"
       local ctl = assert(scsictl.new(b))
       return ctl, vm, function() return image end
     end

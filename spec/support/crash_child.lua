@@ -159,27 +159,33 @@ function M.ctl_state(ctl)
   return table.concat(out, "; ")
 end
 
--- Backends that forward to sim s and log each accepted call to `log` (a
--- file, flushed per line) before returning.
-function M.logging_backends(s, guest, log)
+-- The backend tables of `guest`: { vm = ..., <guest>_guest = ... }, each
+-- callback returning around(name, ...) (its arguments after self).
+function M.wrapped_backends(guest, around)
   local function wrap(names)
     local t = {}
     for _, name in ipairs(names) do
       t[name] = function(_, ...)
-        local ok, msg = s[name](s, ...)
-        if ok then
-          log:write(M.serialise({ op = name, n = select("#", ...), args = { ... } }), "\n")
-          log:flush()
-        end
-        return ok, msg
+        return around(name, ...)
       end
     end
     return t
   end
   local cb = M.CALLBACKS[guest]
-  local b = { vm = wrap(cb.vm) }
-  b[guest .. "_guest"] = wrap(cb.guest)
-  return b
+  return { vm = wrap(cb.vm), [guest .. "_guest"] = wrap(cb.guest) }
+end
+
+-- Backends that forward to sim s and log each accepted call to `log` (a
+-- file, flushed per line) before returning.
+function M.logging_backends(s, guest, log)
+  return M.wrapped_backends(guest, function(name, ...)
+    local ok, msg = s[name](s, ...)
+    if ok then
+      log:write(M.serialise({ op = name, n = select("#", ...), args = { ... } }), "\n")
+      log:flush()
+    end
+    return ok, msg
+  end)
 end
 
 local function main(dir, seed, guest)
