@@ -342,18 +342,24 @@ row{ name = "a callable table as a callback is called with (table, backend, args
     vm.add_scsi_disk = orig
     return p
   end }
+-- Sets f.R[backend][name] to v; f.restore() puts the original back.
+local function replace_callback(f, backend, name, v)
+  local t = f.R[backend]
+  local orig = t[name]
+  t[name] = v
+  f.restore = function() t[name] = orig end
+end
 for _, v in ipairs({ false, 42, "add_scsi_disk", {} }) do
   row{ name = "callback replaced mid-run by a " .. type(v) .. ": backend failure, then retry works",
     ok = function(f, ...)
       assert_fail("backend", table.pack(...))
       assert((select(2, ...)):find("not callable", 1, true))
       assert(f.ctl:stats().disks == 2 and not f.ctl:slots()[2].busy)
-      f.R.vm.add_scsi_disk = f.orig
+      f.restore()
       assert(f.ctl:map_to_guest(f.id_b))
     end,
     run = function(f)
-      f.orig = f.R.vm.add_scsi_disk
-      f.R.vm.add_scsi_disk = v
+      replace_callback(f, "vm", "add_scsi_disk", v)
       return f.ctl:map_to_guest(f.id_b)
     end }
 end
@@ -361,12 +367,11 @@ row{ name = "callback removed mid-run (unmount): release pending, retry converge
   ok = function(f, ...)
     assert_fail("backend", table.pack(...))
     assert_fail("busy", table.pack(f.ctl:map_to_guest(f.id_a)))
-    f.R.linux.remove_mapped_virtual_disk = f.orig
+    f.restore()
     assert(f.ctl:unmap_from_guest(f.id_a) == true)
   end,
   run = function(f)
-    f.orig = f.R.linux.remove_mapped_virtual_disk
-    f.R.linux.remove_mapped_virtual_disk = nil
+    replace_callback(f, "linux", "remove_mapped_virtual_disk", nil)
     return f.ctl:unmap_from_guest(f.id_a)
   end }
 row{ name = "backend whose __index raises at a step (recorded: the error propagates, disk not left busy)",
