@@ -25,6 +25,24 @@ static void check_err(const scsictl_error *err, int code)
     CHECK(memchr(err->message, '\0', sizeof err->message) != NULL);
 }
 
+/* A reserve of path with no mount config is refused with code, with a
+ * proper error in *err. */
+static void check_reserve_refused(scsictl *ctl, const char *path, int code, scsictl_error *err)
+{
+    scsictl_disk_config d = tu_disk(path);
+    scsictl_id id;
+    CHECK_CODE(scsictl_reserve(ctl, &d, NULL, &id, err), code);
+    check_err(err, code);
+}
+
+/* Both op starts on id are refused with code. */
+static void check_starts_refused(scsictl *ctl, const scsictl_id *id, int code, scsictl_error *err)
+{
+    scsictl_op op;
+    CHECK_CODE(scsictl_op_start_map(ctl, &op, id, err), code);
+    CHECK_CODE(scsictl_op_start_unmap(ctl, &op, id, err), code);
+}
+
 /* ------------------------------------------------------------------------ */
 
 static void test_not_found(void)
@@ -354,16 +372,13 @@ static void test_busy(void)
     CHECK_CONTAINS(before, " busy");
 
     CHECK_CODE(tu_reserve(ctl, "/a", 0, &c), SCSICTL_E_BUSY);
-    scsictl_disk_config da = tu_disk("/a");
-    CHECK_CODE(scsictl_reserve(ctl, &da, NULL, &c, &err), SCSICTL_E_BUSY);
-    check_err(&err, SCSICTL_E_BUSY);
+    check_reserve_refused(ctl, "/a", SCSICTL_E_BUSY, &err);
     CHECK_CONTAINS(err.message, "/a");
     CHECK_CODE(tu_reserve(ctl, "/a", 2, &c), SCSICTL_E_BUSY);
     CHECK_CODE(scsictl_op_start_map(ctl, &op2, &a1, &err), SCSICTL_E_BUSY);
     check_err(&err, SCSICTL_E_BUSY);
     CHECK_CODE(scsictl_op_start_unmap(ctl, &op2, &a1, &err), SCSICTL_E_BUSY);
-    CHECK_CODE(scsictl_op_start_map(ctl, &op2, &a0, &err), SCSICTL_E_BUSY);
-    CHECK_CODE(scsictl_op_start_unmap(ctl, &op2, &a0, &err), SCSICTL_E_BUSY);
+    check_starts_refused(ctl, &a0, SCSICTL_E_BUSY, &err);
     CHECK_CODE(scsictl_map(ctl, &r->cb, &a1, NULL, 0, &err), SCSICTL_E_BUSY);
     CHECK_CODE(scsictl_unmap(ctl, &r->cb, &a1, &err), SCSICTL_E_BUSY);
     /* rootfs pins never say busy */
@@ -466,6 +481,26 @@ static void test_busy(void)
     scsictl_free(ctl);
 }
 
+/* A step that fails during a map or an unmap: the call says BACKEND and
+ * its message names each of has[]. */
+typedef struct step_failure {
+    bool map;
+    scsictl_step_kind kind;
+    const char *msg;
+    const char *has[6];
+} step_failure;
+
+static void check_step_failure(scsictl *ctl, rec_backend *r, const scsictl_id *id,
+                               const step_failure *f, scsictl_error *err)
+{
+    rec_fail_next(r, f->kind, 1, f->msg);
+    CHECK_CODE(f->map ? scsictl_map(ctl, &r->cb, id, NULL, 0, err)
+                      : scsictl_unmap(ctl, &r->cb, id, err),
+               SCSICTL_E_BACKEND);
+    for (size_t i = 0; i < sizeof f->has / sizeof f->has[0] && f->has[i]; i++)
+        CHECK_CONTAINS(err->message, f->has[i]);
+}
+
 static void test_backend(void)
 {
     TEST("backend: failures carry context");
@@ -476,43 +511,27 @@ static void test_backend(void)
     CHECK_CODE(tu_reserve(ctl, "/x", 0, &x), SCSICTL_OK);
     CHECK_CODE(tu_reserve(ctl, "/img/a.vhdx", 2, &a), SCSICTL_OK); /* 0:1 */
 
-    rec_fail_next(r, SCSICTL_STEP_ADD_SCSI_DISK, 1, "disk offline");
+    static const step_failure fails[] = {
+        { true, SCSICTL_STEP_ADD_SCSI_DISK, "disk offline",
+          { "map_to_guest", "add_scsi_disk", "/img/a.vhdx", "controller 0", "lun 1",
+            "disk offline" } },
+        { true, SCSICTL_STEP_LINUX_MOUNT, "bad superblock",
+          { "add_mapped_virtual_disk", "/img/a.vhdx", "lun 1", "partition 2", "bad superblock" } },
+        /* then mapped: the release's steps fail */
+        { false, SCSICTL_STEP_LINUX_UNMOUNT, "target is busy",
+          { "unmap_from_guest", "remove_mapped_virtual_disk", "/img/a.vhdx", "target is busy" } },
+        { false, SCSICTL_STEP_LINUX_EJECT, "eject-msg",
+          { "remove_scsi_device", "eject-msg", "/img/a.vhdx" } },
+        { false, SCSICTL_STEP_REMOVE_SCSI_DISK, "remove-msg",
+          { "remove_scsi_disk", "remove-msg", "controller 0", "lun 1" } },
+    };
     memset(&err, 0, sizeof err);
-    CHECK_CODE(scsictl_map(ctl, &r->cb, &a, NULL, 0, &err), SCSICTL_E_BACKEND);
+    check_step_failure(ctl, r, &a, &fails[0], &err);
     check_err(&err, SCSICTL_E_BACKEND);
-    CHECK_CONTAINS(err.message, "map_to_guest");
-    CHECK_CONTAINS(err.message, "add_scsi_disk");
-    CHECK_CONTAINS(err.message, "/img/a.vhdx");
-    CHECK_CONTAINS(err.message, "controller 0");
-    CHECK_CONTAINS(err.message, "lun 1");
-    CHECK_CONTAINS(err.message, "disk offline");
-
-    rec_fail_next(r, SCSICTL_STEP_LINUX_MOUNT, 1, "bad superblock");
-    CHECK_CODE(scsictl_map(ctl, &r->cb, &a, NULL, 0, &err), SCSICTL_E_BACKEND);
-    CHECK_CONTAINS(err.message, "add_mapped_virtual_disk");
-    CHECK_CONTAINS(err.message, "/img/a.vhdx");
-    CHECK_CONTAINS(err.message, "lun 1");
-    CHECK_CONTAINS(err.message, "partition 2");
-    CHECK_CONTAINS(err.message, "bad superblock");
-
+    check_step_failure(ctl, r, &a, &fails[1], &err);
     CHECK_CODE(scsictl_map(ctl, &r->cb, &a, NULL, 0, &err), SCSICTL_OK);
-    rec_fail_next(r, SCSICTL_STEP_LINUX_UNMOUNT, 1, "target is busy");
-    CHECK_CODE(scsictl_unmap(ctl, &r->cb, &a, &err), SCSICTL_E_BACKEND);
-    CHECK_CONTAINS(err.message, "unmap_from_guest");
-    CHECK_CONTAINS(err.message, "remove_mapped_virtual_disk");
-    CHECK_CONTAINS(err.message, "/img/a.vhdx");
-    CHECK_CONTAINS(err.message, "target is busy");
-    rec_fail_next(r, SCSICTL_STEP_LINUX_EJECT, 1, "eject-msg");
-    CHECK_CODE(scsictl_unmap(ctl, &r->cb, &a, &err), SCSICTL_E_BACKEND);
-    CHECK_CONTAINS(err.message, "remove_scsi_device");
-    CHECK_CONTAINS(err.message, "eject-msg");
-    CHECK_CONTAINS(err.message, "/img/a.vhdx");
-    rec_fail_next(r, SCSICTL_STEP_REMOVE_SCSI_DISK, 1, "remove-msg");
-    CHECK_CODE(scsictl_unmap(ctl, &r->cb, &a, &err), SCSICTL_E_BACKEND);
-    CHECK_CONTAINS(err.message, "remove_scsi_disk");
-    CHECK_CONTAINS(err.message, "remove-msg");
-    CHECK_CONTAINS(err.message, "controller 0");
-    CHECK_CONTAINS(err.message, "lun 1");
+    for (size_t i = 2; i < sizeof fails / sizeof fails[0]; i++)
+        check_step_failure(ctl, r, &a, &fails[i], &err);
     CHECK_CODE(scsictl_unmap(ctl, &r->cb, &a, &err), SCSICTL_OK);
 
     /* step interface: failure with no message still says what failed */
@@ -563,14 +582,11 @@ static void test_closed(void)
     memset(&err, 0, sizeof err);
     CHECK_CODE(tu_reserve(ctl, "/c", 0, &c), SCSICTL_E_CLOSED);
     CHECK_CODE(tu_reserve(ctl, "/a", 0, &c), SCSICTL_E_CLOSED);
-    scsictl_disk_config d = tu_disk("/c");
-    CHECK_CODE(scsictl_reserve(ctl, &d, NULL, &c, &err), SCSICTL_E_CLOSED);
-    check_err(&err, SCSICTL_E_CLOSED);
+    check_reserve_refused(ctl, "/c", SCSICTL_E_CLOSED, &err);
     CHECK_CODE(scsictl_reserve_for_rootfs(ctl, 0, 2, NULL, &err), SCSICTL_E_CLOSED);
     check_err(&err, SCSICTL_E_CLOSED);
     CHECK_CODE(scsictl_op_start_map(ctl, &op, &b, &err), SCSICTL_E_CLOSED);
-    CHECK_CODE(scsictl_op_start_map(ctl, &op, &a, &err), SCSICTL_E_CLOSED);
-    CHECK_CODE(scsictl_op_start_unmap(ctl, &op, &a, &err), SCSICTL_E_CLOSED);
+    check_starts_refused(ctl, &a, SCSICTL_E_CLOSED, &err);
     CHECK_CODE(scsictl_map(ctl, &r->cb, &b, NULL, 0, &err), SCSICTL_E_CLOSED);
     CHECK_CODE(scsictl_unmap(ctl, &r->cb, &a, &err), SCSICTL_E_CLOSED);
     check_err(&err, SCSICTL_E_CLOSED);
