@@ -440,11 +440,7 @@ end
 
 -- Names of the logged calls, in order.
 function Recorder:names()
-  local t = {}
-  for i, e in ipairs(self.log) do
-    t[i] = e[1]
-  end
-  return t
+  return H.pluck(self.log, 1)
 end
 
 function Recorder:calls(name)

@@ -4,6 +4,9 @@ the one socket client under the QMP client (scsictl.qmp) and the guest-agent
 client (scsictl.qemu_guest). It connects, splits what arrives into lines
 under a length cap, writes, and ends once, with one reason.
 
+  conn.connect_args(fname, path, opts, default_timeout) -> opts, timeout
+      checks a connect function's arguments (path a non-empty string,
+      opts.timeout a positive number) and raises at its caller's caller
   conn.connect(path, what, timeout) -> pipe | nil, msg
       a connected luv pipe; `what` names the wait in messages
   conn.line_reader(max) -> feed
@@ -25,6 +28,18 @@ local uv = require("scsictl.deps")("scsictl.conn", "luv")
 local loop = require("scsictl.loop")
 
 local M = {}
+
+function M.connect_args(fname, path, opts, default_timeout)
+  if type(path) ~= "string" or path == "" then
+    error(fname .. ": path must be a non-empty string", 3)
+  end
+  opts = opts or {}
+  local timeout = opts.timeout or default_timeout
+  if type(timeout) ~= "number" or timeout <= 0 then
+    error(fname .. ": timeout must be a positive number", 3)
+  end
+  return opts, timeout
+end
 
 function M.connect(path, what, timeout)
   local pipe = uv.new_pipe(false)

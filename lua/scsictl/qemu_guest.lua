@@ -405,14 +405,8 @@ Agent.__tostring = function(self)
 end
 
 function M.agent_connect(path, opts)
-  if type(path) ~= "string" or path == "" then
-    error("agent_connect: path must be a non-empty string", 2)
-  end
-  opts = opts or {}
-  local timeout = opts.timeout or 10
-  if type(timeout) ~= "number" or timeout <= 0 then
-    error("agent_connect: timeout must be a positive number", 2)
-  end
+  local timeout
+  opts, timeout = conn.connect_args("agent_connect", path, opts, 10)
   local pipe, msg = conn.connect(path, "agent connect to " .. path, timeout)
   if not pipe then return nil, msg, "Closed" end
   local self = setmetatable({ path = path, timeout = timeout, retry = opts.retry or 0.5,

@@ -281,14 +281,7 @@ function Client:__tostring()
 end
 
 function qmp.connect(path, opts)
-  if type(path) ~= "string" or path == "" then
-    error("qmp.connect: path must be a non-empty string", 2)
-  end
-  opts = opts or {}
-  local timeout = opts.timeout or qmp.DEFAULT_TIMEOUT
-  if type(timeout) ~= "number" or timeout <= 0 then
-    error("qmp.connect: timeout must be a positive number", 2)
-  end
+  local _, timeout = conn.connect_args("qmp.connect", path, opts, qmp.DEFAULT_TIMEOUT)
   local what = "QMP connect to " .. path
   local deadline = loop.now() + timeout
   local pipe, msg = conn.connect(path, what, timeout)
