@@ -45,12 +45,8 @@ static void check_starts_refused(scsictl *ctl, const scsictl_id *id, int code, s
 
 /* ------------------------------------------------------------------------ */
 
-static void test_not_found(void)
+static void test_not_found(scsictl *ctl, rec_backend *r, scsictl_error *err)
 {
-    TEST("not_found: unknown and released ids, no callback");
-    scsictl *ctl = tu_new(1, 4, SCSICTL_GUEST_LINUX);
-    rec_backend *r = rec_new(SCSICTL_GUEST_LINUX);
-    scsictl_error err;
     scsictl_op op;
     scsictl_id unk = tu_unknown_id(1), id;
     char ids[SCSICTL_ID_STRLEN + 1];
@@ -58,39 +54,37 @@ static void test_not_found(void)
     CHECK_CODE(tu_reserve(ctl, "/a", 0, &id), SCSICTL_OK);
     SNAP(ctl, before);
 
-    CHECK_CODE(scsictl_op_start_map(ctl, &op, &unk, &err), SCSICTL_E_NOT_FOUND);
-    check_err(&err, SCSICTL_E_NOT_FOUND);
-    CHECK_CONTAINS(err.message, ids);
-    CHECK_CODE(scsictl_op_start_unmap(ctl, &op, &unk, &err), SCSICTL_E_NOT_FOUND);
-    check_err(&err, SCSICTL_E_NOT_FOUND);
-    CHECK_CODE(scsictl_map(ctl, &r->cb, &unk, NULL, 0, &err), SCSICTL_E_NOT_FOUND);
-    CHECK_CODE(scsictl_unmap(ctl, &r->cb, &unk, &err), SCSICTL_E_NOT_FOUND);
+    CHECK_CODE(scsictl_op_start_map(ctl, &op, &unk, err), SCSICTL_E_NOT_FOUND);
+    check_err(err, SCSICTL_E_NOT_FOUND);
+    CHECK_CONTAINS(err->message, ids);
+    CHECK_CODE(scsictl_op_start_unmap(ctl, &op, &unk, err), SCSICTL_E_NOT_FOUND);
+    check_err(err, SCSICTL_E_NOT_FOUND);
+    CHECK_CODE(scsictl_map(ctl, &r->cb, &unk, NULL, 0, err), SCSICTL_E_NOT_FOUND);
+    CHECK_CODE(scsictl_unmap(ctl, &r->cb, &unk, err), SCSICTL_E_NOT_FOUND);
     scsictl_reservation_info *ri = NULL;
-    CHECK_CODE(scsictl_get_reservation(ctl, &unk, &ri, &err), SCSICTL_E_NOT_FOUND);
+    CHECK_CODE(scsictl_get_reservation(ctl, &unk, &ri, err), SCSICTL_E_NOT_FOUND);
     CHECK(ri == NULL);
     CHECK_EQ(r->n, 0);
     CHECK_UNCHANGED(ctl, before);
 
     /* the real id works, then is gone */
-    CHECK_CODE(scsictl_get_reservation(ctl, &id, &ri, &err), SCSICTL_OK);
+    CHECK_CODE(scsictl_get_reservation(ctl, &id, &ri, err), SCSICTL_OK);
     if (ri) {
         CHECK(memcmp(ri->id.bytes, id.bytes, 16) == 0);
         CHECK_STR(ri->host_path, "/a");
         CHECK(ri->controller == 0 && ri->lun == 0 && ri->partition == 0 && !ri->release_pending);
         scsictl_info_free(ctl, ri);
     }
-    CHECK_CODE(scsictl_map(ctl, &r->cb, &id, NULL, 0, &err), SCSICTL_OK);
-    CHECK_CODE(scsictl_unmap(ctl, &r->cb, &id, &err), SCSICTL_OK);
+    CHECK_CODE(scsictl_map(ctl, &r->cb, &id, NULL, 0, err), SCSICTL_OK);
+    CHECK_CODE(scsictl_unmap(ctl, &r->cb, &id, err), SCSICTL_OK);
     size_t calls = r->n;
     CHECK_EQ(calls, 5);
-    CHECK_CODE(scsictl_unmap(ctl, &r->cb, &id, &err), SCSICTL_E_NOT_FOUND);
-    CHECK_CODE(scsictl_map(ctl, &r->cb, &id, NULL, 0, &err), SCSICTL_E_NOT_FOUND);
-    CHECK_CODE(scsictl_op_start_map(ctl, &op, &id, &err), SCSICTL_E_NOT_FOUND);
-    CHECK_CODE(scsictl_get_reservation(ctl, &id, &ri, &err), SCSICTL_E_NOT_FOUND);
+    CHECK_CODE(scsictl_unmap(ctl, &r->cb, &id, err), SCSICTL_E_NOT_FOUND);
+    CHECK_CODE(scsictl_map(ctl, &r->cb, &id, NULL, 0, err), SCSICTL_E_NOT_FOUND);
+    CHECK_CODE(scsictl_op_start_map(ctl, &op, &id, err), SCSICTL_E_NOT_FOUND);
+    CHECK_CODE(scsictl_get_reservation(ctl, &id, &ri, err), SCSICTL_E_NOT_FOUND);
     CHECK_EQ(r->n, calls);
     CHECK_STATE(ctl, "");
-    free(r);
-    scsictl_free(ctl);
 }
 
 static void test_no_slots(void)
@@ -354,109 +348,104 @@ static void reenter_hook(rec_backend *r, const rec_call *c)
     }
 }
 
-static void test_busy(void)
+static void test_busy_in_flight(scsictl *ctl, rec_backend *r, scsictl_error *err)
 {
-    TEST("busy: a step in flight on the disk");
-    scsictl *ctl = tu_new(1, 4, SCSICTL_GUEST_LINUX);
-    rec_backend *r = rec_new(SCSICTL_GUEST_LINUX);
-    scsictl_error err;
     scsictl_id a0, a1, b, c;
     CHECK_CODE(tu_reserve(ctl, "/a", 0, &a0), SCSICTL_OK);
     CHECK_CODE(tu_reserve(ctl, "/a", 1, &a1), SCSICTL_OK);
     CHECK_CODE(tu_reserve(ctl, "/b", 0, &b), SCSICTL_OK);
     scsictl_op op, op2;
-    CHECK_CODE(scsictl_op_start_map(ctl, &op, &a0, &err), SCSICTL_STEP);
+    CHECK_CODE(scsictl_op_start_map(ctl, &op, &a0, err), SCSICTL_STEP);
     CHECK_EQ(op.step.kind, SCSICTL_STEP_ADD_SCSI_DISK);
     SNAP(ctl, before);
     CHECK_CONTAINS(before, "0:0B /a reserved r2");
     CHECK_CONTAINS(before, " busy");
 
     CHECK_CODE(tu_reserve(ctl, "/a", 0, &c), SCSICTL_E_BUSY);
-    check_reserve_refused(ctl, "/a", SCSICTL_E_BUSY, &err);
-    CHECK_CONTAINS(err.message, "/a");
+    check_reserve_refused(ctl, "/a", SCSICTL_E_BUSY, err);
+    CHECK_CONTAINS(err->message, "/a");
     CHECK_CODE(tu_reserve(ctl, "/a", 2, &c), SCSICTL_E_BUSY);
-    CHECK_CODE(scsictl_op_start_map(ctl, &op2, &a1, &err), SCSICTL_E_BUSY);
-    check_err(&err, SCSICTL_E_BUSY);
-    CHECK_CODE(scsictl_op_start_unmap(ctl, &op2, &a1, &err), SCSICTL_E_BUSY);
-    check_starts_refused(ctl, &a0, SCSICTL_E_BUSY, &err);
-    CHECK_CODE(scsictl_map(ctl, &r->cb, &a1, NULL, 0, &err), SCSICTL_E_BUSY);
-    CHECK_CODE(scsictl_unmap(ctl, &r->cb, &a1, &err), SCSICTL_E_BUSY);
+    CHECK_CODE(scsictl_op_start_map(ctl, &op2, &a1, err), SCSICTL_E_BUSY);
+    check_err(err, SCSICTL_E_BUSY);
+    CHECK_CODE(scsictl_op_start_unmap(ctl, &op2, &a1, err), SCSICTL_E_BUSY);
+    check_starts_refused(ctl, &a0, SCSICTL_E_BUSY, err);
+    CHECK_CODE(scsictl_map(ctl, &r->cb, &a1, NULL, 0, err), SCSICTL_E_BUSY);
+    CHECK_CODE(scsictl_unmap(ctl, &r->cb, &a1, err), SCSICTL_E_BUSY);
     /* rootfs pins never say busy */
-    CHECK_CODE(scsictl_reserve_for_rootfs(ctl, 0, 0, NULL, &err), SCSICTL_E_SLOT_TAKEN);
+    CHECK_CODE(scsictl_reserve_for_rootfs(ctl, 0, 0, NULL, err), SCSICTL_E_SLOT_TAKEN);
     /* close refuses while a step is in flight, and changes nothing */
-    CHECK_CODE(scsictl_close(ctl, &err), SCSICTL_E_BUSY);
-    check_err(&err, SCSICTL_E_BUSY);
+    CHECK_CODE(scsictl_close(ctl, err), SCSICTL_E_BUSY);
+    check_err(err, SCSICTL_E_BUSY);
     CHECK_EQ(r->n, 0);
     CHECK_UNCHANGED(ctl, before);
 
     /* other disks proceed */
     char path[64];
-    CHECK_CODE(scsictl_map(ctl, &r->cb, &b, path, sizeof path, &err), SCSICTL_OK);
+    CHECK_CODE(scsictl_map(ctl, &r->cb, &b, path, sizeof path, err), SCSICTL_OK);
     CHECK_STR(path, "/run/mounts/scsi/0_1_0");
     CHECK_CODE(tu_reserve(ctl, "/c", 0, &c), SCSICTL_OK);
-    CHECK_CODE(scsictl_unmap(ctl, &r->cb, &c, &err), SCSICTL_OK);
+    CHECK_CODE(scsictl_unmap(ctl, &r->cb, &c, err), SCSICTL_OK);
 
-    CHECK_CODE(scsictl_op_report(ctl, &op, true, NULL, &err), SCSICTL_STEP);
+    CHECK_CODE(scsictl_op_report(ctl, &op, true, NULL, err), SCSICTL_STEP);
     CHECK_EQ(op.step.kind, SCSICTL_STEP_LINUX_MOUNT);
-    CHECK_CODE(scsictl_op_start_map(ctl, &op2, &a1, &err), SCSICTL_E_BUSY);
-    CHECK_CODE(scsictl_op_report(ctl, &op, true, NULL, &err), SCSICTL_DONE);
-    CHECK_CODE(scsictl_map(ctl, &r->cb, &a1, path, sizeof path, &err), SCSICTL_OK);
+    CHECK_CODE(scsictl_op_start_map(ctl, &op2, &a1, err), SCSICTL_E_BUSY);
+    CHECK_CODE(scsictl_op_report(ctl, &op, true, NULL, err), SCSICTL_DONE);
+    CHECK_CODE(scsictl_map(ctl, &r->cb, &a1, path, sizeof path, err), SCSICTL_OK);
     CHECK_STR(path, "/run/mounts/scsi/0_0_1");
     CHECK_STATE(ctl, "0:0 /a attached r2 [0 mounted 1] [1 mounted 1]; "
                      "0:1 /b attached r1 [0 mounted 1]");
 
     /* busy during an unmap step as well */
-    CHECK_CODE(scsictl_op_start_unmap(ctl, &op, &b, &err), SCSICTL_STEP);
+    CHECK_CODE(scsictl_op_start_unmap(ctl, &op, &b, err), SCSICTL_STEP);
     CHECK_EQ(op.step.kind, SCSICTL_STEP_LINUX_UNMOUNT);
     CHECK_CODE(tu_reserve(ctl, "/b", 0, &c), SCSICTL_E_BUSY);
-    CHECK_CODE(scsictl_close(ctl, &err), SCSICTL_E_BUSY);
-    CHECK_CODE(scsictl_op_report(ctl, &op, true, NULL, &err), SCSICTL_STEP);
+    CHECK_CODE(scsictl_close(ctl, err), SCSICTL_E_BUSY);
+    CHECK_CODE(scsictl_op_report(ctl, &op, true, NULL, err), SCSICTL_STEP);
     CHECK_EQ(op.step.kind, SCSICTL_STEP_LINUX_EJECT);
     CHECK_CODE(tu_reserve(ctl, "/b", 0, &c), SCSICTL_E_BUSY);
-    CHECK_CODE(scsictl_op_report(ctl, &op, true, NULL, &err), SCSICTL_STEP);
+    CHECK_CODE(scsictl_op_report(ctl, &op, true, NULL, err), SCSICTL_STEP);
     CHECK_EQ(op.step.kind, SCSICTL_STEP_REMOVE_SCSI_DISK);
-    CHECK_CODE(scsictl_op_report(ctl, &op, true, NULL, &err), SCSICTL_DONE);
+    CHECK_CODE(scsictl_op_report(ctl, &op, true, NULL, err), SCSICTL_DONE);
     CHECK_CODE(tu_reserve(ctl, "/b", 0, &c), SCSICTL_OK);
     scsictl_stats s;
     scsictl_get_stats(ctl, &s);
     CHECK(!s.busy);
-    free(r);
-    scsictl_free(ctl);
+}
 
-    TEST("busy: pending release, teardown in progress");
-    ctl = tu_new(1, 4, SCSICTL_GUEST_LINUX);
-    r = rec_new(SCSICTL_GUEST_LINUX);
+static void test_busy_pending(scsictl *ctl, rec_backend *r, scsictl_error *err)
+{
+    scsictl_id a0, c;
+    scsictl_op op;
     CHECK_CODE(tu_reserve(ctl, "/a", 0, &a0), SCSICTL_OK);
-    CHECK_CODE(scsictl_map(ctl, &r->cb, &a0, NULL, 0, &err), SCSICTL_OK);
+    CHECK_CODE(scsictl_map(ctl, &r->cb, &a0, NULL, 0, err), SCSICTL_OK);
     rec_fail_next(r, SCSICTL_STEP_LINUX_UNMOUNT, 1, "device busy");
-    CHECK_CODE(scsictl_unmap(ctl, &r->cb, &a0, &err), SCSICTL_E_BACKEND);
+    CHECK_CODE(scsictl_unmap(ctl, &r->cb, &a0, err), SCSICTL_E_BACKEND);
     scsictl_reservation_info *ri = NULL;
-    CHECK_CODE(scsictl_get_reservation(ctl, &a0, &ri, &err), SCSICTL_OK);
+    CHECK_CODE(scsictl_get_reservation(ctl, &a0, &ri, err), SCSICTL_OK);
     CHECK(ri && ri->release_pending);
     scsictl_info_free(ctl, ri);
     size_t calls = r->n;
-    memset(&err, 0, sizeof err);
-    CHECK_CODE(scsictl_map(ctl, &r->cb, &a0, NULL, 0, &err), SCSICTL_E_BUSY);
-    check_err(&err, SCSICTL_E_BUSY);
-    CHECK_CONTAINS(err.message, "release");
-    CHECK_CODE(scsictl_op_start_map(ctl, &op, &a0, &err), SCSICTL_E_BUSY);
+    memset(err, 0, sizeof *err);
+    CHECK_CODE(scsictl_map(ctl, &r->cb, &a0, NULL, 0, err), SCSICTL_E_BUSY);
+    check_err(err, SCSICTL_E_BUSY);
+    CHECK_CONTAINS(err->message, "release");
+    CHECK_CODE(scsictl_op_start_map(ctl, &op, &a0, err), SCSICTL_E_BUSY);
     CHECK_EQ(r->n, calls);
     /* eject fails: the disk is being torn down, reserve of it is busy */
     rec_fail_next(r, SCSICTL_STEP_LINUX_EJECT, 1, "eject refused");
-    CHECK_CODE(scsictl_unmap(ctl, &r->cb, &a0, &err), SCSICTL_E_BACKEND);
+    CHECK_CODE(scsictl_unmap(ctl, &r->cb, &a0, err), SCSICTL_E_BACKEND);
     CHECK_CODE(tu_reserve(ctl, "/a", 0, &c), SCSICTL_E_BUSY);
     CHECK_CODE(tu_reserve(ctl, "/a", 1, &c), SCSICTL_E_BUSY);
-    CHECK_CODE(scsictl_map(ctl, &r->cb, &a0, NULL, 0, &err), SCSICTL_E_BUSY);
+    CHECK_CODE(scsictl_map(ctl, &r->cb, &a0, NULL, 0, err), SCSICTL_E_BUSY);
     CHECK_CODE(tu_reserve(ctl, "/other", 0, &c), SCSICTL_OK);
-    CHECK_CODE(scsictl_unmap(ctl, &r->cb, &a0, &err), SCSICTL_OK);
+    CHECK_CODE(scsictl_unmap(ctl, &r->cb, &a0, err), SCSICTL_OK);
     CHECK_CODE(tu_reserve(ctl, "/a", 0, &c), SCSICTL_OK);
     CHECK_STATE(ctl, "0:0 /a reserved r1 [0 reserved 1]; 0:1 /other reserved r1 [0 reserved 1]");
-    free(r);
-    scsictl_free(ctl);
+}
 
-    TEST("busy: callbacks may call back into the controller");
-    ctl = tu_new(1, 4, SCSICTL_GUEST_LINUX);
-    r = rec_new(SCSICTL_GUEST_LINUX);
+static void test_busy_reentry(scsictl *ctl, rec_backend *r, scsictl_error *err)
+{
+    scsictl_id a0;
     reentry re;
     memset(&re, 0, sizeof re);
     re.ctl = ctl;
@@ -464,7 +453,7 @@ static void test_busy(void)
     r->hook_data = &re;
     CHECK_CODE(tu_reserve(ctl, "/a", 0, &a0), SCSICTL_OK);
     CHECK_CODE(tu_reserve(ctl, "/a", 1, &re.sibling), SCSICTL_OK);
-    CHECK_CODE(scsictl_map(ctl, &r->cb, &a0, NULL, 0, &err), SCSICTL_OK);
+    CHECK_CODE(scsictl_map(ctl, &r->cb, &a0, NULL, 0, err), SCSICTL_OK);
     CHECK_EQ(re.seen, 1);
     CHECK(re.busy_same);
     CHECK(re.ok_other);
@@ -477,8 +466,6 @@ static void test_busy(void)
     scsictl_stats st2;
     scsictl_get_stats(ctl, &st2);
     CHECK(!st2.closed);
-    free(r);
-    scsictl_free(ctl);
 }
 
 /* A step that fails during a map or an unmap: the call says BACKEND and
@@ -501,12 +488,8 @@ static void check_step_failure(scsictl *ctl, rec_backend *r, const scsictl_id *i
         CHECK_CONTAINS(err->message, f->has[i]);
 }
 
-static void test_backend(void)
+static void test_backend(scsictl *ctl, rec_backend *r, scsictl_error *err)
 {
-    TEST("backend: failures carry context");
-    scsictl *ctl = tu_new(1, 4, SCSICTL_GUEST_LINUX);
-    rec_backend *r = rec_new(SCSICTL_GUEST_LINUX);
-    scsictl_error err;
     scsictl_id x, a;
     CHECK_CODE(tu_reserve(ctl, "/x", 0, &x), SCSICTL_OK);
     CHECK_CODE(tu_reserve(ctl, "/img/a.vhdx", 2, &a), SCSICTL_OK); /* 0:1 */
@@ -525,87 +508,86 @@ static void test_backend(void)
         { false, SCSICTL_STEP_REMOVE_SCSI_DISK, "remove-msg",
           { "remove_scsi_disk", "remove-msg", "controller 0", "lun 1" } },
     };
-    memset(&err, 0, sizeof err);
-    check_step_failure(ctl, r, &a, &fails[0], &err);
-    check_err(&err, SCSICTL_E_BACKEND);
-    check_step_failure(ctl, r, &a, &fails[1], &err);
-    CHECK_CODE(scsictl_map(ctl, &r->cb, &a, NULL, 0, &err), SCSICTL_OK);
+    memset(err, 0, sizeof *err);
+    check_step_failure(ctl, r, &a, &fails[0], err);
+    check_err(err, SCSICTL_E_BACKEND);
+    check_step_failure(ctl, r, &a, &fails[1], err);
+    CHECK_CODE(scsictl_map(ctl, &r->cb, &a, NULL, 0, err), SCSICTL_OK);
     for (size_t i = 2; i < sizeof fails / sizeof fails[0]; i++)
-        check_step_failure(ctl, r, &a, &fails[i], &err);
-    CHECK_CODE(scsictl_unmap(ctl, &r->cb, &a, &err), SCSICTL_OK);
+        check_step_failure(ctl, r, &a, &fails[i], err);
+    CHECK_CODE(scsictl_unmap(ctl, &r->cb, &a, err), SCSICTL_OK);
 
     /* step interface: failure with no message still says what failed */
     scsictl_op op;
-    CHECK_CODE(scsictl_op_start_map(ctl, &op, &x, &err), SCSICTL_STEP);
-    memset(&err, 0, sizeof err);
-    CHECK_CODE(scsictl_op_report(ctl, &op, false, NULL, &err), SCSICTL_E_BACKEND);
-    check_err(&err, SCSICTL_E_BACKEND);
-    CHECK_CONTAINS(err.message, "add_scsi_disk");
-    CHECK_CONTAINS(err.message, "/x");
+    CHECK_CODE(scsictl_op_start_map(ctl, &op, &x, err), SCSICTL_STEP);
+    memset(err, 0, sizeof *err);
+    CHECK_CODE(scsictl_op_report(ctl, &op, false, NULL, err), SCSICTL_E_BACKEND);
+    check_err(err, SCSICTL_E_BACKEND);
+    CHECK_CONTAINS(err->message, "add_scsi_disk");
+    CHECK_CONTAINS(err->message, "/x");
 
     /* blocking driver: a needed callback that is NULL fails its step */
     scsictl_callbacks cb = r->cb;
     cb.add_scsi_disk = NULL;
-    CHECK_CODE(scsictl_map(ctl, &cb, &x, NULL, 0, &err), SCSICTL_E_BACKEND);
-    CHECK_CONTAINS(err.message, "add_scsi_disk");
+    CHECK_CODE(scsictl_map(ctl, &cb, &x, NULL, 0, err), SCSICTL_E_BACKEND);
+    CHECK_CONTAINS(err->message, "add_scsi_disk");
     CHECK_STATE(ctl, "0:0 /x reserved r1 [0 reserved 1]");
     /* Windows callbacks are not needed by a Linux guest */
     cb = r->cb;
     cb.windows_mount = NULL;
     cb.windows_mount_scratch = NULL;
     cb.windows_unmount = NULL;
-    CHECK_CODE(scsictl_map(ctl, &cb, &x, NULL, 0, &err), SCSICTL_OK);
-    CHECK_CODE(scsictl_unmap(ctl, &cb, &x, &err), SCSICTL_OK);
+    CHECK_CODE(scsictl_map(ctl, &cb, &x, NULL, 0, err), SCSICTL_OK);
+    CHECK_CODE(scsictl_unmap(ctl, &cb, &x, err), SCSICTL_OK);
     CHECK_STATE(ctl, "");
-    free(r);
-    scsictl_free(ctl);
 }
 
-static void test_closed(void)
+static void test_closed(scsictl *ctl, rec_backend *r, scsictl_error *err)
 {
-    TEST("closed: mutations refused, introspection works");
-    scsictl *ctl = tu_new(1, 4, SCSICTL_GUEST_WINDOWS);
-    rec_backend *r = rec_new(SCSICTL_GUEST_WINDOWS);
-    scsictl_error err;
     scsictl_id a, b, c;
     CHECK_CODE(tu_reserve(ctl, "/a", 0, &a), SCSICTL_OK);
     CHECK_CODE(tu_reserve(ctl, "/b", 1, &b), SCSICTL_OK);
-    CHECK_CODE(scsictl_map(ctl, &r->cb, &a, NULL, 0, &err), SCSICTL_OK);
-    CHECK_CODE(scsictl_reserve_for_rootfs(ctl, 0, 3, NULL, &err), SCSICTL_OK);
+    CHECK_CODE(scsictl_map(ctl, &r->cb, &a, NULL, 0, err), SCSICTL_OK);
+    CHECK_CODE(scsictl_reserve_for_rootfs(ctl, 0, 3, NULL, err), SCSICTL_OK);
     size_t calls = r->n;
-    CHECK_CODE(scsictl_close(ctl, &err), SCSICTL_OK);
+    CHECK_CODE(scsictl_close(ctl, err), SCSICTL_OK);
     SNAP(ctl, before);
     CHECK_CONTAINS(before, " closed");
     CHECK_CONTAINS(before, "0:0 /a attached r1 [0 mounted 1]; 0:1 /b reserved r1 [1 reserved 1]; 0:3P");
 
     scsictl_op op;
-    memset(&err, 0, sizeof err);
+    memset(err, 0, sizeof *err);
     CHECK_CODE(tu_reserve(ctl, "/c", 0, &c), SCSICTL_E_CLOSED);
     CHECK_CODE(tu_reserve(ctl, "/a", 0, &c), SCSICTL_E_CLOSED);
-    check_reserve_refused(ctl, "/c", SCSICTL_E_CLOSED, &err);
-    CHECK_CODE(scsictl_reserve_for_rootfs(ctl, 0, 2, NULL, &err), SCSICTL_E_CLOSED);
-    check_err(&err, SCSICTL_E_CLOSED);
-    CHECK_CODE(scsictl_op_start_map(ctl, &op, &b, &err), SCSICTL_E_CLOSED);
-    check_starts_refused(ctl, &a, SCSICTL_E_CLOSED, &err);
-    CHECK_CODE(scsictl_map(ctl, &r->cb, &b, NULL, 0, &err), SCSICTL_E_CLOSED);
-    CHECK_CODE(scsictl_unmap(ctl, &r->cb, &a, &err), SCSICTL_E_CLOSED);
-    check_err(&err, SCSICTL_E_CLOSED);
+    check_reserve_refused(ctl, "/c", SCSICTL_E_CLOSED, err);
+    CHECK_CODE(scsictl_reserve_for_rootfs(ctl, 0, 2, NULL, err), SCSICTL_E_CLOSED);
+    check_err(err, SCSICTL_E_CLOSED);
+    CHECK_CODE(scsictl_op_start_map(ctl, &op, &b, err), SCSICTL_E_CLOSED);
+    check_starts_refused(ctl, &a, SCSICTL_E_CLOSED, err);
+    CHECK_CODE(scsictl_map(ctl, &r->cb, &b, NULL, 0, err), SCSICTL_E_CLOSED);
+    CHECK_CODE(scsictl_unmap(ctl, &r->cb, &a, err), SCSICTL_E_CLOSED);
+    check_err(err, SCSICTL_E_CLOSED);
     CHECK_EQ(r->n, calls);
-    CHECK_CODE(scsictl_close(ctl, &err), SCSICTL_OK);
+    CHECK_CODE(scsictl_close(ctl, err), SCSICTL_OK);
     CHECK_CODE(scsictl_close(ctl, NULL), SCSICTL_OK);
     scsictl_reservation_info *ri = NULL;
-    CHECK_CODE(scsictl_get_reservation(ctl, &b, &ri, &err), SCSICTL_OK);
+    CHECK_CODE(scsictl_get_reservation(ctl, &b, &ri, err), SCSICTL_OK);
     CHECK(ri && ri->partition == 1 && ri->lun == 1 && strcmp(ri->host_path, "/b") == 0);
     scsictl_info_free(ctl, ri);
     CHECK_UNCHANGED(ctl, before);
     scsictl_stats s;
     scsictl_get_stats(ctl, &s);
     CHECK(s.closed && s.reservations == 2 && s.disks == 2 && s.pinned == 1 && s.used == 3);
-    free(r);
-    scsictl_free(ctl);
+}
 
+static void test_closed_busy(void)
+{
     TEST("closed: close while a step is in flight is busy");
-    ctl = tu_new(1, 4, SCSICTL_GUEST_LINUX);
+    scsictl *ctl = tu_new(1, 4, SCSICTL_GUEST_LINUX);
+    scsictl_error err;
+    scsictl_id a, b;
+    scsictl_op op;
+    scsictl_stats s;
     CHECK_CODE(tu_reserve(ctl, "/a", 0, &a), SCSICTL_OK);
     CHECK_CODE(scsictl_op_start_map(ctl, &op, &a, &err), SCSICTL_STEP);
     CHECK_CODE(scsictl_close(ctl, &err), SCSICTL_E_BUSY);
@@ -856,14 +838,21 @@ static void test_err_struct(void)
 
 int main(void)
 {
-    test_not_found();
+    tu_run("not_found: unknown and released ids, no callback", 1, 4, SCSICTL_GUEST_LINUX,
+           test_not_found);
     test_no_slots();
     test_config_mismatch();
     test_slot_taken();
     test_out_of_range();
-    test_busy();
-    test_backend();
-    test_closed();
+    tu_run("busy: a step in flight on the disk", 1, 4, SCSICTL_GUEST_LINUX, test_busy_in_flight);
+    tu_run("busy: pending release, teardown in progress", 1, 4, SCSICTL_GUEST_LINUX,
+           test_busy_pending);
+    tu_run("busy: callbacks may call back into the controller", 1, 4, SCSICTL_GUEST_LINUX,
+           test_busy_reentry);
+    tu_run("backend: failures carry context", 1, 4, SCSICTL_GUEST_LINUX, test_backend);
+    tu_run("closed: mutations refused, introspection works", 1, 4, SCSICTL_GUEST_WINDOWS,
+           test_closed);
+    test_closed_busy();
     test_invalid_argument();
     test_ids();
     test_err_struct();

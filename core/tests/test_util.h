@@ -475,6 +475,23 @@ static inline rec_backend *rec_new(scsictl_guest guest)
 /* Forgets the log (not the failure settings nor the slot map). */
 static inline void rec_clear(rec_backend *r) { r->n = 0; }
 
+/* A test on a fresh controller with a recording backend of the same guest:
+ * TEST(name), then body(ctl, r, err) on `controllers` x `luns` (err for the
+ * body's calls); both are freed afterwards. */
+typedef void tu_body(scsictl *ctl, rec_backend *r, scsictl_error *err);
+
+static inline void tu_run(const char *name, uint32_t controllers, uint32_t luns,
+                          scsictl_guest guest, tu_body *body)
+{
+    TEST(name);
+    scsictl *ctl = tu_new(controllers, luns, guest);
+    rec_backend *r = rec_new(guest);
+    scsictl_error err;
+    body(ctl, r, &err);
+    free(r);
+    scsictl_free(ctl);
+}
+
 static inline const char *rec_kind_short(scsictl_step_kind k)
 {
     switch (k) {
