@@ -12,7 +12,7 @@
 #                  (clang; FUZZ_SECONDS each, default 600)
 BUILD ?= build
 JOBS ?= $(shell nproc 2>/dev/null || echo 2)
-LUA_ENV = LUA_PATH='$(CURDIR)/lua/?.lua;$(CURDIR)/lua/?/init.lua;;' LUA_CPATH='$(CURDIR)/$(BUILD)/lua/?.so;;'
+LUA_ENV = LUA_PATH='$(CURDIR)/lua/?.lua;$(CURDIR)/lua/?/init.lua;;' LUA_CPATH='$(abspath $(BUILD))/lua/?.so;;'
 
 .PHONY: all deps build test demo repl sanitize tsan bench bench-guest fuzz clean guest fresh-root
 FUZZ_SECONDS ?= 600
