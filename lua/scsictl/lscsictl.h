@@ -3,7 +3,8 @@
  *   module.c  luaopen_scsictl, scsictl.new, controller methods, introspection
  *   args.c    argument checking: raise "bad argument #N to 'name' (...)"
  *   ops.c     map_to_guest / unmap_from_guest: steps as Lua callbacks,
- *             continuations for yields, abandonment of suspended steps */
+ *             continuations for yields, abandonment of suspended steps
+ *   slot_map.c  ctl:slot_map(), the controllers drawn as text */
 #ifndef LSCSICTL_H
 #define LSCSICTL_H
 
@@ -109,6 +110,18 @@ int lscsictl_call_writer(lua_State *L, int ctl_idx, uint64_t seq, bool tentative
  * SCSICTL_E_IO with err naming the writer's reason. Pops the results. */
 int lscsictl_writer_outcome(lua_State *L, lctl *c, uint64_t seq, bool tentative, int status,
                             scsictl_error *err);
+
+/* Listings are copied out of the core into one block; the block is held by
+ * a to-be-closed userdata so a memory error while building Lua values
+ * cannot leak it. */
+typedef struct lblock {
+    scsictl *core;
+    void *info;
+} lblock;
+lblock *lscsictl_push_block(lua_State *L, scsictl *core);
+
+/* slot_map.c */
+int lscsictl_slot_map(lua_State *L);
 
 /* ops.c */
 int lscsictl_map(lua_State *L);

@@ -566,13 +566,6 @@ static void check_listing(lua_State *L, int rc, const scsictl_error *err)
         luaL_error(L, "%s", err->message);
 }
 
-/* Listings are copied out of the core into one block; the block is held by
- * a to-be-closed userdata so a memory error while building Lua tables
- * cannot leak it. */
-typedef struct lblock {
-    scsictl *core;
-    void *info;
-} lblock;
 
 static int block_free(lua_State *L)
 {
@@ -582,7 +575,7 @@ static int block_free(lua_State *L)
     return 0;
 }
 
-static lblock *push_block(lua_State *L, scsictl *core)
+lblock *lscsictl_push_block(lua_State *L, scsictl *core)
 {
     lblock *b = lua_newuserdatauv(L, sizeof *b, 0);
     b->core = core;
@@ -604,7 +597,7 @@ static int l_save(lua_State *L)
     lua_settop(L, 1);
     if (!c->core)
         return lscsictl_finalized(L, "save");
-    lblock *b = push_block(L, c->core); /* owns the buffer from the start */
+    lblock *b = lscsictl_push_block(L, c->core); /* owns the buffer from the start */
     char *snap;
     size_t len;
     scsictl_error err;
@@ -625,7 +618,7 @@ static int l_reservation(lua_State *L)
         lua_pushnil(L);
         return 1;
     }
-    lblock *b = push_block(L, c->core);
+    lblock *b = lscsictl_push_block(L, c->core);
     scsictl_reservation_info *info = NULL;
     scsictl_error err;
     int rc = scsictl_get_reservation(c->core, &id, &info, &err);
@@ -647,7 +640,7 @@ static int l_reservations(lua_State *L)
         lua_newtable(L);
         return 1;
     }
-    lblock *b = push_block(L, c->core);
+    lblock *b = lscsictl_push_block(L, c->core);
     scsictl_reservation_info *list = NULL;
     size_t n = 0;
     scsictl_error err;
@@ -670,7 +663,7 @@ static int l_slots(lua_State *L)
         lua_newtable(L);
         return 1;
     }
-    lblock *b = push_block(L, c->core);
+    lblock *b = lscsictl_push_block(L, c->core);
     scsictl_slot_info *list = NULL;
     size_t n = 0;
     scsictl_error err;
@@ -751,6 +744,7 @@ static const luaL_Reg controller_methods[] = {
     { "reservation", l_reservation },
     { "reservations", l_reservations },
     { "slots", l_slots },
+    { "slot_map", lscsictl_slot_map },
     { "stats", l_stats },
     { "close", l_close },
     { "save", l_save },
