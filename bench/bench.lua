@@ -471,16 +471,20 @@ local function interleaved_ratio(a, b)
     xb[i] = sample(b, sb, nb)
   end
   if a.teardown then a.teardown(sa) end
-  local ma, mb = median_min_max(xa), median_min_max(xb)
-  return ma / mb, ma, mb
+  local ma, mina, maxa = median_min_max(xa)
+  local mb = median_min_max(xb)
+  return ma / mb, ma, mb, mina, maxa
 end
 
 local ratio, ratio_b1, ratio_floor
 if b1 and floor then
-  ratio, ratio_b1, ratio_floor = interleaved_ratio(cases[1], floor_case())
+  local b1_min, b1_max
+  ratio, ratio_b1, ratio_floor, b1_min, b1_max = interleaved_ratio(cases[1], floor_case())
   if out_file then
-    out_file:write(json { lang = "lua", name = "B1/B1_floor", repeats = cfg.repeats, ratio = ratio,
-      b1_ns = ratio_b1, floor_ns = ratio_floor, timer = "os.clock, samples interleaved" }, "\n")
+    out_file:write(json { lang = "lua", name = "B1/B1_floor", params = { samples = "interleaved" },
+      repeats = cfg.repeats, ns_per_op = { median = ratio_b1, min = b1_min, max = b1_max },
+      allocs_per_op = NULL, bytes_per_op = NULL, ratio = ratio, floor_ns = ratio_floor,
+      timer = "os.clock" }, "\n")
   end
 end
 

@@ -13,11 +13,8 @@ find_package(PkgConfig REQUIRED)
 pkg_check_modules(LUA54 IMPORTED_TARGET lua5.4)
 if(LUA54_FOUND AND SCSICTL_BUILD_TESTS)
   set(SCSICTL_LUA_ALLOC_DIR ${CMAKE_CURRENT_LIST_DIR})
-  add_executable(lua_alloc
-    ${SCSICTL_LUA_ALLOC_DIR}/lua_alloc.c
-    ${SCSICTL_LUA_ALLOC_DIR}/../scsictl/module.c
-    ${SCSICTL_LUA_ALLOC_DIR}/../scsictl/args.c
-    ${SCSICTL_LUA_ALLOC_DIR}/../scsictl/ops.c)
+  file(GLOB SCSICTL_LUA_BINDING CONFIGURE_DEPENDS ${SCSICTL_LUA_ALLOC_DIR}/../scsictl/*.c)
+  add_executable(lua_alloc ${SCSICTL_LUA_ALLOC_DIR}/lua_alloc.c ${SCSICTL_LUA_BINDING})
   target_include_directories(lua_alloc PRIVATE ${SCSICTL_LUA_ALLOC_DIR}/../scsictl)
   target_link_libraries(lua_alloc PRIVATE scsictl_static PkgConfig::LUA54)
   target_link_options(lua_alloc PRIVATE
