@@ -1,6 +1,7 @@
 -- bench.lua — benchmarks of the Lua module `scsictl` with no-op Lua callbacks.
 --
--- Cases: B1 reserve + map + unmap of one disk; B2 the same with
+-- Cases: B1 reserve + map + unmap of one disk (B1_trace: with a trace
+-- function that does nothing); B2 the same with
 -- 4 controllers and 255 of 256 slots taken; B3 N reservations of one shared
 -- disk+partition (reserve all, map all, unmap all) for N = 10, 1000, 100000;
 -- B4 reserve + unmap without map; B5 reserve_for_rootfs; memory of 100000
@@ -81,8 +82,9 @@ local guest = {
   remove_scsi_device = noop,
 }
 
-local function new_ctl(controllers, luns)
-  return scsictl.new { controllers = controllers, luns_per_controller = luns, vm = vm, linux_guest = guest }
+local function new_ctl(controllers, luns, trace)
+  return scsictl.new { controllers = controllers, luns_per_controller = luns, vm = vm, linux_guest = guest,
+                       trace = trace }
 end
 
 local function must(v, msg, code)
@@ -264,11 +266,11 @@ local function cycles(ctl, n)
   return clock() - t0
 end
 
-local function cycle_case(name, label, controllers, luns, occupied, ref, params)
+local function cycle_case(name, label, controllers, luns, occupied, ref, params, trace)
   return {
     name = name, label = label, unit = 1, ref = ref, params = params,
     setup = function()
-      local ctl = new_ctl(controllers, luns)
+      local ctl = new_ctl(controllers, luns, trace)
       fill(ctl, occupied)
       return ctl
     end,
@@ -435,6 +437,9 @@ local b1, floor
 local cases = {
   cycle_case("B1", "1x64 empty", 1, 64, 0, REF.B1,
     { controllers = 1, luns = 64, occupied = 0, guest = "linux" }),
+  -- the same with a trace function that does nothing (B1 is without one)
+  cycle_case("B1_trace", "1x64 empty", 1, 64, 0, nil,
+    { controllers = 1, luns = 64, occupied = 0, guest = "linux", trace = "no-op" }, noop),
   cycle_case("B2", "4x64 255/256", 4, 64, 255, REF.B2,
     { controllers = 4, luns = 64, occupied = 255, guest = "linux" }),
 }

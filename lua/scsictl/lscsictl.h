@@ -17,7 +17,7 @@
 #define LSCSICTL_OP "scsictl.op"
 
 /* Uservalues of a controller userdata. */
-enum { UV_VM = 1, UV_GUEST = 2, UV_FREE_OP = 3, UV_WRITER = 4, UV_COUNT = 4 };
+enum { UV_VM = 1, UV_GUEST = 2, UV_FREE_OP = 3, UV_WRITER = 4, UV_TRACE = 5, UV_COUNT = 5 };
 
 /* Every function of the module has the same upvalues: the interned field
  * names, the callback name of each step kind (K_STEP + kind, taken from the
@@ -71,6 +71,7 @@ const char *lkey_name(int k);
 typedef struct lctl {
     scsictl *core;   /* NULL once collected */
     scsictl_guest guest;
+    bool trace;      /* a trace function is in UV_TRACE */
 } lctl;
 
 /* args.c */

@@ -87,9 +87,9 @@ int lscsictl_finalized(lua_State *L, const char *what)
 
 static const char *const new_keys[] = { "controllers", "luns_per_controller", "vm",
                                         "linux_guest", "windows_guest", "state_file",
-                                        "state_writer", NULL };
+                                        "state_writer", "trace", NULL };
 static const char *const backend_keys[] = { "vm", "linux_guest", "windows_guest",
-                                            "state_writer", NULL };
+                                            "state_writer", "trace", NULL };
 
 static bool callable(lua_State *L, int idx)
 {
@@ -146,6 +146,7 @@ static lctl *push_controller(lua_State *L, int arg, int tbl, scsictl_guest guest
     lctl *c = lua_newuserdatauv(L, sizeof *c, UV_COUNT);
     c->core = NULL;
     c->guest = guest;
+    c->trace = false;
     lkey_push(L, K_CTL_MT);
     lua_setmetatable(L, -2);
     lua_pushvalue(L, -3);
@@ -215,6 +216,21 @@ static int set_writer(lua_State *L, int arg, int tbl, int ctl_idx, lctl *c, bool
     if (scsictl_set_write_deferred(c->core, true, &err) != SCSICTL_OK)
         return luaL_error(L, "%s", err.message); /* a fresh controller: not reached */
     return SCSICTL_OK;
+}
+
+/* The trace option at tbl[trace]: a function called at each step's start
+ * and end (ops.c). */
+static void set_trace(lua_State *L, int arg, int tbl, int ctl_idx, lctl *c)
+{
+    if (lua_getfield(L, tbl, "trace") == LUA_TNIL) {
+        lua_pop(L, 1);
+        return;
+    }
+    if (!callable(L, -1))
+        luaL_argerror(L, arg, lua_pushfstring(L, "trace must be a function, got %s",
+                                              luaL_typename(L, -1)));
+    lua_setiuservalue(L, ctl_idx, UV_TRACE);
+    c->trace = true;
 }
 
 bool lscsictl_has_writer(lua_State *L, int idx)
@@ -287,6 +303,7 @@ static int l_new(lua_State *L)
     if (state_file && scsictl_set_state_file(c->core, state_file, &err) != SCSICTL_OK)
         return lscsictl_fail(L, &err); /* the controller is collected */
     set_writer(L, 1, 1, lua_gettop(L), c, state_file != NULL);
+    set_trace(L, 1, 1, lua_gettop(L), c);
     return 1;
 }
 
@@ -328,6 +345,7 @@ static int import_or_open(lua_State *L, bool from_file)
     c->core = holder->core;
     holder->core = NULL;
     set_writer(L, 2, 2, lua_gettop(L), c, from_file);
+    set_trace(L, 2, 2, lua_gettop(L), c);
     return 1;
 }
 

@@ -12,7 +12,9 @@
  * closed or collected while a callback is suspended (or a memory error hits
  * between steps), the step in flight is reported as failed, so the disk is
  * never left busy. */
+#define _POSIX_C_SOURCE 200809L /* clock_gettime */
 #include <string.h>
+#include <time.h>
 
 #include "lscsictl.h"
 
@@ -22,22 +24,87 @@ enum { IDX_CTL = 1, IDX_OP = 3, IDX_RESULTS = 4 };
 typedef struct lop {
     scsictl_op op;
     lctl *ctl;     /* kept alive by the op's uservalue */
+    scsictl_id id; /* for the trace */
+    double started; /* when the step in flight started (traced only) */
     int kind;
     bool active;   /* a step is in flight */
     bool persisting; /* the state writer is writing its change */
     bool closing;  /* its stack slot is to-be-closed in the current call */
 } lop;
 
+static double seconds_now(void)
+{
+    struct timespec t;
+    clock_gettime(CLOCK_MONOTONIC, &t);
+    return (double)t.tv_sec + (double)t.tv_nsec / 1e9;
+}
+
+/* Calls the trace function of the controller at ctl with the event of the
+ * op's step: its start, or its end (ok, the failure message, the time since
+ * its start). The function runs protected and cannot yield: if it raises,
+ * the error becomes a Lua warning and the operation goes on. */
+static void trace(lua_State *L, int ctl, lop *o, bool end, bool ok, const char *msg)
+{
+    const scsictl_step *s = &o->op.step;
+    ctl = lua_absindex(L, ctl);
+    luaL_checkstack(L, 4, "scsictl: calling the trace function");
+    lua_getiuservalue(L, ctl, UV_TRACE);
+    lua_createtable(L, 0, 12);
+    lua_pushstring(L, end ? "end" : "start");
+    lua_setfield(L, -2, "event");
+    lua_pushstring(L, o->kind == OP_MAP ? "map" : "unmap");
+    lua_setfield(L, -2, "op");
+    char id[SCSICTL_ID_STRLEN + 1];
+    scsictl_id_format(&o->id, id);
+    lua_pushstring(L, id);
+    lua_setfield(L, -2, "id");
+    lua_pushstring(L, scsictl_step_name(s->kind));
+    lua_setfield(L, -2, "step");
+    lua_pushstring(L, scsictl_step_backend(s->kind));
+    lua_setfield(L, -2, "backend");
+    lua_pushinteger(L, s->controller);
+    lua_setfield(L, -2, "controller");
+    lua_pushinteger(L, s->lun);
+    lua_setfield(L, -2, "lun");
+    if (s->mount) {
+        lua_pushinteger(L, (lua_Integer)s->mount->partition);
+        lua_setfield(L, -2, "partition");
+    }
+    if (end) {
+        lua_pushnumber(L, seconds_now() - o->started);
+        lua_setfield(L, -2, "duration");
+        lua_pushboolean(L, ok);
+        lua_setfield(L, -2, "ok");
+        if (msg) {
+            lua_pushstring(L, msg);
+            lua_setfield(L, -2, "error");
+        }
+    } else {
+        o->started = seconds_now();
+    }
+    if (lua_pcall(L, 1, 0, 0) != LUA_OK) {
+        lua_warning(L, "scsictl: the trace function failed: ", 1);
+        lua_warning(L, lua_type(L, -1) == LUA_TSTRING ? lua_tostring(L, -1) : "(not a string)",
+                    0);
+        lua_pop(L, 1);
+    }
+}
+
 /* Reports an in-flight step as failed. Shared by __gc and __close. */
 static int op_abandon(lua_State *L)
 {
     lop *o = lkey_testudata(L, 1, K_OP_MT);
     if (o && o->active) {
+        static const char abandoned[] =
+            "the operation was abandoned while a callback was in flight";
+        if (o->ctl->core && o->ctl->trace) {
+            lua_getiuservalue(L, 1, 1); /* the controller */
+            trace(L, -1, o, true, false, abandoned);
+            lua_pop(L, 1);
+        }
         o->active = false;
         if (o->ctl->core)
-            scsictl_op_report(o->ctl->core, &o->op, false,
-                              "the operation was abandoned while a callback was in flight",
-                              NULL);
+            scsictl_op_report(o->ctl->core, &o->op, false, abandoned, NULL);
     } else if (o && o->persisting) { /* a step about to be issued is taken back */
         o->persisting = false;
         if (o->ctl->core)
@@ -190,6 +257,8 @@ static int finish_step(lua_State *L, int status, lua_KContext ctx)
     scsictl_error err = { SCSICTL_E_BACKEND, "the operation was abandoned" };
     int st = SCSICTL_E_BACKEND;
     if (o->active) {
+        if (o->ctl->trace)
+            trace(L, IDX_CTL, o, true, msg == NULL, msg);
         o->active = false;
         st = scsictl_op_report(o->ctl->core, &o->op, msg == NULL, msg, &err);
     }
@@ -238,6 +307,8 @@ static int drive(lua_State *L, lop *o, int st, scsictl_error *err)
             lua_toclose(L, IDX_OP);
         }
         o->active = true;
+        if (o->ctl->trace)
+            trace(L, IDX_CTL, o, false, true, NULL);
         lua_getiuservalue(L, IDX_CTL, s->kind == SCSICTL_STEP_ADD_SCSI_DISK ||
                                               s->kind == SCSICTL_STEP_REMOVE_SCSI_DISK
                                           ? UV_VM
@@ -303,6 +374,7 @@ static int start(lua_State *L, int kind)
         return lscsictl_finalized(L, kind == OP_MAP ? "map_to_guest" : "unmap_from_guest");
     lop *o = push_op(L, c);
     o->kind = kind;
+    o->id = id;
     o->active = false;
     o->persisting = false;
     o->closing = false; /* marked at the first step: a call without one
