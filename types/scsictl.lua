@@ -185,7 +185,9 @@
 ---On `"end"` of a failed step: the reason.
 ---@field error? string
 
----Called at each step's start and end.
+---Called at each step's start and end. It runs protected and cannot yield:
+---a raise (or a yield) becomes a Lua warning and the operation goes on. A
+---step abandoned with its coroutine ends with `ok = false`.
 ---@alias scsictl.Trace fun(event: scsictl.TraceEvent)
 
 ---One step of `ctl:plan(id, what)`: what the operation would call now.
