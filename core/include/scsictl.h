@@ -473,6 +473,7 @@ typedef struct scsictl_reservation_info {
     uint64_t partition;
     const char *host_path;
     bool release_pending;    /* its release has begun and not ended      */
+    bool busy;               /* its disk has a step in flight            */
 } scsictl_reservation_info;
 
 typedef struct scsictl_partition_info {
@@ -543,6 +544,15 @@ SCSICTL_API int scsictl_save(scsictl *ctl, char **out, size_t *len, scsictl_erro
 SCSICTL_API int scsictl_import(const char *snapshot, size_t len,
                                const scsictl_allocator *allocator, scsictl **out,
                                scsictl_error *err);
+
+/* A dry-run copy: a new controller in ctl's current state, with no state
+ * file, on which operations can be driven (scsictl_op_start_map, ...) to see
+ * the steps they would run, changing nothing in ctl. A step in flight on
+ * ctl counts as maybe done in the copy, as after a restart. allocator may
+ * be NULL. Free the copy with scsictl_free(). Errors: NO_MEMORY,
+ * INVALID_ARGUMENT. */
+SCSICTL_API int scsictl_copy(scsictl *ctl, const scsictl_allocator *allocator, scsictl **out,
+                             scsictl_error *err);
 
 /* The guest flavour a snapshot was taken from, without importing it.
  * Errors: INVALID_SNAPSHOT when the header cannot be read. */

@@ -61,6 +61,7 @@ static void fill_reservation(const scsictl *ctl, const reservation *r,
         .partition = r->partition,
         .host_path = arena_str(a, r->disk->strings),
         .release_pending = r->pending,
+        .busy = sc_disk_busy(r->disk),
     };
 }
 

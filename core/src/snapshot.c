@@ -289,3 +289,22 @@ int scsictl_save(scsictl *ctl, char **out, size_t *len, scsictl_error *err)
     sc_lock_release(&ctl->lock);
     return rc;
 }
+
+int scsictl_copy(scsictl *ctl, const scsictl_allocator *allocator, scsictl **out,
+                 scsictl_error *err)
+{
+    if (!ctl || !out)
+        return sc_fail(err, SCSICTL_E_INVALID_ARGUMENT, "copy: missing argument");
+    char *text = NULL;
+    size_t len = 0;
+    /* What a state file write would say now: a step in flight is "maybe
+     * done", which the copy takes as after a restart. */
+    sc_lock_acquire(&ctl->lock);
+    int rc = sc_snapshot_write(ctl, &text, &len, err);
+    sc_lock_release(&ctl->lock);
+    if (rc != SCSICTL_OK)
+        return rc;
+    rc = scsictl_import(text, len, allocator, out, err);
+    sc_free(&ctl->alloc, text);
+    return rc;
+}

@@ -1521,6 +1521,45 @@ static void test_save_busy(void)
     scsictl_free(ctl);
 }
 
+static void test_copy(void)
+{
+    TEST("copy: a dry-run controller in the same state, also with a step in flight");
+    scsictl *ctl = tu_new(1, 4, SCSICTL_GUEST_LINUX);
+    scsictl_id a, b;
+    tu_reserve(ctl, "/a", 0, &a);
+    tu_reserve(ctl, "/b", 1, &b);
+    scsictl_op op, dry;
+    scsictl_error err;
+    CHECK_CODE(scsictl_op_start_map(ctl, &op, &a, &err), SCSICTL_STEP);
+    char before[4096], after[4096];
+    tu_snapshot(ctl, before, sizeof before);
+    scsictl_reservation_info *ia = NULL, *ib = NULL;
+    CHECK_CODE(scsictl_get_reservation(ctl, &a, &ia, &err), SCSICTL_OK);
+    CHECK_CODE(scsictl_get_reservation(ctl, &b, &ib, &err), SCSICTL_OK);
+    CHECK(ia && ia->busy && ib && !ib->busy);
+    scsictl_info_free(ctl, ia);
+    scsictl_info_free(ctl, ib);
+    scsictl *copy = NULL;
+    CHECK_CODE(scsictl_copy(ctl, NULL, &copy, &err), SCSICTL_OK);
+    /* b's map runs on the copy as it would on ctl: add, then mount */
+    CHECK_CODE(scsictl_op_start_map(copy, &dry, &b, &err), SCSICTL_STEP);
+    CHECK_EQ(dry.step.kind, SCSICTL_STEP_ADD_SCSI_DISK);
+    CHECK_EQ(dry.step.lun, 1u);
+    CHECK_CODE(scsictl_op_report(copy, &dry, true, NULL, &err), SCSICTL_STEP);
+    CHECK_EQ(dry.step.kind, SCSICTL_STEP_LINUX_MOUNT);
+    CHECK_EQ(dry.step.mount->partition, 1u);
+    CHECK_CODE(scsictl_op_report(copy, &dry, true, NULL, &err), SCSICTL_DONE);
+    CHECK_STR(dry.guest_path, "/run/mounts/scsi/0_1_1");
+    scsictl_free(copy);
+    tu_snapshot(ctl, after, sizeof after);
+    CHECK_STR(after, before); /* the copy changed nothing */
+    CHECK_CODE(scsictl_op_report(ctl, &op, true, NULL, &err), SCSICTL_STEP);
+    CHECK_CODE(scsictl_op_report(ctl, &op, true, NULL, &err), SCSICTL_DONE);
+    CHECK_CODE(scsictl_copy(NULL, NULL, &copy, &err), SCSICTL_E_INVALID_ARGUMENT);
+    CHECK_CODE(scsictl_copy(ctl, NULL, NULL, &err), SCSICTL_E_INVALID_ARGUMENT);
+    scsictl_free(ctl);
+}
+
 /* ------------------------------------------------------------------------ */
 /* Regressions found by the fuzzer                                           */
 /* ------------------------------------------------------------------------ */
@@ -1577,6 +1616,7 @@ int main(int argc, char **argv)
     test_truncation_and_flips();
     test_import_nomem();
     test_save_busy();
+    test_copy();
     test_fuzz_regressions();
     if (one) {
         test_roundtrip(one);

@@ -4,7 +4,8 @@
  *   args.c    argument checking: raise "bad argument #N to 'name' (...)"
  *   ops.c     map_to_guest / unmap_from_guest: steps as Lua callbacks,
  *             continuations for yields, abandonment of suspended steps
- *   slot_map.c  ctl:slot_map(), the controllers drawn as text */
+ *   slot_map.c  ctl:slot_map(), the controllers drawn as text
+ *   plan.c    ctl:plan(), the steps an operation would run now */
 #ifndef LSCSICTL_H
 #define LSCSICTL_H
 
@@ -124,7 +125,13 @@ lblock *lscsictl_push_block(lua_State *L, scsictl *core);
 /* slot_map.c */
 int lscsictl_slot_map(lua_State *L);
 
+/* plan.c */
+int lscsictl_plan(lua_State *L);
+
 /* ops.c */
+/* Pushes the arguments of step s's callback after self, as spec §4 lists
+ * them (fresh tables); returns how many. */
+int lscsictl_push_args(lua_State *L, const scsictl_step *s);
 int lscsictl_map(lua_State *L);
 int lscsictl_unmap(lua_State *L);
 void lscsictl_op_register(lua_State *L, int keys);

@@ -763,6 +763,7 @@ static const luaL_Reg controller_methods[] = {
     { "reservations", l_reservations },
     { "slots", l_slots },
     { "slot_map", lscsictl_slot_map },
+    { "plan", lscsictl_plan },
     { "stats", l_stats },
     { "close", l_close },
     { "save", l_save },

@@ -154,9 +154,7 @@ static void set_key(lua_State *L, int k, int value_key)
     lua_rawset(L, -3);
 }
 
-/* Pushes the callback's arguments as spec §4 lists them, in fresh tables;
- * returns how many. */
-static int push_args(lua_State *L, const scsictl_step *s)
+int lscsictl_push_args(lua_State *L, const scsictl_step *s)
 {
     switch (s->kind) {
     case SCSICTL_STEP_ADD_SCSI_DISK: {
@@ -318,7 +316,7 @@ static int drive(lua_State *L, lop *o, int st, scsictl_error *err)
         lkey_get(L, backend, K_STEP + (int)s->kind); /* looked up at each call */
         lua_pushvalue(L, backend);
         lua_remove(L, backend);
-        int nargs = 1 + push_args(L, s);
+        int nargs = 1 + lscsictl_push_args(L, s);
         if (lua_type(L, -nargs - 1) != LUA_TFUNCTION && !luaL_getmetafield(L, -nargs - 1, "__call")) {
             lua_settop(L, IDX_OP);
             lua_pushfstring(L, "callback %s:%s is missing or not callable",
