@@ -433,6 +433,20 @@ function Controller:slots() end
 ---@nodiscard
 function Controller:slot_map() end
 
+---The steps `map_to_guest(id)` (`what = "map"`) or `unmap_from_guest(id)`
+---(`what = "unmap"`) would run now, each assumed to succeed, in order;
+---changes nothing and makes no callback. An operation with nothing to do
+---gives an empty array. `nil, msg, "busy"` while a callback is in flight on
+---the id's disk; the operation's own failures otherwise (`not_found`,
+---`busy` for a pending release, `closed`).
+---@param id scsictl.Id
+---@param what "map"|"unmap"
+---@return scsictl.PlanStep[]? steps
+---@return string? msg
+---@return scsictl.ErrorCode? code
+---@nodiscard
+function Controller:plan(id, what) end
+
 ---Counts of slots, disks and reservations.
 ---@return scsictl.Stats
 ---@nodiscard
