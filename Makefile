@@ -35,7 +35,7 @@ demo: build
 	$(LUA_ENV) lua5.4 examples/quickstart.lua
 
 repl: build
-	$(LUA_ENV) lua5.4 -i examples/repl.lua
+	$(LUA_ENV) lua5.4 examples/repl.lua
 
 sanitize: deps
 	cmake -S . -B build-asan -DCMAKE_BUILD_TYPE=Debug -DSCSICTL_SANITIZE=ON
