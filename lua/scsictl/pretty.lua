@@ -64,7 +64,8 @@ local function via_tostring(v)
   return s
 end
 
-local function format(v, opts, depth, open)
+-- `lead`: the columns before the value on its line (indent and key).
+local function format(v, opts, depth, open, lead)
   local t = type(v)
   if t == "string" then return quote(v) end
   if t ~= "table" then return via_tostring(v) or tostring(v) end
@@ -86,7 +87,7 @@ local function format(v, opts, depth, open)
   local parts, total = {}, n + #keys
   for i = 1, n do
     if #parts >= opts.items then break end
-    parts[#parts + 1] = format(rawget(v, i), opts, depth + 1, open)
+    parts[#parts + 1] = format(rawget(v, i), opts, depth + 1, open, depth * 2 + 2)
   end
   for _, k in ipairs(keys) do
     if #parts >= opts.items then break end
@@ -94,22 +95,23 @@ local function format(v, opts, depth, open)
     if type(k) == "string" and k:match("^[%a_][%w_]*$") then
       ks = k
     else
-      ks = "[" .. format(k, opts, opts.depth, open) .. "]"
+      ks = "[" .. format(k, opts, opts.depth, open, 0) .. "]"
     end
-    parts[#parts + 1] = ks .. " = " .. format(rawget(v, k), opts, depth + 1, open)
+    parts[#parts + 1] = ks .. " = " .. format(rawget(v, k), opts, depth + 1, open,
+                                              depth * 2 + 2 + #ks + 3)
   end
   open[v] = nil
   if total > #parts then parts[#parts + 1] = ("... (%d more)"):format(total - #parts) end
 
   local line = "{ " .. table.concat(parts, ", ") .. " }"
-  local room = opts.width - depth * 2
-  if #line <= room and not line:find("\n") then return line end
+  if lead + #line + 1 <= opts.width and not line:find("\n") then return line end
+  local room = opts.width - depth * 2 - 2
   -- One entry per line, except that one-line array items share lines.
   local lines = {}
   for i, p in ipairs(parts) do
     local last = lines[#lines]
     if i <= n and i > 1 and not p:find("\n") and not last:find("\n")
-        and #last + #p + 4 <= room then
+        and #last + #p + 3 <= room then
       lines[#lines] = last .. ", " .. p
     else
       lines[#lines + 1] = p
@@ -122,7 +124,7 @@ end
 function pretty.format(v, opts)
   local o = {}
   for k, d in pairs(DEFAULTS) do o[k] = opts and opts[k] or d end
-  return format(v, o, 0, {})
+  return format(v, o, 0, {}, 0)
 end
 
 function pretty.results(...)
