@@ -14,8 +14,9 @@ pretty.format(v [, opts]) -> string
   Tables: the array part 1..n first, then the other keys sorted (numbers,
   then strings, then the rest by type and tostring); identifier keys as
   `key = `, others as `[key] = `. A table is written on one line when that
-  fits in opts.width, else one entry per line, indented by two spaces (one-
-  line array items share lines up to the width).
+  fits in opts.width, else over lines indented by two spaces: one-line
+  entries share lines up to the width, an entry spanning lines has its own,
+  and the keyed entries start on a new line after the array items.
   Tables deeper than opts.depth show as {...}, a table inside itself as
   <cycle>, and entries after the first opts.items as `... (n more)`.
   opts: depth (default 4), width (default 78), items (default 40).
@@ -106,11 +107,12 @@ local function format(v, opts, depth, open, lead)
   local line = "{ " .. table.concat(parts, ", ") .. " }"
   if lead + #line + 1 <= opts.width and not line:find("\n") then return line end
   local room = opts.width - depth * 2 - 2
-  -- One entry per line, except that one-line array items share lines.
+  -- Entries on lines within the width; one spanning lines has its own; the
+  -- array items and the keyed entries start on lines of their own.
   local lines = {}
   for i, p in ipairs(parts) do
     local last = lines[#lines]
-    if i <= n and i > 1 and not p:find("\n") and not last:find("\n")
+    if i > 1 and i ~= n + 1 and not p:find("\n") and not last:find("\n")
         and #last + #p + 3 <= room then
       lines[#lines] = last .. ", " .. p
     else
