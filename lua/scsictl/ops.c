@@ -39,18 +39,23 @@ static double seconds_now(void)
     return (double)t.tv_sec + (double)t.tv_nsec / 1e9;
 }
 
-/* Calls the trace function of the controller at ctl with the event of the
- * op's step: its start, or its end (ok, the failure message, the time since
- * its start). The function runs protected and cannot yield: if it raises,
- * the error becomes a Lua warning and the operation goes on. */
-static void trace(lua_State *L, int ctl, lop *o, bool end, bool ok, const char *msg)
+/* What trace_event needs, passed as a light userdata. */
+typedef struct trace_args {
+    lop *o;
+    bool end, ok;
+    const char *msg;
+} trace_args;
+
+/* Builds the event and calls the trace function: (trace_args, fn) ->. Runs
+ * under lua_pcall, so a memory error here cannot get between a step and its
+ * report. */
+static int trace_event(lua_State *L)
 {
+    const trace_args *a = lua_touserdata(L, 1);
+    const lop *o = a->o;
     const scsictl_step *s = &o->op.step;
-    ctl = lua_absindex(L, ctl);
-    luaL_checkstack(L, 4, "scsictl: calling the trace function");
-    lua_getiuservalue(L, ctl, UV_TRACE);
     lua_createtable(L, 0, 12);
-    lua_pushstring(L, end ? "end" : "start");
+    lua_pushstring(L, a->end ? "end" : "start");
     lua_setfield(L, -2, "event");
     lua_pushstring(L, o->kind == OP_MAP ? "map" : "unmap");
     lua_setfield(L, -2, "op");
@@ -70,19 +75,39 @@ static void trace(lua_State *L, int ctl, lop *o, bool end, bool ok, const char *
         lua_pushinteger(L, (lua_Integer)s->mount->partition);
         lua_setfield(L, -2, "partition");
     }
-    if (end) {
+    if (a->end) {
         lua_pushnumber(L, seconds_now() - o->started);
         lua_setfield(L, -2, "duration");
-        lua_pushboolean(L, ok);
+        lua_pushboolean(L, a->ok);
         lua_setfield(L, -2, "ok");
-        if (msg) {
-            lua_pushstring(L, msg);
+        if (a->msg) {
+            lua_pushstring(L, a->msg);
             lua_setfield(L, -2, "error");
         }
-    } else {
-        o->started = seconds_now();
     }
-    if (lua_pcall(L, 1, 0, 0) != LUA_OK) {
+    lua_call(L, 1, 0); /* fn (argument 2) with the event above it */
+    return 0;
+}
+
+/* Calls the trace function of the controller at ctl with the event of the
+ * op's step: its start, or its end (ok, the failure message, the time since
+ * its start). Raises nothing: if the event cannot be built or the function
+ * raises (or yields: it runs in a protected call, which cannot), the error
+ * becomes a Lua warning and the operation goes on. */
+static void trace(lua_State *L, int ctl, lop *o, bool end, bool ok, const char *msg)
+{
+    trace_args a = { o, end, ok, msg };
+    if (!end)
+        o->started = seconds_now();
+    ctl = lua_absindex(L, ctl);
+    if (!lua_checkstack(L, 4)) {
+        lua_warning(L, "scsictl: a step was not traced (no stack space)", 0);
+        return;
+    }
+    lua_pushcfunction(L, trace_event); /* a light C function: no allocation */
+    lua_pushlightuserdata(L, &a);
+    lua_getiuservalue(L, ctl, UV_TRACE);
+    if (lua_pcall(L, 2, 0, 0) != LUA_OK) {
         lua_warning(L, "scsictl: the trace function failed: ", 1);
         lua_warning(L, lua_type(L, -1) == LUA_TSTRING ? lua_tostring(L, -1) : "(not a string)",
                     0);
