@@ -131,9 +131,10 @@ local tty, tty_out = os.execute("test -t 0"), os.execute("test -t 1")
 print(BANNER)
 assert(ctl:stats().reservations == 0 and vm:is_empty())
 while not tty or tty_out do
-  -- A Ctrl-C between lines ("interrupted!") must not end the session.
+  -- A Ctrl-C at the prompt ("interrupted!", raised in this file) must not
+  -- end the session. (lua5.4 catches only the first; a second one ends it.)
   local ok, more = pcall(step, tty)
-  if not ok then io.stderr:write(message(more), "\n") end
+  if not ok then io.stderr:write((message(more):gsub("^[^\n]-repl%.lua:%d+: ", "")), "\n") end
   if ok and not more then break end
 end
 if tty and tty_out then io.write("\n") else print("repl: ok") end
