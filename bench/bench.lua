@@ -188,9 +188,10 @@ local function round_up(n, unit)
   return ((n + unit - 1) // unit) * unit
 end
 
--- After a pass with the collector stopped: restart it in the mode lua5.4
--- runs scripts in (generational), entered afresh. Restarting alone leaves it
--- in a state where every later case runs up to 2x slower.
+-- The collector restarted in the mode lua5.4 runs scripts in (generational),
+-- entered afresh: before each case and after each pass with it stopped. Its
+-- state otherwise carries over from case to case, and an allocation-heavy
+-- case or a plain restart left later cases running up to 2x slower.
 local function restart_collector()
   collectgarbage("restart")
   collectgarbage("incremental")
@@ -219,6 +220,7 @@ local function sample(c, state, n)
 end
 
 local function run_case(c)
+  restart_collector() -- each case starts from the same collector state
   local state = c.setup()
   local n = calibrate(c, state)
   local samples = {}
@@ -468,6 +470,7 @@ end
 -- same machine and collector state: the floor alone reads 700-1000 ns
 -- depending on what ran before it.
 local function interleaved_ratio(a, b)
+  restart_collector()
   local sa, sb = a.setup(), b.setup()
   local na, nb = calibrate(a, sa), calibrate(b, sb)
   local xa, xb = {}, {}
