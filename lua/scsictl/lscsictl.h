@@ -113,12 +113,14 @@ int lscsictl_call_writer(lua_State *L, int ctl_idx, uint64_t seq, bool tentative
 int lscsictl_writer_outcome(lua_State *L, lctl *c, uint64_t seq, bool tentative, int status,
                             scsictl_error *err);
 
-/* Listings are copied out of the core into one block; the block is held by
- * a to-be-closed userdata so a memory error while building Lua values
- * cannot leak it. */
+/* What a call owns until it returns: a listing copied out of the core (one
+ * block) and a dry-run copy of the controller (plan.c). Held by a
+ * to-be-closed userdata, so a memory error while building Lua values
+ * cannot leak them. */
 typedef struct lblock {
     scsictl *core;
-    void *info;
+    void *info;    /* freed with scsictl_info_free(core, info) */
+    scsictl *copy; /* freed with scsictl_free */
 } lblock;
 lblock *lscsictl_push_block(lua_State *L, scsictl *core);
 

@@ -590,6 +590,8 @@ static int block_free(lua_State *L)
     lblock *b = lua_touserdata(L, 1);
     scsictl_info_free(b->core, b->info);
     b->info = NULL;
+    scsictl_free(b->copy);
+    b->copy = NULL;
     return 0;
 }
 
@@ -598,6 +600,7 @@ lblock *lscsictl_push_block(lua_State *L, scsictl *core)
     lblock *b = lua_newuserdatauv(L, sizeof *b, 0);
     b->core = core;
     b->info = NULL;
+    b->copy = NULL;
     if (luaL_newmetatable(L, "scsictl.listing")) {
         lua_pushcfunction(L, block_free);
         lua_setfield(L, -2, "__close");

@@ -8,35 +8,6 @@
 
 #include "lscsictl.h"
 
-/* Owns the copy from the moment it exists: a raise while the plan is built
- * (a memory error) cannot leak it. */
-typedef struct lcopy {
-    scsictl *core;
-} lcopy;
-
-static int copy_free(lua_State *L)
-{
-    lcopy *c = lua_touserdata(L, 1);
-    scsictl_free(c->core);
-    c->core = NULL;
-    return 0;
-}
-
-static lcopy *push_copy(lua_State *L)
-{
-    lcopy *c = lua_newuserdatauv(L, sizeof *c, 0);
-    c->core = NULL;
-    if (luaL_newmetatable(L, "scsictl.plan_copy")) {
-        lua_pushcfunction(L, copy_free);
-        lua_setfield(L, -2, "__close");
-        lua_pushcfunction(L, copy_free);
-        lua_setfield(L, -2, "__gc");
-    }
-    lua_setmetatable(L, -2);
-    lua_toclose(L, -1);
-    return c;
-}
-
 /* { step = name, backend = name, args = { <the callback's arguments> } } */
 static void push_step(lua_State *L, const scsictl_step *s)
 {
@@ -79,23 +50,24 @@ int lscsictl_plan(lua_State *L)
             return lscsictl_fail(L, &err);
         }
     }
-    lcopy *copy = push_copy(L);
-    if (scsictl_copy(c->core, NULL, &copy->core, &err) != SCSICTL_OK)
+    lblock *held = lscsictl_push_block(L, c->core); /* owns the copy from the start */
+    if (scsictl_copy(c->core, NULL, &held->copy, &err) != SCSICTL_OK)
         return lscsictl_fail(L, &err);
-    scsictl_set_single_threaded(copy->core, true);
+    scsictl *copy = held->copy;
+    scsictl_set_single_threaded(copy, true);
     scsictl_op op;
-    int st = map ? scsictl_op_start_map(copy->core, &op, &id, &err)
-                 : scsictl_op_start_unmap(copy->core, &op, &id, &err);
+    int st = map ? scsictl_op_start_map(copy, &op, &id, &err)
+                 : scsictl_op_start_unmap(copy, &op, &id, &err);
     lua_newtable(L);
     for (lua_Integer n = 1; st == SCSICTL_STEP || st == SCSICTL_PERSIST; n++) {
         if (st == SCSICTL_PERSIST) { /* a copy has no state file: not reached */
-            st = scsictl_op_persisted(copy->core, &op, true, NULL, &err);
+            st = scsictl_op_persisted(copy, &op, true, NULL, &err);
             n--;
             continue;
         }
         push_step(L, &op.step);
         lua_rawseti(L, -2, n);
-        st = scsictl_op_report(copy->core, &op, true, NULL, &err);
+        st = scsictl_op_report(copy, &op, true, NULL, &err);
     }
     if (st != SCSICTL_DONE)
         return lscsictl_fail(L, &err);
