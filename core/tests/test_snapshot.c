@@ -1496,13 +1496,21 @@ static void test_open(void)
     scsictl_free(c);
 }
 
+/* A 1 x 4 Linux controller with claims a on "/a" and b on "/b" (partition
+ * b_part). */
+static scsictl *two_claims(scsictl_id *a, scsictl_id *b, uint64_t b_part)
+{
+    scsictl *ctl = tu_new(1, 4, SCSICTL_GUEST_LINUX);
+    tu_reserve(ctl, "/a", 0, a);
+    tu_reserve(ctl, "/b", b_part, b);
+    return ctl;
+}
+
 static void test_save_busy(void)
 {
     TEST("save: busy while a step is in flight, no step is issued by save");
-    scsictl *ctl = tu_new(1, 4, SCSICTL_GUEST_LINUX);
     scsictl_id a, b;
-    tu_reserve(ctl, "/a", 0, &a);
-    tu_reserve(ctl, "/b", 0, &b);
+    scsictl *ctl = two_claims(&a, &b, 0);
     size_t n0;
     char *s0 = save_dup(ctl, &n0);
     scsictl_op op;
@@ -1524,10 +1532,8 @@ static void test_save_busy(void)
 static void test_copy(void)
 {
     TEST("copy: a dry-run controller in the same state, also with a step in flight");
-    scsictl *ctl = tu_new(1, 4, SCSICTL_GUEST_LINUX);
     scsictl_id a, b;
-    tu_reserve(ctl, "/a", 0, &a);
-    tu_reserve(ctl, "/b", 1, &b);
+    scsictl *ctl = two_claims(&a, &b, 1);
     scsictl_op op, dry;
     scsictl_error err;
     CHECK_CODE(scsictl_op_start_map(ctl, &op, &a, &err), SCSICTL_STEP);
