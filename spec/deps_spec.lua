@@ -2,16 +2,8 @@
 -- and the tools taken from them; scripts/deps.sh installs and checks them;
 -- a script that finds a tool missing names the package to install.
 
-local function shquote(s) return "'" .. tostring(s):gsub("'", "'\\''") .. "'" end
-
--- Runs a shell command; returns its output (stdout and stderr) and whether it
--- exited 0.
-local function run(cmd)
-  local p = assert(io.popen("env -u LD_PRELOAD sh -c " .. shquote(cmd) .. " 2>&1", "r"))
-  local out = p:read("a")
-  local ok = p:close()
-  return out, ok == true
-end
+local H = require("helper")
+local shquote, run = H.shquote, H.sh
 
 local function tmpdir()
   local out = run("mktemp -d " .. shquote((os.getenv("TMPDIR") or "/tmp") .. "/scsictl-deps.XXXXXX"))

@@ -82,6 +82,19 @@ function H.keys(t)
   return ks
 end
 
+-- A shell word: s in single quotes.
+function H.shquote(s) return "'" .. tostring(s):gsub("'", "'\\''") .. "'" end
+
+-- Runs a shell command without the sanitizer runtime (LD_PRELOAD) or an
+-- enclosing tmux session (TMUX); returns its output (stdout and stderr) and
+-- whether it exited 0.
+function H.sh(cmd)
+  local p = assert(io.popen("env -u LD_PRELOAD -u TMUX sh -c " .. H.shquote(cmd) .. " 2>&1", "r"))
+  local out = p:read("a")
+  local ok = p:close()
+  return out, ok == true
+end
+
 function H.sorted(list)
   local t = {}
   for i, v in ipairs(list) do

@@ -2,16 +2,8 @@
 -- tmux on a private socket, typed at with send-keys, read with capture-pane.
 -- tmux comes from scripts/deps.txt (group test): without it this fails.
 
-local function shquote(s) return "'" .. tostring(s):gsub("'", "'\\''") .. "'" end
-
--- Runs a shell command without the sanitizer runtime; returns its output and
--- whether it exited 0.
-local function run(cmd)
-  local p = assert(io.popen("env -u LD_PRELOAD -u TMUX sh -c " .. shquote(cmd) .. " 2>&1", "r"))
-  local out = p:read("a")
-  local ok = p:close()
-  return out, ok == true
-end
+local H = require("helper")
+local shquote, run = H.shquote, H.sh
 
 local PROMPT = "scsictl>"      -- lines are compared without trailing spaces
 

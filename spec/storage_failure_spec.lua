@@ -29,6 +29,7 @@
 -- in /dev/shm when there is one (fsync there is cheap).
 
 local scsictl = require("scsictl")
+local H = require("helper")
 local sim = require("scsictl.sim")
 
 local ACTIONS = tonumber(os.getenv("SCSICTL_STORAGE_ACTIONS") or "10000")
@@ -93,12 +94,6 @@ local function run(seed, actions, guest, writer)
   local held, released = {}, {}     -- id -> true
   local ios, restarts = 0, 0        -- calls that returned io; restarts
   local unsure = {}                 -- held ids whose last unmap failed with io
-  local function list(t)
-    local out = {}
-    for id in pairs(t) do out[#out + 1] = id end
-    table.sort(out)
-    return out
-  end
   local function where(step, what)
     return ("seed %d (%s guest), action %d: %s"):format(seed, guest, step, what)
   end
@@ -128,7 +123,7 @@ local function run(seed, actions, guest, writer)
       local c, msg, code = scsictl.open(path, b)
       assert(c, where(step, ("open: %s (%s)"):format(tostring(msg), tostring(code))))
       ctl = c
-      for _, id in ipairs(list(held)) do
+      for _, id in ipairs(H.keys(held)) do
         if not ctl:reservation(id) then
           -- Only a claim whose last unmap failed with io may be gone: that
           -- release finished in memory and a later write recorded it, with
@@ -137,7 +132,7 @@ local function run(seed, actions, guest, writer)
           assert(unsure[id], where(step, "a held claim was lost by the restart: " .. id))
         end
       end
-      for _, id in ipairs(list(released)) do
+      for _, id in ipairs(H.keys(released)) do
         assert.is_nil(ctl:reservation(id), where(step, "a released claim came back: " .. id))
       end
     elseif r < 0.4 then
@@ -150,7 +145,7 @@ local function run(seed, actions, guest, writer)
           where(step, ("reserve: %s (%s)"):format(tostring(msg), tostring(code))))
       end
     else
-      local ids = list(held)
+      local ids = H.keys(held)
       if #ids > 0 then
         local id = ids[rng(#ids)]
         if r < 0.7 then
@@ -184,7 +179,7 @@ local function run(seed, actions, guest, writer)
   -- Storage is back: every held id is released by retrying unmap.
   chaos = false
   set_failing(false)
-  for _, id in ipairs(list(held)) do
+  for _, id in ipairs(H.keys(held)) do
     local ok, msg, code
     for _ = 1, 8 do
       ok, msg, code = ctl:unmap_from_guest(id)

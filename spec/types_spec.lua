@@ -15,6 +15,7 @@
 -- Any other line starting with `function` (or `local function`) fails the
 -- spec: nothing declared escapes the check.
 local scsictl = require("scsictl")
+local H = require("helper")
 
 local function repo_root()
   local src = debug.getinfo(1, "S").source:gsub("^@", "")
@@ -29,21 +30,9 @@ local META = ROOT .. "/types/scsictl.lua"
 -- Described in advance of the implementation (another change adds them):
 -- while the module does not accept them yet their checks are pending, not
 -- failed; once it does they are checked like the rest.
-local AHEAD_OPTIONS = { trace = true }
+local AHEAD_OPTIONS = {} -- none now: trace is built
 
-local function read(path)
-  local f = assert(io.open(path, "rb"))
-  local s = f:read("a")
-  f:close()
-  return s
-end
-
-local function sorted_keys(t)
-  local out = {}
-  for k in pairs(t) do out[#out + 1] = k end
-  table.sort(out)
-  return out
-end
+local function read(path) return assert(H.read(path), path) end
 
 local function set_of(list)
   local s = {}
@@ -281,7 +270,7 @@ describe("types/scsictl.lua", function()
 
   it("describes every field and function of the module table, and only those", function()
     local mod, _, fields = described()
-    for _, k in ipairs(sorted_keys(scsictl)) do
+    for _, k in ipairs(H.keys(scsictl)) do
       if type(scsictl[k]) == "function" then
         assert.is_not_nil(mod[k], "scsictl." .. k .. " is exported but not described (function scsictl." .. k .. ")")
       else
@@ -302,7 +291,7 @@ describe("types/scsictl.lua", function()
     local methods = getmetatable(ctl).__index
     assert.equal("table", type(methods))
     local _, described_methods = described()
-    for _, k in ipairs(sorted_keys(methods)) do
+    for _, k in ipairs(H.keys(methods)) do
       if type(methods[k]) == "function" then
         assert.is_not_nil(described_methods[k],
                           "ctl:" .. k .. " is exported but not described (function Controller:" .. k .. ")")
@@ -338,7 +327,7 @@ describe("types/scsictl.lua", function()
         steps[name] = true
       end
     end
-    assert.same(sorted_keys(steps), (function()
+    assert.same(H.keys(steps), (function()
       local v = {}
       for _, s in ipairs(meta.aliases["scsictl.StepName"].values) do v[#v + 1] = s end
       table.sort(v)
@@ -433,7 +422,7 @@ describe("types/scsictl.lua against the module's behaviour", function()
   -- fields in AHEAD_OPTIONS that are not yet accepted are returned.
   local function accepted(cname, call)
     local later = {}
-    for _, name in ipairs(sorted_keys(fields_of(cname))) do
+    for _, name in ipairs(H.keys(fields_of(cname))) do
       local ok, err = pcall(call, name)
       local unknown = not ok and tostring(err):find("unknown field '" .. name .. "'", 1, true)
       if unknown and AHEAD_OPTIONS[name] then
@@ -446,10 +435,10 @@ describe("types/scsictl.lua against the module's behaviour", function()
   end
 
   local function same_keys(cname, keys, ahead)
-    local described_keys = sorted_keys(fields_of(cname))
+    local described_keys = H.keys(fields_of(cname))
     local expected = set_of(keys)
     for k in pairs(ahead or {}) do expected[k] = true end
-    assert.same(sorted_keys(expected), described_keys, cname .. " fields against the accepted keys")
+    assert.same(H.keys(expected), described_keys, cname .. " fields against the accepted keys")
   end
 
   it("options of scsictl.new: the described fields are the accepted ones", function()
@@ -465,7 +454,7 @@ describe("types/scsictl.lua against the module's behaviour", function()
     local later = accepted("scsictl.Backends", function(name)
       return scsictl.import("x", { vm = {}, linux_guest = {}, [name] = false })
     end)
-    for _, name in ipairs(sorted_keys(fields_of("scsictl.Backends"))) do
+    for _, name in ipairs(H.keys(fields_of("scsictl.Backends"))) do
       local ok, err = pcall(scsictl.open, "/nonexistent/x", { vm = {}, linux_guest = {}, [name] = false })
       local unknown = not ok and tostring(err):find("unknown field '" .. name .. "'", 1, true)
       assert.is_true(not unknown or AHEAD_OPTIONS[name] == true, tostring(err))
@@ -495,7 +484,7 @@ describe("types/scsictl.lua against the module's behaviour", function()
     check_table(scsictl.defaults.mount, "scsictl.MountDefaults", "scsictl.defaults.mount")
     check_table(scsictl.limits, "scsictl.Limits", "scsictl.limits")
     -- every mount field has a default, and the defaults are of mount fields
-    same_keys("scsictl.MountDefaults", sorted_keys(fields_of("scsictl.Mount")))
+    same_keys("scsictl.MountDefaults", H.keys(fields_of("scsictl.Mount")))
   end)
 
   it("reservation, reservations, slots and stats return the described tables", function()
