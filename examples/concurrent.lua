@@ -10,7 +10,9 @@
 local root = (arg and arg[0] or ""):match("^(.*)/examples/[^/]*$")
   or ((arg and arg[0] or ""):match("^examples/") and ".") or ".."
 package.path = root .. "/lua/?.lua;" .. root .. "/lua/?/init.lua;" .. package.path
-package.cpath = root .. "/build/lua/?.so;" .. package.cpath
+if not (os.getenv("LUA_CPATH_5_4") or os.getenv("LUA_CPATH")) then -- make sets it from BUILD=
+  package.cpath = root .. "/build/lua/?.so;" .. package.cpath
+end
 
 local sim = require("scsictl.sim")
 
