@@ -50,6 +50,8 @@
 extern "C" {
 #endif
 
+/* The release version: the one place it is written (CMake, the Lua module,
+ * `make dist` and the release rockspec read this line; docs/release.md). */
 #define SCSICTL_VERSION "0.1.0"
 
 /* Public functions are exported; everything else in the library is hidden. */
