@@ -10,7 +10,10 @@
 # uring, udev). Needs apt access (apt-get update done) on the first build.
 #
 # Usage: scripts/build-guest.sh [cache-dir]
-#   cache-dir   default $SCSICTL_GUEST_DIR or build/guest. The guest goes to
+#        (installed with the rock, or by `cmake --install`, as scsictl-build-guest)
+#   cache-dir   default $SCSICTL_GUEST_DIR, else build/guest in a checkout,
+#               else ${XDG_CACHE_HOME:-~/.cache}/scsictl/guest (the defaults
+#               of scsictl.qemu_guest.locate). The guest goes to
 #               <cache-dir>/<kernel version>/ and <cache-dir>/latest points
 #               at it. A finished build is reused (delete the directory, or
 #               set SCSICTL_GUEST_REBUILD=1, to rebuild).
@@ -36,7 +39,13 @@
 set -euo pipefail
 unset LD_PRELOAD                      # a sanitizer runtime must not reach host tools
 
-cache=${1:-${SCSICTL_GUEST_DIR:-build/guest}}
+if [ -f "$(dirname "$0")/../core/include/scsictl.h" ]; then
+    default=build/guest                              # scripts/ of a checkout
+else
+    case ${XDG_CACHE_HOME:-} in /*) default=$XDG_CACHE_HOME ;; *) default=${HOME:?}/.cache ;; esac
+    default=$default/scsictl/guest
+fi
+cache=${1:-${SCSICTL_GUEST_DIR:-$default}}
 mkdir -p "$cache"
 cache=$(cd "$cache" && pwd)
 

@@ -117,7 +117,7 @@ qemu_guest.launch(opts) -> vm, backend | nil, msg
   opts: controllers (required), kernel, initrd (default: the image built by
         scripts/build-guest.sh into guest_dir, built if missing unless
         build = false; the uncompressed vmlinux is preferred), guest_dir
-        (default $SCSICTL_GUEST_DIR or <repository>/build/guest), append
+        (default: qemu_guest.locate().guest_dir), append
         ("console=ttyS0 quiet panic=-1"), memory ("256M"), accel ("auto" |
         "kvm" | "tcg", default $SCSICTL_QEMU_ACCEL or "tcg"; "auto" boots
         under KVM when /dev/kvm opens and falls back to TCG when that boot
@@ -138,8 +138,20 @@ qemu_guest.launch(opts) -> vm, backend | nil, msg
              the temporary directory; idempotent; also <close> and __gc.
 
 qemu_guest.image([opts]) -> { kernel, vmlinux, initrd, dir, kver } | nil, msg
-  The guest image in opts.guest_dir, built with scripts/build-guest.sh when
+  The guest image in opts.guest_dir, built with the guest builder when
   missing (unless opts.build == false).
+
+qemu_guest.locate([o]) -> { builder, guest_dir, checkout, tried }
+  Where image() finds the guest builder and its default cache, for this
+  module's file: in a checkout (<root>/lua/scsictl/qemu_guest.lua) the
+  builder is <root>/scripts/build-guest.sh and the cache <root>/build/guest;
+  installed (<prefix>/share/lua/5.x/scsictl/, a LuaRocks tree or
+  /usr/local) it is <prefix>/bin/scsictl-build-guest, else
+  scsictl-build-guest on $PATH, and the cache $XDG_CACHE_HOME/scsictl/guest
+  or ~/.cache/scsictl/guest. $SCSICTL_GUEST_DIR overrides the cache.
+  builder is nil when none exists; tried lists the paths looked at, in
+  order; checkout is <root> or nil. o (tests): source (the module's path),
+  getenv, exists (path -> boolean).
 ]==]
 
 local uv, cjson = require("scsictl.deps")("scsictl.qemu_guest", "luv", "cjson")
@@ -888,12 +900,47 @@ end
 ---------------------------------------------------------------------------
 -- The guest image.
 
-local function script_dir()
-  local src = debug.getinfo(1, "S").source
-  local d = src:match("^@(.-)lua/scsictl/[^/]*$")
-  if d == nil then return nil end
-  if d == "" then d = "./" end
-  return d
+-- Where the guest builder and the default image cache are (M.locate).
+local BUILDER = "scsictl-build-guest"   -- the installed name of scripts/build-guest.sh
+
+local function file_exists(path)
+  return loop.fs("stat", path) ~= nil
+end
+
+function M.locate(o)
+  o = o or {}
+  local source = o.source or debug.getinfo(1, "S").source:match("^@(.*)$") or ""
+  local getenv = o.getenv or os.getenv
+  local exists = o.exists or file_exists
+  local function env(name)
+    local v = getenv(name)
+    if v ~= nil and v ~= "" then return v end
+  end
+  local r = { tried = {} }
+  local function try(path)
+    r.tried[#r.tried + 1] = path
+    if not r.builder and exists(path) then r.builder = path end
+  end
+  -- A checkout: <root>/lua/scsictl/qemu_guest.lua.
+  local root = source:match("^(.-)lua/scsictl/[^/]*$")
+  if root then
+    if root == "" then root = "./" end
+    r.checkout = root
+    try(root .. "scripts/build-guest.sh")
+  end
+  -- Installed: <prefix>/share/lua/5.x/scsictl/qemu_guest.lua, the builder in
+  -- <prefix>/bin (a LuaRocks tree, /usr/local), then anywhere on PATH.
+  local prefix = source:match("^(.-)share/lua/5%.%d+/scsictl/[^/]*$")
+  if prefix then try((prefix == "" and "./" or prefix) .. "bin/" .. BUILDER) end
+  for d in ((env("PATH") or "") .. ":"):gmatch("([^:]*):") do
+    try((d == "" and "." or d) .. "/" .. BUILDER)
+  end
+  local cache = env("XDG_CACHE_HOME")
+  if cache and cache:sub(1, 1) ~= "/" then cache = nil end
+  cache = cache or (env("HOME") and env("HOME") .. "/.cache")
+  r.guest_dir = env("SCSICTL_GUEST_DIR") or (root and root .. "build/guest")
+    or (cache and cache .. "/scsictl/guest")
+  return r
 end
 
 local function read_env(path)
@@ -909,24 +956,24 @@ end
 
 function M.image(opts)
   opts = opts or {}
-  local root = script_dir()
-  local dir = opts.guest_dir or os.getenv("SCSICTL_GUEST_DIR")
-  if dir == nil or dir == "" then
-    if not root then return nil, "image: no guest_dir given and the repository is unknown" end
-    dir = root .. "build/guest"
+  local found = M.locate()
+  local dir = opts.guest_dir or found.guest_dir
+  if not dir then
+    return nil, "image: no guest_dir given, no $SCSICTL_GUEST_DIR, $HOME or checkout to default to"
   end
   local env = read_env(dir .. "/latest/guest.env")
   if env and env.FORMAT ~= M.IMAGE_FORMAT then env = nil end   -- built by an older script
   if not env and opts.build ~= false then
-    local script = root and (root .. "scripts/build-guest.sh")
-    if not script or not loop.fs("stat", script) then
-      return nil, "image: no guest image in " .. dir .. " and scripts/build-guest.sh is not available"
+    local script = found.builder
+    if not script then
+      return nil, ("image: no guest image in %s and no guest builder (scripts/build-guest.sh or %s)"
+        .. " found; tried %s"):format(dir, BUILDER, table.concat(found.tried, ", "))
     end
     -- Off the loop: the builder is a child process the loop waits for.
     local ok, msg, text = loop.command({ "bash", script, dir }, { env = loop.child_env(), timeout = 1800 })
     if not ok then
       local why = trim(text or "")
-      return nil, ("image: scripts/build-guest.sh %s failed: %s"):format(dir, why ~= "" and why or msg)
+      return nil, ("image: %s %s failed: %s"):format(script, dir, why ~= "" and why or msg)
     end
     env = read_env(dir .. "/latest/guest.env")
   end
