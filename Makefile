@@ -8,13 +8,17 @@
 #   make bench-guest  many disks on the booted test guest, serial vs concurrent
 #   make guest     build the Linux test guest (kernel + initramfs) into $(BUILD)/guest
 #   make fresh-root  make test + make demo in a minimal debootstrapped Debian 12 (root)
+#   make dist      release tarball, rockspec and .src.rock of HEAD in $(DIST)
+#                  (DIST_URL= the tarball's download address; docs/release.md)
 #   make fuzz      libFuzzer on the core's operations and on snapshot import
 #                  (clang; FUZZ_SECONDS each, default 600)
 BUILD ?= build
 JOBS ?= $(shell nproc 2>/dev/null || echo 2)
 LUA_ENV = LUA_PATH='$(CURDIR)/lua/?.lua;$(CURDIR)/lua/?/init.lua;;' LUA_CPATH='$(abspath $(BUILD))/lua/?.so;;'
 
-.PHONY: all deps build test demo repl sanitize tsan bench bench-guest fuzz clean guest fresh-root
+.PHONY: all deps build test demo repl sanitize tsan bench bench-guest fuzz clean guest fresh-root dist
+DIST ?= $(BUILD)/dist
+DIST_URL ?=
 FUZZ_SECONDS ?= 600
 
 all: build
@@ -56,6 +60,9 @@ bench-guest: build
 fresh-root:
 	@sh scripts/deps.sh ci
 	bash scripts/fresh-root.sh $(FRESH_ROOT_FLAGS)
+
+dist:
+	sh scripts/dist.sh $(DIST) $(DIST_URL)
 
 guest: deps
 	bash scripts/build-guest.sh $(BUILD)/guest

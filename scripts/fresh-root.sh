@@ -33,14 +33,16 @@ cmd=${*:-make test && make demo}
 
 die() { echo "fresh-root: $*" >&2; exit 1; }
 [ "$(id -u)" = 0 ] || die "needs root (debootstrap, chroot, mount)"
-command -v git >/dev/null || die "needs git (Debian package git)"
-if ! command -v debootstrap >/dev/null; then
-    echo "fresh-root: installing debootstrap"
-    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends debootstrap >/dev/null \
+# debootstrap (group ci of scripts/deps.txt) and git (group test, which
+# `make fresh-root` does not install) are installed here when missing.
+for tool in debootstrap git; do
+    command -v "$tool" >/dev/null && continue
+    echo "fresh-root: installing $tool"
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "$tool" >/dev/null \
         || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive \
-             apt-get install -y -qq --no-install-recommends debootstrap >/dev/null; } \
-        || die "cannot install debootstrap"
-fi
+             apt-get install -y -qq --no-install-recommends "$tool" >/dev/null; } \
+        || die "cannot install $tool"
+done
 
 # The mirror this machine's apt uses for bookworm (deb822 or one-line form).
 mirror() {
