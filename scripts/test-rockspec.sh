@@ -9,6 +9,7 @@ luarocks --lua-version 5.4 --tree "$tree" make rockspec/scsictl-dev-1.rockspec >
     exit 1
 }
 rm -rf build.luarocks
+[ -x "$tree/bin/scsictl-build-guest" ] || { echo "rockspec: no $tree/bin/scsictl-build-guest" >&2; exit 1; }
 ROCKTREE="$tree" LUA_PATH="$tree/share/lua/5.4/?.lua;$tree/share/lua/5.4/?/init.lua" \
 LUA_CPATH="$tree/lib/lua/5.4/?.so" \
 lua5.4 -e '
