@@ -11,9 +11,8 @@
 local root = (arg and arg[0] or ""):match("^(.*)/examples/[^/]*$")
   or ((arg and arg[0] or ""):match("^examples/") and ".") or ".."
 package.path = root .. "/lua/?.lua;" .. root .. "/lua/?/init.lua;" .. package.path
-if not (os.getenv("LUA_CPATH_5_4") or os.getenv("LUA_CPATH")) then -- make sets it from BUILD=
-  package.cpath = root .. "/build/lua/?.so;" .. package.cpath
-end
+local cpath_given = os.getenv("LUA_CPATH_5_4") or os.getenv("LUA_CPATH") -- make: from BUILD=
+if not cpath_given then package.cpath = root .. "/build/lua/?.so;" .. package.cpath end
 
 local sim = require("scsictl.sim")
 

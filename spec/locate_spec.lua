@@ -27,19 +27,23 @@ end
 describe("qemu_guest.locate", function()
   local HOME = { HOME = "/home/u", PATH = "/usr/local/bin:/usr/bin" }
 
-  it("uses the checkout's scripts/build-guest.sh and build/guest", function()
-    local r = locate("/src/scsictl/lua/scsictl/qemu_guest.lua",
-                     { "/src/scsictl/scripts/build-guest.sh", "/usr/bin/scsictl-build-guest" }, HOME)
-    assert.equal("/src/scsictl/scripts/build-guest.sh", r.builder)
-    assert.equal("/src/scsictl/build/guest", r.guest_dir)
-    assert.equal("/src/scsictl/", r.checkout)
-  end)
-
-  it("reads a module path relative to the working directory as a checkout", function()
-    local r = locate("lua/scsictl/qemu_guest.lua", { "./scripts/build-guest.sh" }, HOME)
-    assert.equal("./scripts/build-guest.sh", r.builder)
-    assert.equal("./build/guest", r.guest_dir)
-  end)
+  -- In a checkout: { what, module path, files that exist, builder, guest dir }
+  for _, case in ipairs {
+    { "uses the checkout's scripts/build-guest.sh and build/guest", "/src/scsictl/lua/scsictl/qemu_guest.lua",
+      { "/src/scsictl/scripts/build-guest.sh", "/usr/bin/scsictl-build-guest" },
+      "/src/scsictl/scripts/build-guest.sh", "/src/scsictl/build/guest" },
+    { "reads a module path relative to the working directory as a checkout", "lua/scsictl/qemu_guest.lua",
+      { "./scripts/build-guest.sh" }, "./scripts/build-guest.sh", "./build/guest" },
+    { "falls back to PATH in a checkout that has no scripts/build-guest.sh", "/src/lua/scsictl/qemu_guest.lua",
+      { "/usr/bin/scsictl-build-guest" }, "/usr/bin/scsictl-build-guest", "/src/build/guest" },
+  } do
+    it(case[1], function()
+      local r = locate(case[2], case[3], HOME)
+      assert.equal(case[4], r.builder)
+      assert.equal(case[5], r.guest_dir)
+      assert.equal(case[5]:match("^(.*/)build/guest$"), r.checkout)
+    end)
+  end
 
   it("uses the builder installed next to the module before one on PATH", function()
     local r = locate("/t/share/lua/5.4/scsictl/qemu_guest.lua",
@@ -62,11 +66,6 @@ describe("qemu_guest.locate", function()
     assert.equal("./scsictl-build-guest", r.builder)
   end)
 
-  it("falls back to PATH in a checkout that has no scripts/build-guest.sh", function()
-    local r = locate("/src/lua/scsictl/qemu_guest.lua", { "/usr/bin/scsictl-build-guest" }, HOME)
-    assert.equal("/usr/bin/scsictl-build-guest", r.builder)
-    assert.equal("/src/build/guest", r.guest_dir)
-  end)
 
   it("finds nothing when nothing is there, and says where it looked", function()
     local r = locate("/t/share/lua/5.4/scsictl/qemu_guest.lua", {}, HOME)
