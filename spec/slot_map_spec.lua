@@ -61,6 +61,16 @@ describe("ctl:slot_map()", function()
     assert.equal("....", row(ctl:slot_map(), 0))
   end)
 
+  it("shows a Windows disk whose removal failed as being torn down, though still attached", function()
+    local ctl, R = H.new_ctl{ guest = "windows", controllers = 1, luns = 4 }
+    local id = H.value(ctl:reserve{ host_path = "/img/w.vhdx" })
+    H.value(ctl:map_to_guest(id))
+    R:fail("remove_scsi_disk", "nil", "still in use")
+    H.fails("backend", ctl:unmap_from_guest(id))
+    assert.equal("attached", ctl:slots()[1].state)
+    assert.equal("~...", row(ctl:slot_map(), 0))
+  end)
+
   it("shows a disk added to the VM whose mount is not done as attached", function()
     local ctl, R = H.new_ctl{ controllers = 1, luns = 4 }
     local id = H.value(ctl:reserve{ host_path = "/img/a.vhdx" })

@@ -490,6 +490,8 @@ typedef struct scsictl_slot_info {
     uint32_t lun;
     bool pinned;
     bool busy;                /* a step is in flight on its disk */
+    bool tearing_down;        /* its disk's release began (removal under
+                                 way or pending a retried unmap) */
     bool has_disk;
     const char *host_path;    /* NULL for a bare pinned slot */
     scsictl_disk_state state; /* valid when has_disk */

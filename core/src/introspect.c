@@ -169,6 +169,7 @@ static void fill_disk_slot(const scsictl *ctl, const disk *d, scsictl_slot_info 
         .lun = d->slot % ctl->luns,
         .pinned = sc_slot_pinned(ctl, d->slot),
         .busy = sc_disk_busy(d),
+        .tearing_down = sc_disk_tearing_down(d),
         .has_disk = true,
         .host_path = arena_str(a, d->strings),
         .state = (scsictl_disk_state)sc_disk_states[d->state].public_state,

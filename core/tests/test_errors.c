@@ -811,6 +811,7 @@ static void test_err_struct(void)
     scsictl_slot_info *si = NULL;
     size_t n = 0;
     CHECK_CODE(scsictl_list_slots(ctl, &si, &n, &err), SCSICTL_OK);
+    CHECK(n == 1 && !si[0].busy && !si[0].tearing_down);
     scsictl_info_free(ctl, si);
     CHECK(memcmp(&err, &marker, sizeof err) == 0);
     /* NULL err everywhere */
@@ -836,12 +837,42 @@ static void test_err_struct(void)
     scsictl_free(ctl);
 }
 
+/* The slot listing says when a disk's teardown began: on a Windows guest a
+ * failed removal leaves it "attached" but tearing down. */
+static void test_tearing_down_listed(void)
+{
+    TEST("list_slots: tearing_down from the release's first disk step until it ends");
+    scsictl *ctl = tu_new(1, 2, SCSICTL_GUEST_WINDOWS);
+    scsictl_id a;
+    scsictl_error err;
+    scsictl_op op;
+    CHECK_CODE(tu_reserve(ctl, "/a", 0, &a), SCSICTL_OK);
+    CHECK_CODE(scsictl_op_start_map(ctl, &op, &a, &err), SCSICTL_STEP);
+    CHECK_CODE(scsictl_op_report(ctl, &op, true, NULL, &err), SCSICTL_STEP);
+    CHECK_CODE(scsictl_op_report(ctl, &op, true, NULL, &err), SCSICTL_DONE);
+    CHECK_CODE(scsictl_op_start_unmap(ctl, &op, &a, &err), SCSICTL_STEP); /* unmount */
+    CHECK_CODE(scsictl_op_report(ctl, &op, true, NULL, &err), SCSICTL_STEP); /* remove */
+    CHECK_CODE(scsictl_op_report(ctl, &op, false, "in use", &err), SCSICTL_E_BACKEND);
+    scsictl_slot_info *si = NULL;
+    size_t n = 0;
+    CHECK_CODE(scsictl_list_slots(ctl, &si, &n, &err), SCSICTL_OK);
+    CHECK(n == 1 && si[0].tearing_down && !si[0].busy && si[0].state == SCSICTL_DISK_ATTACHED);
+    scsictl_info_free(ctl, si);
+    CHECK_CODE(scsictl_op_start_unmap(ctl, &op, &a, &err), SCSICTL_STEP);
+    CHECK_CODE(scsictl_op_report(ctl, &op, true, NULL, &err), SCSICTL_DONE);
+    CHECK_CODE(scsictl_list_slots(ctl, &si, &n, &err), SCSICTL_OK);
+    CHECK(n == 0);
+    scsictl_info_free(ctl, si);
+    scsictl_free(ctl);
+}
+
 int main(void)
 {
     tu_run("not_found: unknown and released ids, no callback", 1, 4, SCSICTL_GUEST_LINUX,
            test_not_found);
     test_no_slots();
     test_config_mismatch();
+    test_tearing_down_listed();
     test_slot_taken();
     test_out_of_range();
     tu_run("busy: a step in flight on the disk", 1, 4, SCSICTL_GUEST_LINUX, test_busy_in_flight);

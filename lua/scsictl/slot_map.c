@@ -32,8 +32,7 @@ static enum glyph glyph_of(const scsictl_slot_info *s)
         return G_BUSY;
     if (s->pinned)
         return G_PINNED;
-    /* ejected, or no claim left: the removal is under way or pending */
-    if (s->state == SCSICTL_DISK_EJECTED || s->reservations == 0)
+    if (s->tearing_down)
         return G_TEARDOWN;
     for (size_t i = 0; i < s->n_partitions; i++)
         if (s->partitions[i].state == SCSICTL_MOUNT_MOUNTED)
