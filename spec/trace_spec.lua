@@ -174,6 +174,20 @@ describe("trace", function()
                                         trace = function(e) events[#events + 1] = e end })
     H.value(copy:map_to_guest(H.value(copy:reserve{ host_path = "/img/b.vhdx" })))
     assert.equal(4, #events)
+    -- open: a controller restarted from its state file
+    local d = H.tmpdir()
+    local owner = H.value(scsictl.new{ controllers = 1, vm = R.vm, linux_guest = R.linux_guest,
+                                       state_file = d .. "/state" })
+    local id = H.value(owner:reserve{ host_path = "/img/c.vhdx" })
+    owner = nil -- luacheck: ignore 311 (collected, not closed: its lock goes, its claims stay)
+    H.full_gc()
+    local reopened = H.value(scsictl.open(d .. "/state", { vm = R.vm, linux_guest = R.linux_guest,
+                                          trace = function(e) events[#events + 1] = e end }))
+    H.value(reopened:map_to_guest(id))
+    assert.equal(8, #events)
+    assert.equal(id, events[8].id)
+    reopened:close()
+    H.rmdir(d)
     H.raises("trace must be a function", function()
       scsictl.new{ controllers = 1, vm = R.vm, linux_guest = R.linux_guest, trace = 42 }
     end)

@@ -59,14 +59,14 @@ int lscsictl_plan(lua_State *L)
     int st = map ? scsictl_op_start_map(copy, &op, &id, &err)
                  : scsictl_op_start_unmap(copy, &op, &id, &err);
     lua_newtable(L);
-    for (lua_Integer n = 1; st == SCSICTL_STEP || st == SCSICTL_PERSIST; n++) {
-        if (st == SCSICTL_PERSIST) { /* a copy has no state file: not reached */
+    lua_Integer n = 0;
+    while (st == SCSICTL_STEP || st == SCSICTL_PERSIST) {
+        if (st == SCSICTL_PERSIST) { /* a copy has no state file: never asked */
             st = scsictl_op_persisted(copy, &op, true, NULL, &err);
-            n--;
             continue;
         }
         push_step(L, &op.step);
-        lua_rawseti(L, -2, n);
+        lua_rawseti(L, -2, ++n);
         st = scsictl_op_report(copy, &op, true, NULL, &err);
     }
     if (st != SCSICTL_DONE)
