@@ -151,6 +151,12 @@ function qemu.scsi_disks(client)
         d.file = ins.file
         d.format = ins.drv
         d.ro = ins.ro
+        -- Throttled (per-disk I/O limits): the image is the throttle
+        -- node's child, which QEMU's image info lists as its backing image.
+        local under = ins.drv == "throttle" and type(ins.image) == "table" and ins.image["backing-image"]
+        if type(under) == "table" then
+          d.throttled, d.file, d.format = true, under.filename, under.format
+        end
         out[#out + 1] = d
       end
     end
@@ -297,18 +303,325 @@ local function find_device(c, id, timeout)
   return d
 end
 
+-- The limits of throttle-group `id`, or false when there is no such object.
+local function find_group(c, id, timeout)
+  local limits, msg, class = c:execute("qom-get", { path = "/objects/" .. id, property = "limits" }, timeout)
+  if limits == nil then
+    if class == "DeviceNotFound" then return false end
+    return nil, msg
+  end
+  return limits
+end
+
 local function slot_name(controller, lun)
   return ("controller %d lun %d"):format(controller, lun)
 end
 
+---------------------------------------------------------------------------
+-- Per-disk options (attachment.options), checked before QEMU sees any.
+
+-- cache mode -> { node cache.direct, node cache.no-flush, device write-cache }
+local CACHE = {
+  none = { true, false, true }, writeback = { false, false, true },
+  writethrough = { false, false, false }, directsync = { true, false, false },
+  unsafe = { false, true, true },
+}
+-- I/O limit option -> member of the throttle-group's ThrottleLimits.
+local LIMITS = { bps = "bps-total", bps_rd = "bps-read", bps_wr = "bps-write",
+                 iops = "iops-total", iops_rd = "iops-read", iops_wr = "iops-write" }
+-- The JSON encoder (lua-cjson, 14 significant digits) carries integers
+-- exactly only below 10^14; QEMU's own ceiling is 10^15.
+qemu.LIMIT_MAX = 99999999999999
+qemu.SERIAL_MAX = 36          -- what scsi-hd puts in its VPD serial page
+
+-- A value as a message shows it: quoted, control bytes escaped.
+local function quote(s)
+  return "'" .. s:gsub("[^\32-\126]", function(ch) return ("\\x%02x"):format(ch:byte()) end) .. "'"
+end
+
+local function one_of(...)
+  local list = { ... }
+  return function(s)
+    for _, x in ipairs(list) do
+      if s == x then return s end
+    end
+    return nil, ("%s is not one of %s"):format(quote(s), table.concat(list, ", "))
+  end
+end
+
+local function limit(s)
+  local n = s:match("^%d+$") and tonumber(s)
+  if not n or n < 1 then return nil, quote(s) .. " is not a positive integer" end
+  if n > qemu.LIMIT_MAX then
+    return nil, ("%s is above the largest limit, %d"):format(quote(s), qemu.LIMIT_MAX)
+  end
+  return math.tointeger(n)
+end
+
+local function serial(s)
+  if #s < 1 or #s > qemu.SERIAL_MAX or s:find("[^\33-\126]") then
+    return nil, ("%s is not 1 to %d printable ASCII characters without spaces")
+      :format(quote(s), qemu.SERIAL_MAX)
+  end
+  return s
+end
+
+-- A 64-bit unsigned decimal, as a (wrapping) Lua integer, or nil on overflow.
+local function decimal_u64(s)
+  local v = 0
+  for i = 1, #s do
+    local d = s:byte(i) - 48
+    if math.ult(0x1999999999999999, v) or (v == 0x1999999999999999 and d > 5) then return nil end
+    v = v * 10 + d
+  end
+  return v
+end
+
+-- The WWN as QEMU's device_add takes it: "0x" and 16 hex digits.
+local function wwn(s)
+  local hex = s:match("^0[xX](%x+)$")
+  local v
+  if hex then
+    v = #hex == 16 and tonumber(hex, 16) or nil
+  elseif s:match("^%d+$") then
+    v = decimal_u64(s)
+  end
+  if not v then
+    return nil, quote(s) .. ' is not a 64-bit number ("0x" and 16 hex digits, or decimal)'
+  end
+  if v == 0 then return nil, "0 is not a WWN (QEMU reads it as none)" end
+  return ("0x%016x"):format(v)
+end
+
+local PARSE = {
+  cache = one_of("none", "writeback", "writethrough", "directsync", "unsafe"),
+  aio = one_of("threads", "native", "io_uring"),
+  discard = one_of("ignore", "unmap"),
+  detect_zeroes = one_of("off", "on", "unmap"),
+  serial = serial, wwn = wwn,
+}
+for name in pairs(LIMITS) do PARSE[name] = limit end
+
+-- The core hands option values over as strings; direct callers may use
+-- integers and booleans (true/false as on/off).
+local function option_text(name, v)
+  if math.type(v) == "integer" then return tostring(v) end
+  if type(v) == "boolean" then return v and "on" or "off" end
+  if type(v) == "string" then return v end
+  return nil, ("option %s: a %s is not a string, an integer or a boolean")
+    :format(name, math.type(v) or type(v))
+end
+
+-- Combinations QEMU refuses, refused first with our own words.
+local function check_combinations(o)
+  for _, total in ipairs({ "bps", "iops" }) do
+    for _, part in ipairs({ total .. "_rd", total .. "_wr" }) do
+      if o[total] and o[part] then
+        return nil, ("options %s and %s exclude each other (a total limit, or read and write limits)")
+          :format(total, part)
+      end
+    end
+  end
+  if o.aio == "native" and not (o.cache and CACHE[o.cache][1]) then
+    return nil, ("option aio: native needs cache none or directsync (O_DIRECT), not %s")
+      :format(o.cache or "the default writeback")
+  end
+  if o.detect_zeroes == "unmap" and o.discard ~= "unmap" then
+    return nil, "option detect_zeroes: unmap needs discard unmap"
+  end
+  return o
+end
+
+-- attachment.options -> { name = checked value } | nil, msg
+local function parse_options(opts, scsi_block)
+  if opts == nil then return {} end
+  if type(opts) ~= "table" then return nil, "attachment.options must be a table" end
+  local names = {}
+  for k in pairs(opts) do
+    if type(k) ~= "string" then return nil, "disk option names must be strings, not " .. type(k) end
+    names[#names + 1] = k
+  end
+  table.sort(names)
+  local o = {}
+  for _, name in ipairs(names) do
+    if not PARSE[name] then return nil, ("unknown disk option '%s'"):format(quote(name):sub(2, -2)) end
+    local text, why = option_text(name, opts[name])
+    if not text then return nil, why end
+    local v
+    v, why = PARSE[name](text)
+    if v == nil then return nil, ("option %s: %s"):format(name, why) end
+    if scsi_block then
+      return nil, ("option %s: not applied to a PassThru disk under scsi-block "
+        .. "(its SCSI commands reach the device past QEMU's block layer)"):format(name)
+    end
+    o[name] = v
+  end
+  return check_combinations(o)
+end
+
+-- The aio modes this QEMU knows (BlockdevAioOptions in its QMP schema; the
+-- enum's name is not stable, its values are), asked once per backend.
+function Backend:aio_modes()
+  if self._aio then return self._aio end
+  local c, msg = self:client()
+  if not c then return nil, msg end
+  local schema
+  schema, msg = c:execute("query-qmp-schema", nil, self.timeout)
+  if not schema then return nil, msg end
+  local modes = { threads = true, native = true }
+  for _, e in ipairs(schema) do
+    if e["meta-type"] == "enum" and type(e.values) == "table" then
+      local set = {}
+      for _, v in ipairs(e.values) do set[v] = true end
+      if set.threads and set.native then modes = set break end
+    end
+  end
+  self._aio = modes
+  return modes
+end
+
+---------------------------------------------------------------------------
+-- What QEMU gets for one slot: names, and the commands that make each part.
+
+function Backend:throttle_name(controller, lun)
+  return ("%s-throttle-c%d-l%d"):format(self.prefix, controller, lun)
+end
+
+function Backend:group_id(controller, lun)
+  return ("%s-tg-c%d-l%d"):format(self.prefix, controller, lun)
+end
+
+local function slot_names(self, controller, lun)
+  return { node = self:node_name(controller, lun), throttle = self:throttle_name(controller, lun),
+           group = self:group_id(controller, lun), dev = self:device_id(controller, lun) }
+end
+
+-- Options every node of the slot carries (cache, discard), so that each
+-- layer, and QEMU's report of the top one (query-block), shows the mode.
+local function node_options(spec, o)
+  if o.cache then
+    local m = CACHE[o.cache]
+    spec.cache = { direct = m[1], ["no-flush"] = m[2] }
+  end
+  spec.discard = o.discard
+  return spec
+end
+
+-- The plan of an add: the steps, and what a slot holding it looks like.
+local function make_plan(self, attachment, controller, lun, o, driver, device_driver)
+  local path, ro = attachment.path, attachment.read_only == true
+  local names = slot_names(self, controller, lun)
+  local spec
+  if driver == "host_device" then
+    spec = node_options({ driver = driver, ["node-name"] = names.node, filename = path,
+                          ["read-only"] = ro, aio = o.aio }, o)
+  else
+    spec = node_options({ driver = driver, ["node-name"] = names.node, ["read-only"] = ro,
+      file = node_options({ driver = "file", filename = path, ["read-only"] = ro, aio = o.aio }, o) }, o)
+  end
+  spec["detect-zeroes"] = o.detect_zeroes
+  local limits
+  for name, member in pairs(LIMITS) do
+    if o[name] then
+      limits = limits or {}
+      limits[member] = o[name]
+    end
+  end
+  local plan = { names = names, path = path, ro = ro, driver = driver, o = o, limits = limits,
+                 top = limits and names.throttle or names.node, steps = {} }
+  local steps = plan.steps
+  if limits then
+    steps[#steps + 1] = { "object-add", { ["qom-type"] = "throttle-group", id = names.group, limits = limits } }
+  end
+  steps[#steps + 1] = { "blockdev-add", spec }
+  if limits then
+    steps[#steps + 1] = { "blockdev-add", node_options({ driver = "throttle", ["node-name"] = names.throttle,
+      ["throttle-group"] = names.group, file = names.node, ["detect-zeroes"] = o.detect_zeroes }, o) }
+  end
+  local dspec = { driver = device_driver, id = names.dev, drive = plan.top,
+                  bus = self.bus(controller), channel = 0, ["scsi-id"] = 0, lun = lun,
+                  serial = o.serial, wwn = o.wwn }
+  if o.cache then dspec["write-cache"] = CACHE[o.cache][3] and "on" or "off" end
+  steps[#steps + 1] = { "device_add", dspec }
+  plan.dspec = dspec
+  return plan
+end
+
+-- The name a step creates (the thing that exists when it failed as a duplicate).
+local function step_object(step)
+  local args = step[2]
+  return args["node-name"] or args.id
+end
+
+---------------------------------------------------------------------------
+-- QEMU's view of a slot, and taking a slot's parts away.
+
+-- { device = find_device result, nodes = { [name] = node info }, group = limits | false }
+local function slot_view(c, names, timeout)
+  local all, msg = c:execute("query-named-block-nodes", { flat = true }, timeout)
+  if not all then return nil, msg end
+  local v = { nodes = {} }
+  for _, n in ipairs(all) do
+    local name = n["node-name"]
+    if name == names.node or name == names.throttle then v.nodes[name] = n end
+  end
+  v.group, msg = find_group(c, names.group, timeout)
+  if v.group == nil then return nil, msg end
+  v.device, msg = find_device(c, names.dev, timeout)
+  if v.device == nil then return nil, msg end
+  return v
+end
+
+-- Deletes block node `name` (absent is fine), retrying while QEMU still
+-- holds it: after DEVICE_DELETED, or while an abandoned unplug finishes.
+local function delete_node(c, name, deadline)
+  local delay = 0.01
+  while true do
+    local ok, msg, class = c:execute("blockdev-del", { ["node-name"] = name },
+      math.max(0.001, deadline - loop.now()))
+    if ok then return true end
+    if final(class) then return nil, msg end
+    local n, err = find_node(c, name, math.max(0.001, deadline - loop.now()))
+    if n == false then return true end  -- already gone
+    if n == nil then return nil, msg .. "; then " .. err end
+    if not msg:find("in use", 1, true) or loop.now() + delay > deadline then return nil, msg end
+    local slept, msg2 = loop.sleep(delay)
+    if not slept then return nil, ("%s; then %s"):format(msg, msg2) end
+    delay = math.min(delay * 2, 0.2)
+  end
+end
+
+local function delete_group(c, id, deadline)
+  local ok, msg, class = c:execute("object-del", { id = id }, math.max(0.001, deadline - loop.now()))
+  if ok then return true end
+  if final(class) then return nil, msg end
+  local g, err = find_group(c, id, math.max(0.001, deadline - loop.now()))
+  if g == false then return true end
+  return nil, g == nil and (msg .. "; then " .. err) or msg
+end
+
+-- Takes the slot's throttle node, format node and group away, top first
+-- (each holds the one below); `view` (optional) says which exist.
+local function clear_slot(c, names, deadline, view)
+  for _, name in ipairs({ names.throttle, names.node }) do
+    if not view or view.nodes[name] then
+      local ok, msg = delete_node(c, name, deadline)
+      if not ok then return nil, msg end
+    end
+  end
+  if not view or view.group then return delete_group(c, names.group, deadline) end
+  return true
+end
+
 -- After an add given up on (its deadline passed or its task was cancelled):
--- remove the node unless its device is there (a device_add QEMU took
--- after all). A task of its own does it, so the failed add returns at once
--- even when QEMU hangs; the next add or remove of that slot waits for it.
-local function undo_node(self, c, node, dev)
-  self._undo[node] = loop.spawn({ timeout = qemu.UNDO_GRACE, name = "undo " .. node }, function()
-    local d = find_device(c, dev)
-    if d == false then c:execute("blockdev-del", { ["node-name"] = node }) end
+-- take the slot's parts away unless its device is there (a device_add QEMU
+-- took after all). A task of its own does it, so the failed add returns at
+-- once even when QEMU hangs; the next add or remove of that slot waits for it.
+local function undo_slot(self, c, names)
+  self._undo[names.node] = loop.spawn({ timeout = qemu.UNDO_GRACE, name = "undo " .. names.node }, function()
+    if find_device(c, names.dev) == false then
+      clear_slot(c, names, loop.now() + qemu.UNDO_GRACE)
+    end
   end)
 end
 
@@ -319,6 +632,134 @@ local function settle(self, node)
   local _, msg = u:join()
   if not u:done() then return nil, msg end
   self._undo[node] = nil
+  return true
+end
+
+---------------------------------------------------------------------------
+-- Is the slot's device what the plan makes (a re-issued add)?
+
+-- The WWN of device `id`, exactly, from HMP's info qtree (qom-get's number
+-- reaches us as a double, which cannot hold every 64-bit value).
+local function device_wwn(c, id, timeout)
+  local tree = c:hmp("info qtree", timeout)
+  if not tree then return nil end
+  local at = tree:find('id "' .. id .. '"', 1, true)
+  if not at then return nil end
+  local stop = tree:find("dev:", at, true) or #tree + 1
+  local hex = tree:sub(at, stop - 1):match("\n%s*wwn = %d+ %(0x(%x+)%)")
+  return hex and tonumber(hex, 16)
+end
+
+-- Names of what differs between the slot (device present) and the plan.
+local function differences(c, plan, view, timeout)
+  local diff = {}
+  local function differ(what, yes) if yes then diff[#diff + 1] = what end end
+  local n, o = view.nodes[plan.names.node], plan.o
+  if not n then return { "node" } end
+  differ("file", n.file ~= plan.path)
+  differ("format", n.drv ~= plan.driver)
+  differ("read-only", n.ro ~= plan.ro)
+  local m = CACHE[o.cache or "writeback"]
+  local cache = type(n.cache) == "table" and n.cache or {}
+  differ("cache", cache.direct ~= m[1] or cache["no-flush"] ~= m[2])
+  differ("detect_zeroes", n.detect_zeroes ~= (o.detect_zeroes or "off"))
+  differ("throttle", (view.nodes[plan.names.throttle] ~= nil) ~= (plan.limits ~= nil))
+  if plan.limits and view.group then
+    local other = false
+    for _, member in pairs(LIMITS) do
+      other = other or (view.group[member] or 0) ~= (plan.limits[member] or 0)
+    end
+    differ("limits", other)
+  end
+  if plan.dspec.driver == "scsi-hd" then
+    local path = "/machine/peripheral/" .. plan.names.dev
+    local function prop(p) return c:execute("qom-get", { path = path, property = p }, timeout) end
+    differ("serial", (prop("serial") or "") ~= (o.serial or ""))
+    local w = device_wwn(c, plan.names.dev, timeout)
+    differ("wwn", w ~= nil and w ~= (o.wwn and tonumber(o.wwn:sub(3), 16) or 0))
+    differ("write-cache", prop("write-cache") ~= (plan.dspec["write-cache"] or "auto"))
+  end
+  return diff
+end
+
+-- The slot holds a device unlike the plan: why, in words.
+local function conflict(c, plan, view, msg, timeout)
+  local d, n = view.device, view.nodes[plan.names.node] or {}
+  local held = ("%s already holds '%s' (%s%s) in QEMU"):format(plan.slot,
+    tostring(n.file), tostring(n.drv), n.ro and ", read-only" or "")
+  if d.lun ~= plan.dspec.lun or d.bus ~= plan.dspec.bus then
+    -- Our device id, somewhere else: never touch it.
+    return ("%s; device '%s' exists at %s lun %s"):format(msg, plan.names.dev,
+      tostring(d.bus), tostring(d.lun))
+  end
+  if d.drive ~= plan.top then
+    return ("%s, %s a throttle node"):format(held, d.drive == plan.names.throttle and "with" or "without")
+  end
+  local diff = differences(c, plan, view, timeout)
+  if #diff == 0 then return nil end
+  return ("%s, unlike this add in: %s"):format(held, table.concat(diff, ", "))
+end
+
+-- Takes away what this add made, top first (the slot is someone else's).
+local function unmake(c, made, deadline)
+  for i = #made, 1, -1 do
+    local step = made[i]
+    local ok, msg
+    if step[1] == "object-add" then
+      ok, msg = delete_group(c, step[2].id, deadline)
+    else
+      ok, msg = delete_node(c, step[2]["node-name"], deadline)
+    end
+    if not ok then return nil, msg end
+  end
+  return true
+end
+
+-- A step failed with QEMU's own error (not a timeout): the slot is either
+-- already what was asked (a re-issued add), held by something else, or
+-- holds leftovers of an interrupted add, which are replaced once.
+local function add_failed(self, c, plan, step, msg, made, retried)
+  local t, names = self.timeout, plan.names
+  local deadline = loop.now() + t
+  local view, err = slot_view(c, names, t)
+  if not view then return nil, msg .. "; then " .. err end
+  if view.device then
+    local why = conflict(c, plan, view, msg, t)
+    if not why then return true end                  -- re-issued: it is all there
+    local ok
+    ok, err = unmake(c, made, deadline)
+    if not ok then why = ("%s; removing what this add made also failed: %s"):format(why, err) end
+    return nil, why
+  end
+  -- No device: what the slot holds is ours to take away (this add's parts,
+  -- or leftovers of an interrupted one).
+  local name = step_object(step)
+  local leftover = step[1] ~= "device_add" and (view.nodes[name] or (name == names.group and view.group))
+  local ok
+  ok, err = clear_slot(c, names, deadline, view)
+  if not ok then
+    return nil, ("%s; removing what this slot held also failed: %s"):format(msg, err)
+  end
+  if leftover and not retried then return self:_create(c, plan, true) end
+  return nil, msg
+end
+
+-- Runs the plan's steps; on a failure, sorts it out (add_failed).
+function Backend:_create(c, plan, retried)
+  local made = {}
+  for _, step in ipairs(plan.steps) do
+    local ok, msg, class = c:execute(step[1], step[2], self.timeout)
+    if not ok then
+      if class == "Closed" then return nil, msg end
+      if final(class) then
+        -- The step may still take effect in QEMU: take the slot's parts away again.
+        undo_slot(self, c, plan.names)
+        return nil, msg
+      end
+      return add_failed(self, c, plan, step, msg, made, retried)
+    end
+    made[#made + 1] = step
+  end
   return true
 end
 
@@ -334,96 +775,40 @@ function Backend:add_scsi_disk(attachment, controller, lun)
       :format(lun, qemu.MAX_LUN)
   end
   local kind = attachment.type or "VirtualDisk"
-  local path, ro = attachment.path, attachment.read_only == true
   if kind == "ExtensibleVirtualDisk" then
     return nil, ("ExtensibleVirtualDisk%s is not supported by the QEMU backend")
       :format(attachment.evd_type and (" (evd_type '" .. tostring(attachment.evd_type) .. "')") or "")
   end
-  local node, dev = self:node_name(controller, lun), self:device_id(controller, lun)
-  local spec, driver, device_driver
-  if kind == "PassThru" then
-    local ok, msg = check_device(path)
-    if not ok then return nil, msg end
-    driver, device_driver = "host_device", self.passthru_driver
-    spec = { driver = driver, ["node-name"] = node, filename = path, ["read-only"] = ro }
-  elseif kind == "VirtualDisk" then
-    local msg
-    driver, msg = detect_format(path, self.format)
-    if not driver then return nil, msg end
-    device_driver = "scsi-hd"
-    spec = { driver = driver, ["node-name"] = node, ["read-only"] = ro,
-             file = { driver = "file", filename = path, ["read-only"] = ro } }
-  else
+  if kind ~= "PassThru" and kind ~= "VirtualDisk" then
     return nil, ("add_scsi_disk: unknown disk type '%s'"):format(tostring(kind))
   end
-  local c, msg = self:client()
+  local o, msg = parse_options(attachment.options, kind == "PassThru" and self.passthru_driver == "scsi-block")
+  if not o then return nil, "add_scsi_disk: " .. msg end
+  local driver, device_driver
+  if kind == "PassThru" then
+    local ok
+    ok, msg = check_device(attachment.path)
+    if not ok then return nil, msg end
+    driver, device_driver = "host_device", self.passthru_driver
+  else
+    driver, msg = detect_format(attachment.path, self.format)
+    if not driver then return nil, msg end
+    device_driver = "scsi-hd"
+  end
+  local c
+  c, msg = self:client()
   if not c then return nil, msg end
-  local t = self.timeout
-  local settled, why = settle(self, node)
+  if o.aio == "io_uring" then
+    local modes
+    modes, msg = self:aio_modes()
+    if not modes then return nil, msg end
+    if not modes.io_uring then return nil, "add_scsi_disk: option aio: this QEMU has no io_uring" end
+  end
+  local plan = make_plan(self, attachment, controller, lun, o, driver, device_driver)
+  plan.slot = slot_name(controller, lun)
+  local settled, why = settle(self, plan.names.node)
   if not settled then return nil, why end
-
-  local function same(n)
-    return n.file == path and n.drv == driver and n.ro == ro
-  end
-
-  -- 1. The node.
-  local ok, class
-  ok, msg, class = c:execute("blockdev-add", spec, t)
-  if not ok then
-    if final(class) then
-      -- The add may still take effect in QEMU: take the node away again.
-      if class ~= "Closed" then undo_node(self, c, node, dev) end
-      return nil, msg
-    end
-    -- Already there (a re-issued add), left over, or a real failure?
-    local n, err = find_node(c, node, t)
-    if n == nil then return nil, msg .. "; then " .. err end
-    if n and not same(n) then
-      local d
-      d, err = find_device(c, dev, t)
-      if d == nil then return nil, msg .. "; then " .. err end
-      if d then
-        return nil, ("%s already holds '%s' (%s%s) in QEMU"):format(
-          slot_name(controller, lun), tostring(n.file), tostring(n.drv),
-          n.ro and ", read-only" or "")
-      end
-      -- A node without its device, left by an interrupted add: replace it.
-      ok, err = c:execute("blockdev-del", { ["node-name"] = node }, t)
-      if not ok then return nil, msg .. "; then " .. err end
-      ok, msg = c:execute("blockdev-add", spec, t)
-      if not ok then return nil, msg end
-    elseif not n then
-      return nil, msg
-    end
-  end
-
-  -- 2. The device.
-  local dspec = { driver = device_driver, id = dev, drive = node,
-                  bus = self.bus(controller), channel = 0, ["scsi-id"] = 0,
-                  lun = lun }
-  ok, msg, class = c:execute("device_add", dspec, t)
-  if ok then return true end
-  if class == "Closed" then return nil, msg end
-  if final(class) then
-    undo_node(self, c, node, dev)
-    return nil, msg
-  end
-  local d, err = find_device(c, dev, t)
-  if d == nil then return nil, msg .. "; then " .. err end
-  if d and d.drive == node and d.lun == lun and d.bus == dspec.bus then
-    return true                  -- re-issued: it is already there
-  end
-  if d then
-    -- Our device id, somewhere else: never touch it.
-    return nil, ("%s; device '%s' exists at %s lun %s"):format(msg, dev,
-      tostring(d.bus), tostring(d.lun))
-  end
-  local gone
-  gone, err = c:execute("blockdev-del", { ["node-name"] = node }, t)
-  if not gone then
-    return nil, ("%s; removing node '%s' again also failed: %s"):format(msg, node, err)
-  end
-  return nil, msg
+  return self:_create(c, plan, false)
 end
 
 function Backend:remove_scsi_disk(controller, lun)
@@ -434,9 +819,10 @@ function Backend:remove_scsi_disk(controller, lun)
   if not c then return nil, msg end
   local t = self.timeout
   local deadline = loop.now() + t
-  local node, dev = self:node_name(controller, lun), self:device_id(controller, lun)
+  local names = slot_names(self, controller, lun)
+  local dev = names.dev
   local function ours(e) return type(e.data) == "table" and e.data.device == dev end
-  local settled, why = settle(self, node)
+  local settled, why = settle(self, names.node)
   if not settled then return nil, why end
 
   c:drop_events("DEVICE_DELETED", ours)
@@ -462,22 +848,59 @@ function Backend:remove_scsi_disk(controller, lun)
     end
   end
   deleted:cancel()
-  -- QEMU may still hold the node for a moment after the event (or while an
-  -- unplug that an abandoned remove started finishes): retry while in use.
-  local delay = 0.01
-  while true do
-    ok, msg, class = c:execute("blockdev-del", { ["node-name"] = node },
-      math.max(0.001, deadline - loop.now()))
-    if ok then return true end
-    if final(class) then return nil, msg end
-    local n, err = find_node(c, node, math.max(0.001, deadline - loop.now()))
-    if n == false then return true end  -- already gone
-    if n == nil then return nil, msg .. "; then " .. err end
-    if not msg:find("in use", 1, true) or loop.now() + delay > deadline then return nil, msg end
-    local slept, msg2 = loop.sleep(delay)
-    if not slept then return nil, ("%s; then %s"):format(msg, msg2) end
-    delay = math.min(delay * 2, 0.2)
+  -- Which parts are left (a plain disk has no throttle node or group).
+  local view
+  view, msg = slot_view(c, names, math.max(0.001, deadline - loop.now()))
+  if not view then return nil, msg end
+  return clear_slot(c, names, deadline, view)
+end
+
+-- QEMU's view of the slots this backend names (its prefix): a device, or
+-- only block nodes or a throttle group left by an interrupted add.
+function Backend:observe()
+  local c, msg = self:client()
+  if not c then return nil, msg end
+  local t = self.timeout
+  local p = self.prefix:gsub("%-", "%%-")
+  local slots, out = {}, {}
+  local function slot(cs, ls)
+    local cn, ln = math.tointeger(tonumber(cs)), math.tointeger(tonumber(ls))
+    local key = cn .. ":" .. ln
+    if not slots[key] then
+      slots[key] = { controller = cn, lun = ln, device = false, nodes = {}, group = false }
+      out[#out + 1] = slots[key]
+    end
+    return slots[key]
   end
+  local nodes
+  nodes, msg = c:execute("query-named-block-nodes", { flat = true }, t)
+  if not nodes then return nil, msg end
+  for _, n in ipairs(nodes) do
+    local name = n["node-name"]
+    local kind, cs, ls = tostring(name):match("^" .. p .. "%-(%a+)%-c(%d+)%-l(%d+)$")
+    if kind == "node" or kind == "throttle" then
+      local s = slot(cs, ls)
+      s.nodes[#s.nodes + 1] = name
+      if kind == "node" then s.file = n.file end
+    end
+  end
+  for _, where in ipairs({ { "/objects", "tg" }, { "/machine/peripheral", "disk" } }) do
+    local list
+    list, msg = c:execute("qom-list", { path = where[1] }, t)
+    if not list then return nil, msg end
+    for _, e in ipairs(list) do
+      local kind, cs, ls = tostring(e.name):match("^" .. p .. "%-(%a+)%-c(%d+)%-l(%d+)$")
+      if kind == where[2] then
+        slot(cs, ls)[kind == "tg" and "group" or "device"] = true
+      end
+    end
+  end
+  for _, s in ipairs(out) do table.sort(s.nodes) end
+  table.sort(out, function(a, b)
+    if a.controller ~= b.controller then return a.controller < b.controller end
+    return a.lun < b.lun
+  end)
+  return out
 end
 
 Backend.__tostring = function(self)
