@@ -56,19 +56,41 @@ qemu.vm_backend(opts) -> backend
       fails, or the task is cancelled or its deadline passes after the node
       was added, the node is deleted again (within a grace of 5 s), so no
       node is left without its device.
-      Re-issuing an add that already took effect (the same file, format and
-      read-only flag at this slot) succeeds, also when only the node was
-      left by an interrupted add; a slot holding another file fails.
+      attachment.options (nil or { name = value }, values as strings, or
+      integers and booleans from direct callers): cache, aio, discard,
+      detect_zeroes, serial, wwn and the I/O limits bps, bps_rd, bps_wr,
+      iops, iops_rd, iops_wr (docs/qemu.md, "Per-disk options"). Limits
+      add a throttle-group object "<prefix>-tg-c<C>-l<L>" first and a
+      "throttle" node "<prefix>-throttle-c<C>-l<L>" over the format node;
+      the device uses the throttle node. Every option is checked before the
+      first QMP command (an unknown option or a bad value fails naming it);
+      aio io_uring only where this QEMU's schema has it (backend:aio_modes).
+      If a later step fails, what this add made is taken away again.
+      Re-issuing an add that already took effect (the same file, format,
+      read-only flag and options at this slot) succeeds, also when only
+      parts were left by an interrupted add (they are replaced); a slot
+      holding another file or other options fails, naming what differs.
   backend:remove_scsi_disk(controller, lun)
-      device_del, wait for DEVICE_DELETED of that device id, blockdev-del.
-      What is already gone is skipped, so a re-issued remove succeeds (also
-      when nothing is left at the slot). While QEMU still finishes an unplug
-      that an earlier, abandoned remove started, blockdev-del answers that
-      the node is in use: it is retried until the deadline.
+      device_del, wait for DEVICE_DELETED of that device id, blockdev-del of
+      the throttle node and the format node, object-del of the throttle
+      group. What is already gone is skipped, so a re-issued remove succeeds
+      (also when nothing is left at the slot, or only leftovers of an
+      interrupted add). While QEMU still finishes an unplug that an earlier,
+      abandoned remove started, blockdev-del answers that the node is in
+      use: it is retried until the deadline.
+  backend:observe() -> array | nil, msg
+      QEMU's view of the slots named with this backend's prefix, sorted by
+      controller then lun: { controller, lun, device (our device id exists),
+      file (the format node's file, or nil), nodes (our node names there),
+      group (our throttle group exists) }; slots holding only leftover nodes
+      or a group are listed too (remove_scsi_disk clears them).
+  backend:aio_modes() -> { threads = true, native = true, io_uring = true? }
+      from query-qmp-schema, asked once per backend.
   Failures return nil, message (spec §4); the message carries QMP's error
   class and description ("device_add: GenericError: Bus 'scsi9.0' not found").
 
-  backend:node_name(controller, lun), backend:device_id(controller, lun)
+  backend:node_name(controller, lun), backend:device_id(controller, lun),
+  backend:throttle_name(controller, lun), backend:group_id(controller, lun)
   backend:client() -> qmp client | nil, msg
   backend:disks() -> QEMU's own view of the SCSI disks (qemu.scsi_disks)
   backend:close()  closes a connection the backend opened itself
@@ -76,8 +98,9 @@ qemu.vm_backend(opts) -> backend
 qemu.scsi_disks(client) -> array | nil, msg
   Every SCSI disk QEMU has, from query-block plus qom-get of each device's
   bus, scsi-id and lun: { device, bus, controller_id, scsi_id, lun, channel,
-  node, file, format, ro }, sorted by bus then lun. controller_id is the
-  qdev id of the controller owning the bus.
+  node, file, format, ro, throttled }, sorted by bus then lun. controller_id
+  is the qdev id of the controller owning the bus. For a throttled disk
+  (I/O limits) node is the throttle node, file and format the image's.
 
 qemu.launch(opts) -> vm | nil, msg
   Starts qemu-system-x86_64 paused (-S) with -nodefaults -no-user-config
