@@ -146,8 +146,11 @@ describe("ctl:slots", function()
     assert.same({ { 0, 0 }, { 0, 1 }, { 0, 2 }, { 1, 0 }, { 1, 1 }, { 1, 2 } }, where)
 
     local s1 = slots[1]
-    assert.same({ "busy", "controller", "host_path", "lun", "partitions", "pinned", "reservations", "state" },
+    assert.same({ "busy", "controller", "host_path", "lun", "options", "partitions", "pinned", "reservations",
+                  "state", "tearing_down" },
       H.keys(s1))
+    assert.same({}, s1.options)
+    assert.is_false(s1.tearing_down)
     assert.equal(0, s1.controller)
     assert.equal(0, s1.lun)
     assert.is_false(s1.pinned)
@@ -164,13 +167,15 @@ describe("ctl:slots", function()
     assert.same({ "guest_path", "partition", "refs", "state" }, H.keys(parts[1]))
     assert.same({ "partition", "refs", "state" }, H.keys(parts[2]))
 
-    assert.same({ controller = 0, lun = 1, pinned = false, busy = false, host_path = "/img/b.vhdx",
-                  state = "reserved", reservations = 1,
+    assert.same({ controller = 0, lun = 1, pinned = false, busy = false, tearing_down = false,
+                  host_path = "/img/b.vhdx", state = "reserved", reservations = 1, options = {},
                   partitions = { { partition = 0, state = "reserved", refs = 1 } } }, slots[2])
     -- the bare pinned slot: no host_path, no state
-    assert.same({ controller = 1, lun = 0, pinned = true, busy = false, reservations = 0, partitions = {} },
+    assert.same({ controller = 1, lun = 0, pinned = true, busy = false, tearing_down = false, reservations = 0,
+                  partitions = {} },
       slots[4])
-    assert.same({ "busy", "controller", "lun", "partitions", "pinned", "reservations" }, H.keys(slots[4]))
+    assert.same({ "busy", "controller", "lun", "partitions", "pinned", "reservations", "tearing_down" },
+      H.keys(slots[4]))
     assert.equal("/img/5", slots[6].host_path)
   end)
 

@@ -15,7 +15,8 @@ describe("ctl:reserve_for_rootfs", function()
     assert.is_true(ctl:reserve_for_rootfs(1, 3))
     assert.same({}, R.log)
     H.stats_include(ctl, { pinned = 1, used = 1, free = 7, disks = 0 })
-    assert.same({ { controller = 1, lun = 3, pinned = true, busy = false, reservations = 0, partitions = {} } },
+    assert.same({ { controller = 1, lun = 3, pinned = true, busy = false, tearing_down = false, reservations = 0,
+                    partitions = {} } },
       ctl:slots())
   end)
 

@@ -139,7 +139,7 @@ describe("snapshots", function()
         local ctl = populated()
         local snap = assert(ctl:save())
         assert.is_string(snap)
-        assert.is_truthy(snap:match("^scsictl%-snapshot 1\ngeometry 2 4 " .. guest .. " open\n"))
+        assert.is_truthy(snap:match("^scsictl%-snapshot 2\ngeometry 2 4 " .. guest .. " open\n"))
         assert.is_truthy(snap:match("\nend %d+ %x+\n$"))
         assert.are.equal(snap, ctl:save()) -- no change, same bytes
         local s2 = sim.new{ controllers = 2, luns_per_controller = 4, guest = guest }
@@ -379,33 +379,34 @@ describe("snapshots", function()
       local s = sim.new{}
       local b = { vm = s, linux_guest = s }
       assert(scsictl.import(with_end("scsictl-snapshot 1\ngeometry 1 1 linux open\n"), b))
-      for _, v in ipairs({ "0", "2", "10", "01", "1.0", "-1", "18446744073709551616", "" }) do
+      assert(scsictl.import(with_end("scsictl-snapshot 2\ngeometry 1 1 linux open\n"), b))
+      for _, v in ipairs({ "0", "3", "10", "01", "1.0", "-1", "18446744073709551616", "" }) do
         local msg = invalid(scsictl.import(with_end("scsictl-snapshot " .. v .. "\ngeometry 1 1 linux open\n"), b))
-        if v == "2" then assert.is_truthy(msg:find("version 2", 1, true)) end
+        if v == "3" then assert.is_truthy(msg:find("version 3", 1, true)) end
       end
     end)
 
     it("is returned for inconsistent content with a correct checksum", function()
       local s = sim.new{}
       local b = { vm = s, linux_guest = s }
-      local HDR = "scsictl-snapshot 1\ngeometry 2 4 linux open\n"
+      local HDR = "scsictl-snapshot 2\ngeometry 2 4 linux open\n"
       local ID1, ID2 = "11111111-1111-4111-8111-111111111111", "22222222-2222-4222-8222-222222222222"
-      local D = "disk 0 1 attached 0 0 VirtualDisk - =/a\n"
+      local D = "disk 0 1 attached 0 0 VirtualDisk - =/a 0\n"
       local P = "part 0 1 0 mounted 2 0 0 0 0 0 = 0\n"
       local R = "res " .. ID1 .. " 0 1 0 1 0\nres " .. ID2 .. " 0 1 0 1 0\n"
       local good = HDR .. D .. P .. R
       assert.are.equal(with_end(good), assert(scsictl.import(with_end(good), b)):save())
       for what, body in pairs{
-        two_disks_one_slot = HDR .. D .. "disk 0 1 attached 0 0 VirtualDisk - =/b\n" .. P .. R,
+        two_disks_one_slot = HDR .. D .. "disk 0 1 attached 0 0 VirtualDisk - =/b 0\n" .. P .. R,
         reservation_at_empty_slot = HDR .. D .. P .. R .. "res 33333333-3333-4333-8333-333333333333 0 2 0 1 0\n",
         negative_refs = HDR .. D .. "part 0 1 0 mounted -1 0 0 0 0 0 = 0\n" .. R,
-        slot_outside_geometry = HDR .. "disk 0 4 attached 0 0 VirtualDisk - =/a\n"
+        slot_outside_geometry = HDR .. "disk 0 4 attached 0 0 VirtualDisk - =/a 0\n"
           .. "part 0 4 0 mounted 1 0 0 0 0 0 = 0\nres " .. ID1 .. " 0 4 0 1 0\n",
         refs_not_claims = HDR .. D .. "part 0 1 0 mounted 3 0 0 0 0 0 = 0\n" .. R,
-        mounted_on_reserved_disk = HDR .. "disk 0 1 reserved 0 0 VirtualDisk - =/a\n" .. P .. R,
+        mounted_on_reserved_disk = HDR .. "disk 0 1 reserved 0 0 VirtualDisk - =/a 0\n" .. P .. R,
         duplicate_id = HDR .. D .. P .. "res " .. ID1 .. " 0 1 0 1 0\nres " .. ID1 .. " 0 1 0 1 0\n",
-        windows_guest_ejected = "scsictl-snapshot 1\ngeometry 2 4 windows open\n"
-          .. "disk 0 1 ejected 1 0 VirtualDisk - =/a\nres " .. ID1 .. " 0 1 0 0 1\n",
+        windows_guest_ejected = "scsictl-snapshot 2\ngeometry 2 4 windows open\n"
+          .. "disk 0 1 ejected 1 0 VirtualDisk - =/a 0\nres " .. ID1 .. " 0 1 0 0 1\n",
       } do
         local ctl, msg, code = scsictl.import(with_end(body), b)
         if code ~= "invalid_snapshot" then

@@ -62,6 +62,11 @@
 ---@field type? scsictl.DiskType
 ---Default `nil`.
 ---@field evd_type? string
+---Backend settings of the disk (for `scsictl.qemu`: cache, aio, discard,
+---detect_zeroes, serial, wwn, bps, iops, ...): option names to strings,
+---integers or booleans, at most 64. Part of the disk's identity: the same
+---host path with other options is `config_mismatch`. Default none.
+---@field options? table<string, string|integer|boolean>
 
 ---The mount of `ctl:reserve`: which partition of the disk, and how. Omitted
 ---fields take these defaults; unknown fields raise.
@@ -101,6 +106,8 @@
 ---@field read_only boolean
 ---Nil unless set on the disk.
 ---@field evd_type? string
+---The disk's options, values as strings; nil when it has none.
+---@field options? table<string, string>
 
 ---The argument of a Linux guest's `add_mapped_virtual_disk` and
 ---`remove_mapped_virtual_disk` (the same fields at unmount as at mount).
@@ -201,10 +208,9 @@
 -- Options
 ---------------------------------------------------------------------------
 
----The backends (and per-controller hooks) of `scsictl.import` and
----`scsictl.open`. Exactly one of `linux_guest` / `windows_guest`, matching
----the snapshot's guest flavour. Unknown fields raise.
----@class scsictl.Backends
+---The backends and per-controller hooks that `scsictl.new`, `scsictl.import`
+---and `scsictl.open` share.
+---@class scsictl.Hooks
 ---Required.
 ---@field vm scsictl.VmBackend
 ---@field linux_guest? scsictl.LinuxGuestBackend
@@ -214,10 +220,21 @@
 ---Sees every step start and end.
 ---@field trace? scsictl.Trace
 
+---The backends (and per-controller hooks) of `scsictl.import` and
+---`scsictl.open`. Exactly one of `linux_guest` / `windows_guest`, matching
+---the snapshot's guest flavour. Unknown fields raise.
+---@class scsictl.Backends: scsictl.Hooks
+---Host paths renamed as the snapshot is read (a VM moved to another host):
+---a table of old path to new path, or a function of the old path returning
+---the new one (or nil: kept). A remap that makes two disks one returns
+---`nil, msg, "invalid_argument"`; a remap that raises or gives a non-string
+---raises.
+---@field remap? table<string, string>|fun(host_path: string): string?
+
 ---The options of `scsictl.new`. Exactly one of `linux_guest` /
 ---`windows_guest`; every callback must be present and callable. Unknown
 ---fields raise (a typo such as `lun_per_controller` is caught).
----@class scsictl.Options: scsictl.Backends
+---@class scsictl.Options: scsictl.Hooks
 ---Integer 0..1024; required.
 ---@field controllers integer
 ---Integer 1..16384, default 64; `controllers * luns_per_controller <= 2^20`.
@@ -256,10 +273,14 @@
 ---@field pinned boolean
 ---A callback is in flight on the disk.
 ---@field busy boolean
+---The disk's release began (its removal is under way or pending a retried unmap).
+---@field tearing_down boolean
 ---Nil for a bare pinned slot.
 ---@field host_path? string
 ---Nil for a bare pinned slot.
 ---@field state? "reserved"|"attached"|"ejected"
+---The disk's options (values as strings); nil for a bare pinned slot.
+---@field options? table<string, string>
 ---How many reservations the disk has.
 ---@field reservations integer
 ---@field partitions scsictl.PartitionInfo[]
@@ -425,6 +446,30 @@ function Controller:reservations() end
 ---@return scsictl.SlotInfo[]
 ---@nodiscard
 function Controller:slots() end
+
+---Records the disk in slot (controller, lun) as a reconciler found it: not
+---in the VM (`"reserved"`: its partitions then count as not mounted), in
+---the VM (`"attached"`) or, for a Linux guest's disk whose release began,
+---let go by the guest (`"ejected"`). No callback is made; the next map adds
+---what is missing and the next unmap removes what is present. See
+---`scsictl.reconcile`.
+---@param controller integer
+---@param lun integer
+---@param state "reserved"|"attached"|"ejected"
+---@return true? ok
+---@return string? msg
+---@return scsictl.ErrorCode? code `not_found`, `busy`, `invalid_argument`, `closed`, `io`
+function Controller:set_disk_state(controller, lun, state) end
+
+---Records a claimed partition as mounted (its disk must be attached) or not.
+---@param controller integer
+---@param lun integer
+---@param partition integer
+---@param state "reserved"|"mounted"
+---@return true? ok
+---@return string? msg
+---@return scsictl.ErrorCode? code `not_found`, `busy`, `invalid_argument`, `closed`, `io`
+function Controller:set_mount_state(controller, lun, partition, state) end
 
 ---The slots drawn as text for a terminal: a row per controller, a glyph per
 ---LUN (`*` busy, `p` pinned, `~` being torn down, `M` mounted, `a` attached,

@@ -146,13 +146,25 @@ typedef enum scsictl_disk_type {
 /* "VirtualDisk", "PassThru", "ExtensibleVirtualDisk"; NULL if out of range. */
 SCSICTL_API const char *scsictl_disk_type_name(scsictl_disk_type type);
 
+/* At most this many backend options per disk, each at most
+ * SCSICTL_DISK_OPTION_MAX bytes. */
+#define SCSICTL_DISK_OPTIONS_MAX 64
+#define SCSICTL_DISK_OPTION_MAX 1024
+
 /* A host disk. Two reservations share a disk when host_path is equal; they
- * must then agree on every other field (else SCSICTL_E_CONFIG_MISMATCH). */
+ * must then agree on every other field (else SCSICTL_E_CONFIG_MISMATCH).
+ * options are the backend's per-disk settings (cache mode, I/O limits, ...),
+ * opaque to the core: "key=value" strings, strictly sorted by key (so equal
+ * settings are equal arrays), the key non-empty and without '='. They are
+ * part of the disk's identity, saved in snapshots and handed to
+ * add_scsi_disk with the disk. */
 typedef struct scsictl_disk_config {
     const char *host_path;   /* required, non-empty */
     bool read_only;
     scsictl_disk_type type;
     const char *evd_type;    /* NULL when unset; "" is a set, empty value */
+    const char *const *options; /* n_options strings; may be NULL if 0 */
+    size_t n_options;
 } scsictl_disk_config;
 
 /* A partition mount. Zero-initialised means every spec default
@@ -494,6 +506,8 @@ typedef struct scsictl_slot_info {
                                  way or pending a retried unmap) */
     bool has_disk;
     const char *host_path;    /* NULL for a bare pinned slot */
+    const char *const *options; /* the disk's options (NULL if none) */
+    size_t n_options;
     scsictl_disk_state state; /* valid when has_disk */
     size_t reservations;      /* claims on the disk */
     size_t n_partitions;
@@ -520,6 +534,26 @@ SCSICTL_API int scsictl_list_slots(scsictl *ctl, scsictl_slot_info **out, size_t
 /* Frees what the three functions above returned. NULL is a no-op. */
 SCSICTL_API void scsictl_info_free(scsictl *ctl, void *info);
 
+/* ---- Records made to match the VM (reconciling after a restart) -------- *
+ *
+ * A reconciler that compared the records with the VM and the guest sets
+ * what it found; no backend call is made. The disk in slot (controller,
+ * lun) is recorded as not in the VM (RESERVED: every partition of it then
+ * counts as not mounted), in the VM (ATTACHED) or, for a Linux guest's
+ * disk whose release began, let go by the guest (EJECTED); whether its
+ * release began is kept. A partition is recorded as mounted (its disk must
+ * be attached) or not. The next map then adds or mounts what is missing,
+ * and the next unmap removes what is present. With a state file the change
+ * is written before they return (PERSIST with deferred writes).
+ * Errors: NOT_FOUND (no disk in the slot, no claim on the partition), BUSY
+ * (a step is in flight on the disk), INVALID_ARGUMENT (a state the record
+ * cannot take), IO. */
+SCSICTL_API int scsictl_set_disk_state(scsictl *ctl, uint32_t controller, uint32_t lun,
+                                       scsictl_disk_state state, scsictl_error *err);
+SCSICTL_API int scsictl_set_mount_state(scsictl *ctl, uint32_t controller, uint32_t lun,
+                                        uint64_t partition, scsictl_mount_state state,
+                                        scsictl_error *err);
+
 /* Writes the guest path of (controller, lun, partition) for the given guest
  * flavour into out (NUL-terminated). Returns the length, or -1 if it does
  * not fit. */
@@ -530,9 +564,10 @@ SCSICTL_API int scsictl_guest_path(scsictl_guest guest, uint32_t controller, uin
 /* Snapshots and the durable state file (spec §8)                            */
 /* ------------------------------------------------------------------------ */
 
-/* The snapshot format version written by scsictl_save() and the only one
- * scsictl_import() accepts. The format is documented in docs/snapshot-format.md. */
-#define SCSICTL_SNAPSHOT_VERSION 1
+/* The snapshot format version written by scsictl_save(). scsictl_import()
+ * reads it and version 1 (the same without disk options). The format is
+ * documented in docs/snapshot-format.md. */
+#define SCSICTL_SNAPSHOT_VERSION 2
 
 /* Serialises the whole state: geometry, guest flavour, closed flag, pins
  * (with their disk configs), disks, partition mounts and reservations.
@@ -548,6 +583,25 @@ SCSICTL_API int scsictl_save(scsictl *ctl, char **out, size_t *len, scsictl_erro
 SCSICTL_API int scsictl_import(const char *snapshot, size_t len,
                                const scsictl_allocator *allocator, scsictl **out,
                                scsictl_error *err);
+
+/* Host paths renamed on import and open (a VM moved to another host finds
+ * its disks at other paths): fn is called with each disk's and pin's host
+ * path as the snapshot has it and returns the path to use instead, or NULL
+ * to keep it. It must give the same answer for the same path, and the
+ * string must stay valid until the import returns. */
+typedef struct scsictl_remap {
+    const char *(*fn)(void *ud, const char *host_path);
+    void *ud;
+} scsictl_remap;
+
+/* scsictl_import with the host paths remapped (remap may be NULL). A remap
+ * that gives two disks (or a disk and another slot's pin) one path, or an
+ * empty path, is refused with INVALID_ARGUMENT naming the paths; nothing
+ * is built. */
+SCSICTL_API int scsictl_import_remap(const char *snapshot, size_t len,
+                                     const scsictl_allocator *allocator,
+                                     const scsictl_remap *remap, scsictl **out,
+                                     scsictl_error *err);
 
 /* A dry-run copy: a new controller in ctl's current state, with no state
  * file, on which operations can be driven (scsictl_op_start_map, ...) to see
@@ -637,6 +691,13 @@ SCSICTL_API void scsictl_write_end(scsictl *ctl, scsictl_write *w, bool ok);
  * INVALID_ARGUMENT. */
 SCSICTL_API int scsictl_open(const char *path, const scsictl_allocator *allocator,
                              scsictl **out, scsictl_error *err);
+
+/* scsictl_open with the host paths remapped (see scsictl_import_remap); the
+ * remapped state is written to the file before it returns (IO if that
+ * fails: nothing is opened). */
+SCSICTL_API int scsictl_open_remap(const char *path, const scsictl_allocator *allocator,
+                                   const scsictl_remap *remap, scsictl **out,
+                                   scsictl_error *err);
 
 /* Reads a whole file into one allocation made with `allocator` (NULL: malloc),
  * NUL-terminated. Free it with the same allocator's free (or free()).

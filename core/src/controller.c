@@ -301,7 +301,9 @@ int scsictl_reserve(scsictl *ctl, const scsictl_disk_config *disk_cfg,
         return sc_fail(err, SCSICTL_E_INVALID_ARGUMENT, "reserve: no controller or id");
     if (!sc_disk_config_valid(disk_cfg))
         return sc_fail(err, SCSICTL_E_INVALID_ARGUMENT,
-                       "reserve: disk needs a non-empty host_path and a known type");
+                       "reserve: disk needs a non-empty host_path, a known type and options "
+                       "as \"key=value\" strings sorted by key (at most %d)",
+                       SCSICTL_DISK_OPTIONS_MAX);
     if (!sc_mount_config_valid(mount_cfg))
         return sc_fail(err, SCSICTL_E_INVALID_ARGUMENT,
                        "reserve: mount partition must be 0..2^63-1 and options non-NULL strings");

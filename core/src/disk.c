@@ -116,10 +116,40 @@ const char *const sc_event_names[SC_EV_COUNT] = {
     [SC_EV_FAILED] = "step failed",
 };
 
+/* The length of an option's key: the bytes before its '='. */
+static size_t option_key_len(const char *o)
+{
+    const char *eq = strchr(o, '=');
+    return eq ? (size_t)(eq - o) : 0;
+}
+
+/* Options are "key=value", keys non-empty and strictly ascending (so that
+ * equal settings are equal arrays and a key appears once). */
+static bool options_valid(const char *const *opts, size_t n)
+{
+    if (n > SCSICTL_DISK_OPTIONS_MAX || (n && !opts))
+        return false;
+    for (size_t i = 0; i < n; i++) {
+        if (!opts[i] || strlen(opts[i]) > SCSICTL_DISK_OPTION_MAX)
+            return false;
+        size_t k = option_key_len(opts[i]);
+        if (k == 0)
+            return false;
+        if (i > 0) {
+            size_t pk = option_key_len(opts[i - 1]);
+            int c = memcmp(opts[i - 1], opts[i], pk < k ? pk : k);
+            if (c > 0 || (c == 0 && pk >= k))
+                return false;
+        }
+    }
+    return true;
+}
+
 bool sc_disk_config_valid(const scsictl_disk_config *c)
 {
     return c && c->host_path && c->host_path[0] &&
-           (unsigned)c->type <= SCSICTL_DISK_EXTENSIBLE_VIRTUAL_DISK;
+           (unsigned)c->type <= SCSICTL_DISK_EXTENSIBLE_VIRTUAL_DISK &&
+           options_valid(c->options, c->n_options);
 }
 
 static bool str_equal_nullable(const char *a, const char *b)
@@ -129,11 +159,22 @@ static bool str_equal_nullable(const char *a, const char *b)
     return strcmp(a, b) == 0;
 }
 
+static bool options_equal(const char *const *a, size_t na, const char *const *b, size_t nb)
+{
+    if (na != nb)
+        return false;
+    for (size_t i = 0; i < na; i++)
+        if (strcmp(a[i], b[i]) != 0)
+            return false;
+    return true;
+}
+
 bool sc_disk_config_equal(const scsictl_disk_config *a, const scsictl_disk_config *b)
 {
     return a->read_only == b->read_only && a->type == b->type &&
            strcmp(a->host_path, b->host_path) == 0 &&
-           str_equal_nullable(a->evd_type, b->evd_type);
+           str_equal_nullable(a->evd_type, b->evd_type) &&
+           options_equal(a->options, a->n_options, b->options, b->n_options);
 }
 
 const char *scsictl_disk_type_name(scsictl_disk_type type)
@@ -156,23 +197,71 @@ const char *scsictl_disk_state_name(scsictl_disk_state s)
     return "unknown";
 }
 
-/* The size of a block of `head` bytes followed by c's host_path (len
- * bytes) and evd_type, each with its NUL; 0 when that would not fit in
- * 32 bits (such a path is refused as out of memory). */
+/* A config's strings follow its record in the same block: host_path NUL,
+ * [evd_type NUL], then, when it has options, the array of option pointers
+ * (aligned) and the option strings. */
+static size_t align_ptr(size_t n)
+{
+    return (n + _Alignof(char *) - 1) & ~(_Alignof(char *) - 1);
+}
+
+/* The size of a block of `head` bytes followed by c's strings (host_path is
+ * len bytes); 0 when that would not fit in 32 bits (such a path is refused
+ * as out of memory). Options are bounded by sc_disk_config_valid. */
 static size_t config_block_size(size_t head, const scsictl_disk_config *c, size_t len)
 {
     size_t elen = c->evd_type ? strlen(c->evd_type) + 1 : 0;
     if (len >= UINT32_MAX / 2 || elen >= UINT32_MAX / 2)
         return 0;
-    return head + len + 1 + elen;
+    size_t size = head + len + 1 + elen;
+    if (c->n_options) {
+        size = align_ptr(size) + c->n_options * sizeof(char *);
+        for (size_t i = 0; i < c->n_options; i++)
+            size += strlen(c->options[i]) + 1;
+    }
+    return size;
 }
 
-/* Copies c's strings to `to`: host_path, then evd_type if set. */
-static void copy_strings(char *to, const scsictl_disk_config *c, size_t len)
+/* Copies c's strings into block after its head; returns the config
+ * pointing at the copies. */
+static scsictl_disk_config copy_config(char *block, size_t head, const scsictl_disk_config *c,
+                                       size_t len)
 {
-    memcpy(to, c->host_path, len + 1);
-    if (c->evd_type)
-        memcpy(to + len + 1, c->evd_type, strlen(c->evd_type) + 1);
+    scsictl_disk_config out = *c;
+    char *s = block + head;
+    memcpy(s, c->host_path, len + 1);
+    out.host_path = s;
+    s += len + 1;
+    if (c->evd_type) {
+        size_t n = strlen(c->evd_type) + 1;
+        memcpy(s, c->evd_type, n);
+        out.evd_type = s;
+        s += n;
+    }
+    if (c->n_options) {
+        const char **opts = (const char **)(void *)(block + align_ptr((size_t)(s - block)));
+        s = (char *)(opts + c->n_options);
+        for (size_t i = 0; i < c->n_options; i++) {
+            size_t n = strlen(c->options[i]) + 1;
+            memcpy(s, c->options[i], n);
+            opts[i] = s;
+            s += n;
+        }
+        out.options = opts;
+    } else {
+        out.options = NULL;
+    }
+    return out;
+}
+
+const char *const *sc_disk_options(const disk *d)
+{
+    if (!d->n_options)
+        return NULL;
+    size_t end = offsetof(disk, strings) + d->path_len + 1;
+    if (d->has_evd)
+        end += strlen(d->strings + end - offsetof(disk, strings)) + 1;
+    return (const char *const *)(const void *)((const char *)d + align_ptr(end));
 }
 
 /* Whether a disk found by c's host path was made with the rest of c. */
@@ -180,7 +269,8 @@ bool sc_disk_same_settings(const disk *d, const scsictl_disk_config *c)
 {
     return d->read_only == c->read_only && d->type == (uint8_t)c->type &&
            str_equal_nullable(d->has_evd ? d->strings + d->path_len + 1 : NULL,
-                              c->evd_type);
+                              c->evd_type) &&
+           options_equal(sc_disk_options(d), d->n_options, c->options, c->n_options);
 }
 
 size_t sc_disk_size(const disk *d)
@@ -225,7 +315,7 @@ disk *sc_disk_create(scsictl *ctl, const scsictl_disk_config *c, size_t len,
     disk *d = size ? sc_obj_new(ctl, size) : NULL;
     if (!d)
         return NULL;
-    copy_strings(d->strings, c, len);
+    copy_config((char *)d, offsetof(disk, strings), c, len);
     /* Field by field, cheaper than clearing the record first. */
     d->hash = hash;
     d->step_mount = NULL;
@@ -238,6 +328,7 @@ disk *sc_disk_create(scsictl *ctl, const scsictl_disk_config *c, size_t len,
     d->read_only = c->read_only;
     d->has_evd = c->evd_type != NULL;
     d->state = SC_D_RESERVED;
+    d->n_options = (uint32_t)c->n_options;
     return d;
 }
 
@@ -287,11 +378,7 @@ pin *sc_pin_create(scsictl *ctl, const scsictl_disk_config *c, size_t len,
     pin *p = size ? sc_obj_new(ctl, size) : NULL;
     if (!p)
         return NULL;
-    char *strings = (char *)(p + 1);
-    copy_strings(strings, c, len);
-    p->cfg = *c;
-    p->cfg.host_path = strings;
-    p->cfg.evd_type = c->evd_type ? strings + len + 1 : NULL;
+    p->cfg = copy_config((char *)p, sizeof *p, c, len);
     p->path_len = len;
     p->hash = hash;
     p->slot = slot;

@@ -177,7 +177,8 @@ typedef struct disk {
     bool read_only;
     bool has_evd;       /* evd_type follows the host path */
     uint8_t state;      /* sc_dstate: the disk machine (disk.c) */
-    char strings[];     /* host_path NUL [evd_type NUL] */
+    uint32_t n_options; /* backend options (sc_disk_options) */
+    char strings[];     /* host_path NUL [evd_type NUL] [options, see disk.c] */
 } disk;
 
 /* A partition mount; its options and filesystem follow it in the same
@@ -212,7 +213,7 @@ typedef struct pin {
     size_t path_len;
     uint64_t hash;
     uint32_t slot;
-    /* followed in the same allocation by host_path and evd_type */
+    /* followed in the same allocation by its config's strings (disk.c) */
 } pin;
 
 struct scsictl {
@@ -388,6 +389,8 @@ static inline void sc_obj_del(scsictl *ctl, void *p, size_t n)
 /* The public configs of a disk and a mount, pointing into the records.
  * Inline, so that they are built in place (a copy of an out-of-line
  * result stalls on store forwarding in the step path). */
+const char *const *sc_disk_options(const disk *d); /* disk.c; NULL if none */
+
 static inline scsictl_disk_config sc_disk_cfg(const disk *d)
 {
     return (scsictl_disk_config){
@@ -395,6 +398,8 @@ static inline scsictl_disk_config sc_disk_cfg(const disk *d)
         .read_only = d->read_only,
         .type = (scsictl_disk_type)d->type,
         .evd_type = d->has_evd ? d->strings + d->path_len + 1 : NULL,
+        .options = d->n_options ? sc_disk_options(d) : NULL,
+        .n_options = d->n_options,
     };
 }
 

@@ -162,8 +162,13 @@ int sc_cmp_mount_slot(const void *pa, const void *pb)
  * `mounts` (sorted by slot, then partition), starting at *next. */
 static void fill_disk_slot(const scsictl *ctl, const disk *d, scsictl_slot_info *s,
                            scsictl_partition_info *parts, mount *const *mounts,
-                           size_t n_mounts, size_t *next, arena *a)
+                           size_t n_mounts, size_t *next, const char ***opts, arena *a)
 {
+    const char *const *dopts = sc_disk_options(d);
+    const char **copy = *opts;
+    for (uint32_t i = 0; i < d->n_options; i++)
+        copy[i] = arena_str(a, dopts[i]);
+    *opts += d->n_options;
     *s = (scsictl_slot_info){
         .controller = d->slot / ctl->luns,
         .lun = d->slot % ctl->luns,
@@ -172,6 +177,8 @@ static void fill_disk_slot(const scsictl *ctl, const disk *d, scsictl_slot_info 
         .tearing_down = sc_disk_tearing_down(d),
         .has_disk = true,
         .host_path = arena_str(a, d->strings),
+        .options = d->n_options ? copy : NULL,
+        .n_options = d->n_options,
         .state = (scsictl_disk_state)sc_disk_states[d->state].public_state,
         .reservations = d->refs,
     };
@@ -222,19 +229,23 @@ int scsictl_list_slots(scsictl *ctl, scsictl_slot_info **out, size_t *n,
     int rc = SCSICTL_OK;
     sc_lock_acquire(&ctl->lock);
     /* Count: a slot per disk, plus pinned slots with no disk. */
-    size_t count = ctl->disks.len, nparts = ctl->mounts.len, strings = 0;
+    size_t count = ctl->disks.len, nparts = ctl->mounts.len, strings = 0, nopts = 0;
     for (size_t i = 0; i < ctl->disks.cap; i++) {
         const disk *d = hmap_item(&ctl->disks, i);
         if (!d)
             continue;
         strings += d->path_len + 1;
+        const char *const *o = sc_disk_options(d);
+        for (uint32_t k = 0; k < d->n_options; k++)
+            strings += strlen(o[k]) + 1;
+        nopts += d->n_options;
         if (sc_slot_pinned(ctl, d->slot))
             count--; /* counted again below with the pins */
     }
     count += ctl->npinned;
     strings += nparts * SCSICTL_GUEST_PATH_MAX;
     size_t bytes = count * sizeof(scsictl_slot_info) +
-                   nparts * sizeof(scsictl_partition_info) + strings;
+                   nparts * sizeof(scsictl_partition_info) + nopts * sizeof(char *) + strings;
     bool nomem = false;
     void **disks = sc_sorted_items(ctl, &ctl->disks, sc_cmp_disk_slot, &nomem);
     void **mounts = sc_sorted_items(ctl, &ctl->mounts, sc_cmp_mount_slot, &nomem);
@@ -246,11 +257,12 @@ int scsictl_list_slots(scsictl *ctl, scsictl_slot_info **out, size_t *n,
             rc = sc_fail(err, SCSICTL_E_NO_MEMORY, "slots: out of memory");
         } else {
             scsictl_partition_info *parts = (scsictl_partition_info *)(list + count);
-            arena a = { (char *)(parts + nparts) };
+            const char **opts = (const char **)(void *)(parts + nparts);
+            arena a = { (char *)(opts + nopts) };
             size_t k = 0, next = 0;
             for (size_t i = 0; i < ctl->disks.len; i++)
                 fill_disk_slot(ctl, disks[i], &list[k++], parts + next,
-                               (mount *const *)mounts, nparts, &next, &a);
+                               (mount *const *)mounts, nparts, &next, &opts, &a);
             /* Bare pins: pinned slots that hold no disk right now. The disk
              * entries are in slot order, so each pin is a binary search. */
             size_t ndisks = k;

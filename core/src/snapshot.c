@@ -128,6 +128,9 @@ static void out_disk_config(outbuf *o, const scsictl_disk_config *c)
     out_word(o, scsictl_disk_type_name(c->type));
     out_text(o, c->evd_type);
     out_text(o, c->host_path);
+    out_u64(o, c->n_options);
+    for (size_t k = 0; k < c->n_options; k++)
+        out_text(o, c->options[k]);
 }
 
 uint64_t sc_snapshot_checksum(const char *p, size_t n)
@@ -173,7 +176,9 @@ int sc_snapshot_write(scsictl *ctl, char **out, size_t *len, scsictl_error *err)
     outbuf o = { .a = &ctl->alloc };
     size_t records = 2;
 
-    out_str(&o, "scsictl-snapshot 1\ngeometry");
+    out_str(&o, "scsictl-snapshot");
+    out_u64(&o, SCSICTL_SNAPSHOT_VERSION);
+    out_str(&o, "\ngeometry");
     out_u64(&o, ctl->controllers);
     out_u64(&o, ctl->luns);
     out_word(&o, ctl->guest == SCSICTL_GUEST_LINUX ? "linux" : "windows");

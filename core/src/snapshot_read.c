@@ -23,6 +23,11 @@ typedef struct parser {
     const scsictl_allocator *a;
     scsictl_error *err;
     bool nomem;
+    uint64_t version;     /* of the format: 1 has no disk options */
+    const scsictl_remap *remap; /* host paths renamed as they are read */
+    bool *remapped;       /* by slot: its path was renamed (NULL without remap) */
+    bool remap_error;     /* the remap gave an empty path: err says so */
+    uint32_t luns;
 } parser;
 
 static int bad(parser *ps, const char *what)
@@ -31,6 +36,37 @@ static int bad(parser *ps, const char *what)
         return sc_fail(ps->err, SCSICTL_E_INVALID_SNAPSHOT, "import: invalid snapshot: %s", what);
     return sc_fail(ps->err, SCSICTL_E_INVALID_SNAPSHOT, "import: invalid snapshot: %s (line %zu)",
                    what, ps->lineno);
+}
+
+/* The path a host path is read as: the remap's answer, or itself. Marks
+ * the slot as remapped (for path_clash); NULL after an empty answer. */
+static const char *remapped(parser *ps, const char *path, uint32_t slot)
+{
+    const char *to = ps->remap ? ps->remap->fn(ps->remap->ud, path) : NULL;
+    if (!to || strcmp(to, path) == 0)
+        return path;
+    if (!to[0]) {
+        ps->remap_error = true;
+        sc_fail(ps->err, SCSICTL_E_INVALID_ARGUMENT,
+                "import: the remap gave an empty path for '%.200s'", path);
+        return NULL;
+    }
+    ps->remapped[slot] = true;
+    return to;
+}
+
+/* The record in `slot` finds path (as read) held by the one in `other`: a
+ * remap that made two disks one when either was remapped; else a bad
+ * snapshot. */
+static int path_clash(parser *ps, const char *path, uint32_t slot, uint32_t other,
+                      const char *what)
+{
+    if (!ps->remapped || !(ps->remapped[slot] || ps->remapped[other]))
+        return bad(ps, what);
+    return sc_fail(ps->err, SCSICTL_E_INVALID_ARGUMENT,
+                   "import: the remap makes two disks one: the disks of controller %u lun %u "
+                   "and controller %u lun %u would both be '%.200s'",
+                   slot / ps->luns, slot % ps->luns, other / ps->luns, other % ps->luns, path);
 }
 
 /* Next space-separated token of the line, or false at the end of line. */
@@ -170,10 +206,18 @@ static bool tok_disk_type(parser *ps, scsictl_disk_type *type)
     return false;
 }
 
-/* Parses "<ro> <type> <evd> <path>" into c (strings in scratch). */
-static bool tok_disk_config(parser *ps, scsictl_disk_config *c)
+/* A disk config read from a line, its options array with it. */
+typedef struct disk_cfg_buf {
+    scsictl_disk_config c;
+    const char *opts[SCSICTL_DISK_OPTIONS_MAX];
+} disk_cfg_buf;
+
+/* Parses "<ro> <type> <evd> <path>" and, from version 2 on, "<n> <option>..."
+ * into b (strings in scratch); the config must be one reserve accepts. */
+static bool tok_disk_config(parser *ps, uint32_t slot, disk_cfg_buf *b)
 {
-    bool absent_evd, absent_path;
+    bool absent_evd, absent_path, absent;
+    scsictl_disk_config *c = &b->c;
     *c = (scsictl_disk_config){ 0 };
     if (!tok_flag(ps, &c->read_only) || !tok_disk_type(ps, &c->type))
         return false;
@@ -181,9 +225,23 @@ static bool tok_disk_config(parser *ps, scsictl_disk_config *c)
     size_t path = evd == SIZE_MAX ? SIZE_MAX : tok_text(ps, &absent_path);
     if (path == SIZE_MAX || absent_path)
         return false;
+    uint64_t nopt = 0;
+    size_t offs[SCSICTL_DISK_OPTIONS_MAX];
+    if (ps->version >= 2 && !tok_u64(ps, SCSICTL_DISK_OPTIONS_MAX, &nopt))
+        return false;
+    for (uint64_t k = 0; k < nopt; k++) {
+        offs[k] = tok_text(ps, &absent);
+        if (offs[k] == SIZE_MAX || absent)
+            return false;
+    }
+    /* scratch may have moved while it grew: pointers are taken last */
+    for (uint64_t k = 0; k < nopt; k++)
+        b->opts[k] = ps->scratch + offs[k];
     c->evd_type = absent_evd ? NULL : ps->scratch + evd;
-    c->host_path = ps->scratch + path;
-    return c->host_path[0] != '\0';
+    c->host_path = remapped(ps, ps->scratch + path, slot);
+    c->options = nopt ? b->opts : NULL;
+    c->n_options = (size_t)nopt;
+    return c->host_path && sc_disk_config_valid(c);
 }
 
 /* Moves to the next line; false at the end of the text. */
@@ -215,10 +273,11 @@ static int parse_header(parser *ps, const char *text_end, scsictl_options *opts,
     uint64_t version;
     if (!tok_u64(ps, UINT64_MAX, &version) || ps->p != ps->end)
         return bad(ps, "bad header");
-    if (version != SCSICTL_SNAPSHOT_VERSION)
+    if (version < 1 || version > SCSICTL_SNAPSHOT_VERSION)
         return sc_fail(ps->err, SCSICTL_E_INVALID_SNAPSHOT,
-                       "import: invalid snapshot: format version %llu, this build reads %d",
+                       "import: invalid snapshot: format version %llu, this build reads 1 to %d",
                        (unsigned long long)version, SCSICTL_SNAPSHOT_VERSION);
+    ps->version = version;
     uint64_t c, l;
     const char *t;
     size_t n;
@@ -249,6 +308,8 @@ static int parse_header(parser *ps, const char *text_end, scsictl_options *opts,
 
 static int nomem_or_bad(parser *ps, const char *what)
 {
+    if (ps->remap_error)
+        return SCSICTL_E_INVALID_ARGUMENT; /* err was set */
     if (ps->nomem)
         return sc_fail(ps->err, SCSICTL_E_NO_MEMORY, "import: out of memory");
     return bad(ps, what);
@@ -261,15 +322,22 @@ static int parse_pin(parser *ps, scsictl *ctl)
         return bad(ps, "bad pin");
     if (sc_slot_pinned(ctl, slot))
         return bad(ps, "slot pinned twice");
-    scsictl_disk_config c;
+    disk_cfg_buf b;
     bool with_disk = ps->p < ps->end;
-    if (with_disk && (!tok_disk_config(ps, &c) || ps->p != ps->end))
+    if (with_disk && (!tok_disk_config(ps, slot, &b) || ps->p != ps->end))
         return nomem_or_bad(ps, "bad pin disk config");
     /* reserve_for_rootfs checks the rest: slot free, path not placed. */
     int rc = scsictl_reserve_for_rootfs(ctl, slot / ctl->luns, slot % ctl->luns,
-                                        with_disk ? &c : NULL, NULL);
+                                        with_disk ? &b.c : NULL, NULL);
     if (rc == SCSICTL_E_NO_MEMORY)
         return sc_fail(ps->err, SCSICTL_E_NO_MEMORY, "import: out of memory");
+    if (rc != SCSICTL_OK && with_disk) { /* the path is pinned already */
+        size_t len = strlen(b.c.host_path);
+        const pin *p = sc_pin_find(ctl, b.c.host_path, len, hash_bytes(b.c.host_path, len));
+        if (p)
+            return path_clash(ps, b.c.host_path, slot, p->slot,
+                              "pin conflicts with an earlier record");
+    }
     return rc == SCSICTL_OK ? SCSICTL_OK : bad(ps, "pin conflicts with an earlier record");
 }
 
@@ -302,24 +370,27 @@ static int parse_disk(parser *ps, scsictl *ctl, disk **by_slot)
     const char *t;
     size_t n;
     bool teardown;
-    scsictl_disk_config c;
+    disk_cfg_buf b;
+    const scsictl_disk_config *c = &b.c;
     if (!tok_is(ps, "disk") || !tok_slot(ps, ctl, &slot) || !token(ps, &t, &n) ||
-        !tok_flag(ps, &teardown) || !tok_disk_config(ps, &c) || ps->p != ps->end)
+        !tok_flag(ps, &teardown) || !tok_disk_config(ps, slot, &b) || ps->p != ps->end)
         return nomem_or_bad(ps, "bad disk");
     int state = resting_disk_state(t, n, teardown);
     if (state < 0)
         return bad(ps, "unknown disk state, or a state and teardown flag that disagree");
     if (sc_disk_states[state].linux_only && ctl->guest != SCSICTL_GUEST_LINUX)
         return bad(ps, "disk state of a Linux guest in a Windows guest's snapshot");
-    size_t len = strlen(c.host_path);
-    uint64_t hash = hash_bytes(c.host_path, len);
-    if (sc_disk_find(ctl, c.host_path, len, hash))
-        return bad(ps, "host path held by two disks");
-    pin *p = sc_pin_find(ctl, c.host_path, len, hash);
-    if (p ? (p->slot != slot || !sc_disk_config_equal(&p->cfg, &c))
-          : slotmap_test(&ctl->taken, slot))
+    size_t len = strlen(c->host_path);
+    uint64_t hash = hash_bytes(c->host_path, len);
+    const disk *twin = sc_disk_find(ctl, c->host_path, len, hash);
+    if (twin)
+        return path_clash(ps, c->host_path, slot, twin->slot, "host path held by two disks");
+    pin *p = sc_pin_find(ctl, c->host_path, len, hash);
+    if (p && p->slot != slot)
+        return path_clash(ps, c->host_path, slot, p->slot, "a disk outside its pinned slot");
+    if (p ? !sc_disk_config_equal(&p->cfg, c) : slotmap_test(&ctl->taken, slot))
         return bad(ps, "two disks in one slot, or a disk outside its pinned slot");
-    disk *d = sc_disk_create(ctl, &c, len, hash, slot);
+    disk *d = sc_disk_create(ctl, c, len, hash, slot);
     if (!d || !hmap_reserve(&ctl->disks, ctl->disks.len + 1, &ctl->alloc)) {
         sc_disk_free(ctl, d);
         ps->nomem = true;
@@ -575,10 +646,18 @@ int scsictl_snapshot_guest(const char *snapshot, size_t len, scsictl_guest *gues
 int scsictl_import(const char *snapshot, size_t len, const scsictl_allocator *allocator,
                    scsictl **out, scsictl_error *err)
 {
+    return scsictl_import_remap(snapshot, len, allocator, NULL, out, err);
+}
+
+int scsictl_import_remap(const char *snapshot, size_t len, const scsictl_allocator *allocator,
+                         const scsictl_remap *remap, scsictl **out, scsictl_error *err)
+{
     if (!snapshot || !out)
         return sc_fail(err, SCSICTL_E_INVALID_ARGUMENT, "import: missing argument");
+    if (remap && !remap->fn)
+        return sc_fail(err, SCSICTL_E_INVALID_ARGUMENT, "import: a remap needs its function");
     const scsictl_allocator *a = allocator ? allocator : &sc_default_allocator;
-    parser ps = { .next = snapshot, .err = err, .a = a };
+    parser ps = { .next = snapshot, .err = err, .a = a, .remap = remap };
     if (memchr(snapshot, '\0', len))
         return bad(&ps, "NUL byte in snapshot");
     /* The checksum covers everything before the last line: check it first,
@@ -606,7 +685,12 @@ int scsictl_import(const char *snapshot, size_t len, const scsictl_allocator *al
     rc = scsictl_new(&opts, &ctl, err);
     if (rc != SCSICTL_OK)
         return rc == SCSICTL_E_NO_MEMORY ? rc : bad(&ps, "bad geometry");
-    rc = import_body(&ps, snapshot + len, ctl);
+    ps.luns = ctl->luns;
+    if (remap && !(ps.remapped = sc_calloc(a, ctl->nslots ? ctl->nslots : 1, sizeof *ps.remapped)))
+        rc = sc_fail(err, SCSICTL_E_NO_MEMORY, "import: out of memory");
+    else
+        rc = import_body(&ps, snapshot + len, ctl);
+    sc_free(a, ps.remapped);
     sc_free(a, ps.scratch);
     if (rc != SCSICTL_OK) {
         scsictl_free(ctl);

@@ -365,6 +365,12 @@ int scsictl_read_file(const char *path, const scsictl_allocator *allocator, char
 int scsictl_open(const char *path, const scsictl_allocator *allocator, scsictl **out,
                  scsictl_error *err)
 {
+    return scsictl_open_remap(path, allocator, NULL, out, err);
+}
+
+int scsictl_open_remap(const char *path, const scsictl_allocator *allocator,
+                       const scsictl_remap *remap, scsictl **out, scsictl_error *err)
+{
     const scsictl_allocator *a = allocator ? allocator : &sc_default_allocator;
     if (!path || !out)
         return sc_fail(err, SCSICTL_E_INVALID_ARGUMENT, "open: missing argument");
@@ -379,14 +385,21 @@ int scsictl_open(const char *path, const scsictl_allocator *allocator, scsictl *
     rc = scsictl_read_file(s->target, a, &buf, &len, err);
     scsictl *ctl = NULL;
     if (rc == SCSICTL_OK) {
-        rc = scsictl_import(buf, len, a, &ctl, err);
+        rc = scsictl_import_remap(buf, len, a, remap, &ctl, err);
         sc_free(a, buf);
     }
+    uint64_t seq = 0;
     if (rc == SCSICTL_OK) {
         sc_lock_acquire(&ctl->lock);
         rc = sc_store_attach(ctl, &s->base, err);
         ctl->durable = ctl->seq; /* the file holds exactly this state */
+        if (remap) /* ... but for the paths: written now */
+            seq = sc_changed(ctl);
         sc_lock_release(&ctl->lock);
+    }
+    if (rc == SCSICTL_OK && seq && (rc = sc_sync(ctl, seq, false, err)) != SCSICTL_OK) {
+        scsictl_free(ctl); /* the store went with it */
+        return rc;
     }
     if (rc != SCSICTL_OK) {
         scsictl_free(ctl);

@@ -517,22 +517,22 @@ static void test_p10(uint64_t seed)
 /* Hostile snapshots                                                         */
 /* ------------------------------------------------------------------------ */
 
-#define HDR "scsictl-snapshot 1\ngeometry 2 4 linux open\n"
-#define WHDR "scsictl-snapshot 1\ngeometry 2 4 windows open\n"
+#define HDR "scsictl-snapshot 2\ngeometry 2 4 linux open\n"
+#define WHDR "scsictl-snapshot 2\ngeometry 2 4 windows open\n"
 #define ID1 "11111111-1111-4111-8111-111111111111"
 #define ID2 "22222222-2222-4222-8222-222222222222"
 #define ID3 "33333333-3333-4333-8333-333333333333"
-#define DISK_A "disk 0 1 attached 0 0 VirtualDisk - =/a\n"
+#define DISK_A "disk 0 1 attached 0 0 VirtualDisk - =/a 0\n"
 #define PART_A0 "part 0 1 0 mounted 2 0 0 0 0 0 = 0\n"
 #define RES_A0 "res " ID1 " 0 1 0 1 0\nres " ID2 " 0 1 0 1 0\n"
 
 /* A canonical hand-made snapshot (every record kind). */
 static const char base_body[] =
     HDR
-    "pin 0 0 0 VirtualDisk - =/root%20fs.vhdx\n"
+    "pin 0 0 0 VirtualDisk - =/root%20fs.vhdx 0\n"
     "pin 1 3\n"
     DISK_A
-    "disk 1 0 reserved 0 1 ExtensibleVirtualDisk =evd =/b\n"
+    "disk 1 0 reserved 0 1 ExtensibleVirtualDisk =evd =/b 0\n"
     PART_A0
     "part 0 1 1 reserved 1 1 1 1 1 1 =ext4 2 =ro =x%20y\n"
     "part 1 0 0 reserved 1 0 0 0 0 0 = 0\n"
@@ -586,20 +586,20 @@ static void test_handmade(void)
     TEST("hostile: hand-made snapshots with a correct checksum");
     expect_ok("base", base_body, true);
     expect_ok("empty linux", HDR, true);
-    expect_ok("empty windows, closed", "scsictl-snapshot 1\ngeometry 0 1 windows closed\n", true);
+    expect_ok("empty windows, closed", "scsictl-snapshot 2\ngeometry 0 1 windows closed\n", true);
     expect_ok("ejected disk being torn down (Linux), pending release",
-              HDR "disk 0 2 ejected 1 0 VirtualDisk - =/e\nres " ID1 " 0 2 5 0 1\n", true);
+              HDR "disk 0 2 ejected 1 0 VirtualDisk - =/e 0\nres " ID1 " 0 2 5 0 1\n", true);
     expect_ok("disk in its own pinned slot",
-              HDR "pin 0 0 1 PassThru - =/p\ndisk 0 0 attached 0 1 PassThru - =/p\n"
+              HDR "pin 0 0 1 PassThru - =/p 0\ndisk 0 0 attached 0 1 PassThru - =/p 0\n"
                   "part 0 0 0 reserved 1 0 0 0 0 0 = 0\nres " ID1 " 0 0 0 1 0\n", true);
-    expect_ok("largest geometry", "scsictl-snapshot 1\ngeometry 64 16384 linux open\n", true);
+    expect_ok("largest geometry", "scsictl-snapshot 2\ngeometry 64 16384 linux open\n", true);
     expect_ok("gone ids after the claims", HDR DISK_A PART_A0 RES_A0 "gone " ID3 "\n", true);
     expect_ok("gone ids alone", HDR "gone " ID3 "\n", true);
 
     static const struct { const char *what, *body; } bad[] = {
         /* spec §8's cases */
         { "two disks in one slot",
-          HDR DISK_A "disk 0 1 attached 0 0 VirtualDisk - =/b\n" PART_A0 RES_A0 },
+          HDR DISK_A "disk 0 1 attached 0 0 VirtualDisk - =/b 0\n" PART_A0 RES_A0 },
         { "reservation pointing at an empty slot",
           HDR DISK_A PART_A0 RES_A0 "res " ID3 " 0 2 0 1 0\n" },
         { "partition with negative refs",
@@ -608,10 +608,10 @@ static void test_handmade(void)
         { "partition with refs wrapped to 2^64-1",
           HDR DISK_A "part 0 1 0 mounted 18446744073709551615 0 0 0 0 0 = 0\n" RES_A0 },
         { "disk at a lun outside the geometry",
-          HDR "disk 0 4 attached 0 0 VirtualDisk - =/a\npart 0 4 0 mounted 1 0 0 0 0 0 = 0\n"
+          HDR "disk 0 4 attached 0 0 VirtualDisk - =/a 0\npart 0 4 0 mounted 1 0 0 0 0 0 = 0\n"
               "res " ID1 " 0 4 0 1 0\n" },
         { "disk at a controller outside the geometry",
-          HDR "disk 2 0 attached 0 0 VirtualDisk - =/a\npart 2 0 0 mounted 1 0 0 0 0 0 = 0\n"
+          HDR "disk 2 0 attached 0 0 VirtualDisk - =/a 0\npart 2 0 0 mounted 1 0 0 0 0 0 = 0\n"
               "res " ID1 " 2 0 0 1 0\n" },
         { "pin outside the geometry", HDR "pin 0 4\n" },
         { "pin at a huge controller", HDR "pin 4294967296 0\n" },
@@ -628,12 +628,12 @@ static void test_handmade(void)
         { "refs smaller than the claims", HDR DISK_A "part 0 1 0 mounted 1 0 0 0 0 0 = 0\n" RES_A0 },
         { "partition with zero refs", HDR DISK_A "part 0 1 0 mounted 0 0 0 0 0 0 = 0\n" },
         { "mounted partition on a reserved disk",
-          HDR "disk 0 1 reserved 0 0 VirtualDisk - =/a\n" PART_A0 RES_A0 },
+          HDR "disk 0 1 reserved 0 0 VirtualDisk - =/a 0\n" PART_A0 RES_A0 },
         { "mounted partition on an ejected disk",
-          HDR "disk 0 1 ejected 1 0 VirtualDisk - =/a\npart 0 1 0 mounted 1 0 0 0 0 0 = 0\n"
+          HDR "disk 0 1 ejected 1 0 VirtualDisk - =/a 0\npart 0 1 0 mounted 1 0 0 0 0 0 = 0\n"
               "res " ID1 " 0 1 0 1 1\n" },
         { "partition of a disk being torn down",
-          HDR "disk 0 1 attached 1 0 VirtualDisk - =/a\npart 0 1 0 reserved 1 0 0 0 0 0 = 0\n"
+          HDR "disk 0 1 attached 1 0 VirtualDisk - =/a 0\npart 0 1 0 reserved 1 0 0 0 0 0 = 0\n"
               "res " ID1 " 0 1 0 1 1\n" },
         { "duplicate reservation id", HDR DISK_A PART_A0 "res " ID1 " 0 1 0 1 0\nres " ID1 " 0 1 0 1 0\n" },
         { "reservation id in upper case",
@@ -641,28 +641,28 @@ static void test_handmade(void)
         { "reservation id malformed",
           HDR DISK_A "part 0 1 0 mounted 1 0 0 0 0 0 = 0\nres 11111111-1111-4111-8111-11111111111 0 1 0 1 0\n" },
         { "duplicate host path at two slots",
-          HDR DISK_A "disk 0 2 attached 0 0 VirtualDisk - =/a\n" PART_A0
+          HDR DISK_A "disk 0 2 attached 0 0 VirtualDisk - =/a 0\n" PART_A0
               "part 0 2 0 reserved 1 0 0 0 0 0 = 0\n" RES_A0 "res " ID3 " 0 2 0 1 0\n" },
         { "disk in a slot pinned for another path",
-          HDR "pin 0 1 0 VirtualDisk - =/root\n" DISK_A PART_A0 RES_A0 },
+          HDR "pin 0 1 0 VirtualDisk - =/root 0\n" DISK_A PART_A0 RES_A0 },
         { "disk in a bare pinned slot", HDR "pin 0 1\n" DISK_A PART_A0 RES_A0 },
         { "pinned path placed at another slot",
-          HDR "pin 0 0 0 VirtualDisk - =/a\n" DISK_A PART_A0 RES_A0 },
+          HDR "pin 0 0 0 VirtualDisk - =/a 0\n" DISK_A PART_A0 RES_A0 },
         { "pinned path with another disk config",
-          HDR "pin 0 1 1 VirtualDisk - =/a\n" DISK_A PART_A0 RES_A0 },
+          HDR "pin 0 1 1 VirtualDisk - =/a 0\n" DISK_A PART_A0 RES_A0 },
         { "slot pinned twice", HDR "pin 0 1\npin 0 1\n" },
-        { "path pinned twice", HDR "pin 0 1 0 VirtualDisk - =/r\npin 0 2 0 VirtualDisk - =/r\n" },
+        { "path pinned twice", HDR "pin 0 1 0 VirtualDisk - =/r 0\npin 0 2 0 VirtualDisk - =/r 0\n" },
         { "disk with no claims", HDR DISK_A },
         { "torn-down disk with two claims",
-          HDR "disk 0 1 attached 1 0 VirtualDisk - =/a\nres " ID1 " 0 1 0 0 1\nres " ID2 " 0 1 0 0 1\n" },
+          HDR "disk 0 1 attached 1 0 VirtualDisk - =/a 0\nres " ID1 " 0 1 0 0 1\nres " ID2 " 0 1 0 0 1\n" },
         { "ejected disk not being torn down",
-          HDR "disk 0 1 ejected 0 0 VirtualDisk - =/a\nres " ID1 " 0 1 0 0 1\n" },
+          HDR "disk 0 1 ejected 0 0 VirtualDisk - =/a 0\nres " ID1 " 0 1 0 0 1\n" },
         { "ejected disk on a Windows guest",
-          WHDR "disk 0 1 ejected 1 0 VirtualDisk - =/a\nres " ID1 " 0 1 0 0 1\n" },
+          WHDR "disk 0 1 ejected 1 0 VirtualDisk - =/a 0\nres " ID1 " 0 1 0 0 1\n" },
         { "reserved disk being torn down",
-          HDR "disk 0 1 reserved 1 0 VirtualDisk - =/a\nres " ID1 " 0 1 0 0 1\n" },
+          HDR "disk 0 1 reserved 1 0 VirtualDisk - =/a 0\nres " ID1 " 0 1 0 0 1\n" },
         { "claim without its partition and no pending release, disk not torn down",
-          HDR "disk 0 1 attached 0 0 VirtualDisk - =/a\nres " ID1 " 0 1 0 0 0\n" },
+          HDR "disk 0 1 attached 0 0 VirtualDisk - =/a 0\nres " ID1 " 0 1 0 0 0\n" },
         { "reservation holds a partition that is not listed",
           HDR DISK_A PART_A0 RES_A0 "res " ID3 " 0 1 2 1 0\n" },
         { "partition listed twice", HDR DISK_A PART_A0 PART_A0 RES_A0 },
@@ -671,23 +671,23 @@ static void test_handmade(void)
         { "records out of order (disk before pin)", HDR DISK_A "pin 1 3\n" PART_A0 RES_A0 },
         { "unknown record", HDR "slot 0 1\n" },
         { "empty line", HDR "\n" },
-        { "unknown disk state", HDR "disk 0 1 plugged 0 0 VirtualDisk - =/a\n" PART_A0 RES_A0 },
+        { "unknown disk state", HDR "disk 0 1 plugged 0 0 VirtualDisk - =/a 0\n" PART_A0 RES_A0 },
         { "unknown partition state", HDR DISK_A "part 0 1 0 half 2 0 0 0 0 0 = 0\n" RES_A0 },
-        { "unknown disk type", HDR "disk 0 1 attached 0 0 Floppy - =/a\n" PART_A0 RES_A0 },
-        { "flag 2", HDR "disk 0 1 attached 0 2 VirtualDisk - =/a\n" PART_A0 RES_A0 },
-        { "leading zero", HDR "disk 0 01 attached 0 0 VirtualDisk - =/a\n" PART_A0 RES_A0 },
-        { "plus sign", HDR "disk 0 +1 attached 0 0 VirtualDisk - =/a\n" PART_A0 RES_A0 },
+        { "unknown disk type", HDR "disk 0 1 attached 0 0 Floppy - =/a 0\n" PART_A0 RES_A0 },
+        { "flag 2", HDR "disk 0 1 attached 0 2 VirtualDisk - =/a 0\n" PART_A0 RES_A0 },
+        { "leading zero", HDR "disk 0 01 attached 0 0 VirtualDisk - =/a 0\n" PART_A0 RES_A0 },
+        { "plus sign", HDR "disk 0 +1 attached 0 0 VirtualDisk - =/a 0\n" PART_A0 RES_A0 },
         { "double space", HDR "disk 0 1  attached 0 0 VirtualDisk - =/a\n" PART_A0 RES_A0 },
         { "trailing space", HDR "disk 0 1 attached 0 0 VirtualDisk - =/a \n" PART_A0 RES_A0 },
         { "missing field", HDR "disk 0 1 attached 0 0 VirtualDisk =/a\n" PART_A0 RES_A0 },
         { "extra field", HDR DISK_A PART_A0 "res " ID1 " 0 1 0 1 0 0\nres " ID2 " 0 1 0 1 0\n" },
-        { "absent host path", HDR "disk 0 1 attached 0 0 VirtualDisk - -\n" PART_A0 RES_A0 },
-        { "empty host path", HDR "disk 0 1 attached 0 0 VirtualDisk - =\n" PART_A0 RES_A0 },
+        { "absent host path", HDR "disk 0 1 attached 0 0 VirtualDisk - - 0\n" PART_A0 RES_A0 },
+        { "empty host path", HDR "disk 0 1 attached 0 0 VirtualDisk - = 0\n" PART_A0 RES_A0 },
         { "string without '='", HDR "disk 0 1 attached 0 0 VirtualDisk - /a\n" PART_A0 RES_A0 },
-        { "escaped safe byte", HDR "disk 0 1 attached 0 0 VirtualDisk - =%2Fa\n" PART_A0 RES_A0 },
-        { "lowercase escape", HDR "disk 0 1 attached 0 0 VirtualDisk - =/a%2a\n" PART_A0 RES_A0 },
-        { "escaped NUL", HDR "disk 0 1 attached 0 0 VirtualDisk - =/a%00\n" PART_A0 RES_A0 },
-        { "cut escape", HDR "disk 0 1 attached 0 0 VirtualDisk - =/a%2\n" PART_A0 RES_A0 },
+        { "escaped safe byte", HDR "disk 0 1 attached 0 0 VirtualDisk - =%2Fa 0\n" PART_A0 RES_A0 },
+        { "lowercase escape", HDR "disk 0 1 attached 0 0 VirtualDisk - =/a%2a 0\n" PART_A0 RES_A0 },
+        { "escaped NUL", HDR "disk 0 1 attached 0 0 VirtualDisk - =/a%00 0\n" PART_A0 RES_A0 },
+        { "cut escape", HDR "disk 0 1 attached 0 0 VirtualDisk - =/a%2 0\n" PART_A0 RES_A0 },
         { "raw unsafe byte", HDR "disk 0 1 attached 0 0 VirtualDisk - =/a\"\n" PART_A0 RES_A0 },
         { "absent filesystem", HDR DISK_A "part 0 1 0 mounted 2 0 0 0 0 0 - 0\n" RES_A0 },
         { "more options than listed", HDR DISK_A "part 0 1 0 mounted 2 0 0 0 0 0 = 2 =x\n" RES_A0 },
@@ -697,20 +697,20 @@ static void test_handmade(void)
         { "partition beyond INT64_MAX",
           HDR DISK_A "part 0 1 9223372036854775808 reserved 1 0 0 0 0 0 = 0\n" RES_A0 },
         { "number overflowing 64 bits", HDR "pin 0 184467440737095516160\n" },
-        { "zero luns", "scsictl-snapshot 1\ngeometry 2 0 linux open\n" },
-        { "too many controllers", "scsictl-snapshot 1\ngeometry 1025 1 linux open\n" },
-        { "too many luns", "scsictl-snapshot 1\ngeometry 1 16385 linux open\n" },
-        { "too many slots", "scsictl-snapshot 1\ngeometry 1024 16384 linux open\n" },
-        { "unknown guest", "scsictl-snapshot 1\ngeometry 2 4 macos open\n" },
-        { "no open/closed flag", "scsictl-snapshot 1\ngeometry 2 4 linux\n" },
-        { "bad open/closed flag", "scsictl-snapshot 1\ngeometry 2 4 linux ajar\n" },
-        { "no geometry", "scsictl-snapshot 1\n" },
+        { "zero luns", "scsictl-snapshot 2\ngeometry 2 0 linux open\n" },
+        { "too many controllers", "scsictl-snapshot 2\ngeometry 1025 1 linux open\n" },
+        { "too many luns", "scsictl-snapshot 2\ngeometry 1 16385 linux open\n" },
+        { "too many slots", "scsictl-snapshot 2\ngeometry 1024 16384 linux open\n" },
+        { "unknown guest", "scsictl-snapshot 2\ngeometry 2 4 macos open\n" },
+        { "no open/closed flag", "scsictl-snapshot 2\ngeometry 2 4 linux\n" },
+        { "bad open/closed flag", "scsictl-snapshot 2\ngeometry 2 4 linux ajar\n" },
+        { "no geometry", "scsictl-snapshot 2\n" },
         { "geometry twice", HDR "geometry 2 4 linux open\n" },
-        { "header twice", HDR "scsictl-snapshot 1\n" },
+        { "header twice", HDR "scsictl-snapshot 2\n" },
         { "not a snapshot", "hello world\n" },
-        { "CRLF line endings", "scsictl-snapshot 1\r\ngeometry 2 4 linux open\r\n" },
+        { "CRLF line endings", "scsictl-snapshot 2\r\ngeometry 2 4 linux open\r\n" },
         { "version 0", "scsictl-snapshot 0\ngeometry 2 4 linux open\n" },
-        { "version 2", "scsictl-snapshot 2\ngeometry 2 4 linux open\n" },
+        { "version 3", "scsictl-snapshot 3\ngeometry 2 4 linux open\n" },
         { "version 10", "scsictl-snapshot 10\ngeometry 2 4 linux open\n" },
         { "version 01", "scsictl-snapshot 01\ngeometry 2 4 linux open\n" },
         { "version 1.0", "scsictl-snapshot 1.0\ngeometry 2 4 linux open\n" },
@@ -721,13 +721,13 @@ static void test_handmade(void)
     };
     for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) expect_invalid(bad[i].what, bad[i].body);
 
-    /* Version 2 says which version it found. */
+    /* Version 3 says which version it found. */
     size_t n;
-    char *t = with_end("scsictl-snapshot 2\ngeometry 2 4 linux open\n", &n);
+    char *t = with_end("scsictl-snapshot 3\ngeometry 2 4 linux open\n", &n);
     scsictl_error err;
     int rc = import_text(t, n, NULL, &err);
     CHECK_CODE(rc, SCSICTL_E_INVALID_SNAPSHOT);
-    if (rc == SCSICTL_E_INVALID_SNAPSHOT) CHECK_CONTAINS(err.message, "version 2");
+    if (rc == SCSICTL_E_INVALID_SNAPSHOT) CHECK_CONTAINS(err.message, "version 3");
     scsictl_guest g = SCSICTL_GUEST_WINDOWS;
     CHECK_CODE(scsictl_snapshot_guest(t, n, &g, &err), SCSICTL_E_INVALID_SNAPSHOT);
     free(t);
@@ -787,9 +787,9 @@ static void test_handmade_behaviour(void)
 {
     TEST("import: a hand-made state behaves as described");
     size_t n;
-    char *t = with_end(HDR "pin 0 0 0 VirtualDisk - =/root\n"
-                           "disk 0 2 ejected 1 0 VirtualDisk - =/e\n"
-                           "disk 1 0 attached 0 0 VirtualDisk - =/m\n"
+    char *t = with_end(HDR "pin 0 0 0 VirtualDisk - =/root 0\n"
+                           "disk 0 2 ejected 1 0 VirtualDisk - =/e 0\n"
+                           "disk 1 0 attached 0 0 VirtualDisk - =/m 0\n"
                            "part 1 0 3 mounted 2 0 0 0 0 0 =ext4 1 =ro\n"
                            "res " ID1 " 0 2 5 0 1\n"
                            "res " ID2 " 1 0 3 1 0\n"
@@ -836,7 +836,7 @@ static void test_handmade_behaviour(void)
     scsictl_free(ctl);
 
     /* A closed snapshot imports closed. */
-    t = with_end("scsictl-snapshot 1\ngeometry 1 1 linux closed\n", &n);
+    t = with_end("scsictl-snapshot 2\ngeometry 1 1 linux closed\n", &n);
     rc = import_text(t, n, &ctl, &err);
     free(t);
     if (tu_check(rc == SCSICTL_OK, __FILE__, __LINE__, "import closed")) {
@@ -1474,7 +1474,7 @@ static void test_open(void)
     CHECK(b == NULL);
     CHECK_CODE(scsictl_open(tmpdir, NULL, &b, &err), SCSICTL_E_IO); /* a directory */
     FILE *f = fopen(p2, "w");
-    fputs("scsictl-snapshot 1\ngeometry 1 1 linux open\nend 3 0000000000000000\n", f);
+    fputs("scsictl-snapshot 2\ngeometry 1 1 linux open\nend 3 0000000000000000\n", f);
     fclose(f);
     CHECK_CODE(scsictl_open(p2, NULL, &b, &err), SCSICTL_E_INVALID_SNAPSHOT);
     f = fopen(p2, "w");
@@ -1580,9 +1580,9 @@ static void test_fuzz_regressions(void)
         /* fuzz_import, crash-ubsan-escape-shift in core/fuzz/corpus_import:
          * "%pi" in a string: hexv() gives -1 and `hi << 4` shifts a
          * negative value (snapshot.c tok_text) before hi < 0 is checked. */
-        { "escape with a non-hex first digit", HDR "pin 0 0 0 VirtualDisk - =/img%pin\n" },
-        { "escape with a non-hex second digit", HDR "pin 0 0 0 VirtualDisk - =/img%2G\n" },
-        { "escape of two non-hex digits", HDR "pin 0 0 0 VirtualDisk - =/img%%%\n" },
+        { "escape with a non-hex first digit", HDR "pin 0 0 0 VirtualDisk - =/img%pin 0\n" },
+        { "escape with a non-hex second digit", HDR "pin 0 0 0 VirtualDisk - =/img%2G 0\n" },
+        { "escape of two non-hex digits", HDR "pin 0 0 0 VirtualDisk - =/img%%% 0\n" },
     };
     for (size_t i = 0; i < sizeof inputs / sizeof inputs[0]; i++) {
         size_t n;
@@ -1604,6 +1604,186 @@ static void test_fuzz_regressions(void)
     }
 }
 
+/* Disk options: part of the disk line from version 2 on; version 1 (no
+ * options) is still read and saved again as version 2. */
+static void test_disk_options_format(void)
+{
+    TEST("snapshot: disk options (version 2) and version 1 input");
+    expect_ok("disk and pin with options",
+              HDR "pin 0 0 0 VirtualDisk - =/p 1 =cache%3Dnone\n"
+                  "disk 0 0 attached 0 0 VirtualDisk - =/p 1 =cache%3Dnone\n"
+                  "disk 0 1 attached 0 0 VirtualDisk - =/a 3 =a-b%3Dx =bps%3D1048576 =serial%3D\n"
+                  "part 0 0 0 reserved 1 0 0 0 0 0 = 0\n" PART_A0
+                  "res " ID3 " 0 0 0 1 0\n" RES_A0, true);
+    static const struct { const char *what, *body; } bad[] = {
+        { "options out of order", HDR "disk 0 1 attached 0 0 VirtualDisk - =/a 2 =x%3D1 =b%3D2\n"
+                                  PART_A0 RES_A0 },
+        { "option key twice", HDR "disk 0 1 attached 0 0 VirtualDisk - =/a 2 =b%3D1 =b%3D2\n"
+                              PART_A0 RES_A0 },
+        { "option without '='", HDR "disk 0 1 attached 0 0 VirtualDisk - =/a 1 =cache\n"
+                                PART_A0 RES_A0 },
+        { "option with an empty key", HDR "disk 0 1 attached 0 0 VirtualDisk - =/a 1 =%3Dx\n"
+                                      PART_A0 RES_A0 },
+        { "absent option", HDR "disk 0 1 attached 0 0 VirtualDisk - =/a 1 -\n" PART_A0 RES_A0 },
+        { "fewer options than counted",
+          HDR "disk 0 1 attached 0 0 VirtualDisk - =/a 2 =b%3D1\n" PART_A0 RES_A0 },
+        { "more options than counted",
+          HDR "disk 0 1 attached 0 0 VirtualDisk - =/a 1 =b%3D1 =c%3D1\n" PART_A0 RES_A0 },
+        { "more than 64 options", HDR "disk 0 1 attached 0 0 VirtualDisk - =/a 65\n"
+                                  PART_A0 RES_A0 },
+        { "no option count (version 2)", HDR "disk 0 1 attached 0 0 VirtualDisk - =/a\n"
+                                         PART_A0 RES_A0 },
+        { "pin and its disk with other options",
+          HDR "pin 0 1 0 VirtualDisk - =/a 1 =cache%3Dnone\n" DISK_A PART_A0 RES_A0 },
+        { "an option count in version 1",
+          "scsictl-snapshot 1\ngeometry 2 4 linux open\n"
+          "disk 0 1 attached 0 0 VirtualDisk - =/a 0\n" PART_A0 RES_A0 },
+    };
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) expect_invalid(bad[i].what, bad[i].body);
+
+    /* Version 1 is read, and saved as version 2. */
+    size_t n, m;
+    char *v1 = with_end("scsictl-snapshot 1\ngeometry 2 4 linux open\n"
+                        "pin 0 0 0 VirtualDisk - =/root\n"
+                        "disk 0 1 attached 0 0 VirtualDisk - =/a\n" PART_A0 RES_A0, &n);
+    char *v2 = with_end(HDR "pin 0 0 0 VirtualDisk - =/root 0\n" DISK_A PART_A0 RES_A0, &m);
+    scsictl *ctl = NULL;
+    scsictl_error err;
+    int rc = import_text(v1, n, &ctl, &err);
+    CHECK_CODE(rc, SCSICTL_OK);
+    if (rc == SCSICTL_OK) {
+        size_t k;
+        char *s2 = save_dup(ctl, &k);
+        CHECK(s2 && k == m && memcmp(s2, v2, m) == 0);
+        free(s2);
+        scsictl_free(ctl);
+    }
+    free(v1);
+    free(v2);
+
+    /* Sharing: the same path with other options is another disk config. */
+    ctl = tu_new(1, 4, SCSICTL_GUEST_LINUX);
+    const char *none[] = { "cache=none" }, *wb[] = { "cache=writeback" };
+    const char *unsorted[] = { "z=1", "a=1" }, *dup[] = { "a=1", "a=2" }, *nokey[] = { "=1" };
+    scsictl_disk_config d = tu_disk("/opt");
+    scsictl_mount_config mc = tu_mount(0);
+    scsictl_id id;
+    d.options = none;
+    d.n_options = 1;
+    CHECK_CODE(scsictl_reserve(ctl, &d, &mc, &id, &err), SCSICTL_OK);
+    CHECK_CODE(scsictl_reserve(ctl, &d, &mc, &id, &err), SCSICTL_OK);
+    d.options = wb;
+    CHECK_CODE(scsictl_reserve(ctl, &d, &mc, &id, &err), SCSICTL_E_CONFIG_MISMATCH);
+    d.n_options = 0;
+    CHECK_CODE(scsictl_reserve(ctl, &d, &mc, &id, &err), SCSICTL_E_CONFIG_MISMATCH);
+    d.host_path = "/other";
+    d.options = unsorted;
+    d.n_options = 2;
+    CHECK_CODE(scsictl_reserve(ctl, &d, &mc, &id, &err), SCSICTL_E_INVALID_ARGUMENT);
+    CHECK_CONTAINS(err.message, "sorted by key");
+    d.options = dup;
+    CHECK_CODE(scsictl_reserve(ctl, &d, &mc, &id, &err), SCSICTL_E_INVALID_ARGUMENT);
+    d.options = nokey;
+    d.n_options = 1;
+    CHECK_CODE(scsictl_reserve(ctl, &d, &mc, &id, &err), SCSICTL_E_INVALID_ARGUMENT);
+    d.options = NULL;
+    CHECK_CODE(scsictl_reserve(ctl, &d, &mc, &id, &err), SCSICTL_E_INVALID_ARGUMENT);
+    /* slots() lists them */
+    scsictl_slot_info *slots = NULL;
+    size_t ns = 0;
+    CHECK_CODE(scsictl_list_slots(ctl, &slots, &ns, &err), SCSICTL_OK);
+    CHECK(ns == 1 && slots && slots[0].n_options == 1 &&
+          strcmp(slots[0].options[0], "cache=none") == 0);
+    scsictl_info_free(ctl, slots);
+    scsictl_free(ctl);
+}
+
+/* A remap that renames every path by a table of pairs (ud: NULL-ended
+ * array of from, to). */
+static const char *remap_pairs(void *ud, const char *path)
+{
+    const char *const *pairs = ud;
+    for (size_t i = 0; pairs[i]; i += 2)
+        if (strcmp(pairs[i], path) == 0)
+            return pairs[i + 1];
+    return NULL;
+}
+
+static void test_remap(void)
+{
+    TEST("snapshot: host paths remapped on import and open");
+    size_t n;
+    char *t = with_end(HDR "pin 0 0 0 VirtualDisk - =/old/root 0\n"
+                           "disk 0 0 attached 0 0 VirtualDisk - =/old/root 0\n" DISK_A
+                           "disk 0 2 reserved 0 0 VirtualDisk - =/b 0\n"
+                           "part 0 0 0 reserved 1 0 0 0 0 0 = 0\n" PART_A0
+                           "part 0 2 0 reserved 1 0 0 0 0 0 = 0\n"
+                           "res " ID3 " 0 0 0 1 0\n" RES_A0
+                           "res 44444444-4444-4444-8444-444444444444 0 2 0 1 0\n", &n);
+    scsictl_error err;
+    scsictl *ctl = NULL;
+    /* a swap, and the pin renamed with its disk */
+    static const char *const swap[] = { "/a", "/b", "/b", "/a", "/old/root", "/new/root", NULL };
+    scsictl_remap r = { remap_pairs, (void *)swap };
+    int rc = scsictl_import_remap(t, n, NULL, &r, &ctl, &err);
+    CHECK_CODE(rc, SCSICTL_OK);
+    if (rc == SCSICTL_OK) {
+        size_t k;
+        char *s = save_dup(ctl, &k);
+        CHECK(s && strstr(s, "pin 0 0 0 VirtualDisk - =/new/root 0\n") &&
+              strstr(s, "disk 0 0 attached 0 0 VirtualDisk - =/new/root 0\n") &&
+              strstr(s, "disk 0 1 attached 0 0 VirtualDisk - =/b 0\n") &&
+              strstr(s, "disk 0 2 reserved 0 0 VirtualDisk - =/a 0\n"));
+        free(s);
+        scsictl_id id;
+        CHECK_CODE(tu_reserve(ctl, "/new/root", 0, &id), SCSICTL_OK); /* shares slot 0 0 */
+        scsictl_free(ctl);
+    }
+    /* two disks made one, either way round; a disk onto another slot's pin */
+    static const char *const clash1[] = { "/a", "/b", NULL };
+    static const char *const clash2[] = { "/b", "/a", NULL };
+    static const char *const clash3[] = { "/a", "/new", "/b", "/new", NULL };
+    static const char *const onto_pin[] = { "/a", "/old/root", NULL };
+    static const char *const empty[] = { "/a", "", NULL };
+    const char *const *bad[] = { clash1, clash2, clash3, onto_pin };
+    for (size_t i = 0; i < 4; i++) {
+        r.ud = (void *)bad[i];
+        ctl = NULL;
+        CHECK_CODE(scsictl_import_remap(t, n, NULL, &r, &ctl, &err), SCSICTL_E_INVALID_ARGUMENT);
+        CHECK_CONTAINS(err.message, "makes two disks one");
+        CHECK(ctl == NULL);
+    }
+    r.ud = (void *)empty;
+    CHECK_CODE(scsictl_import_remap(t, n, NULL, &r, &ctl, &err), SCSICTL_E_INVALID_ARGUMENT);
+    CHECK_CONTAINS(err.message, "empty path");
+    scsictl_remap nofn = { NULL, NULL };
+    CHECK_CODE(scsictl_import_remap(t, n, NULL, &nofn, &ctl, &err), SCSICTL_E_INVALID_ARGUMENT);
+    /* a bad snapshot is still a bad snapshot */
+    static const char *const none[] = { NULL };
+    r.ud = (void *)none;
+    size_t n2;
+    char *t2 = with_end(HDR DISK_A "disk 0 2 attached 0 0 VirtualDisk - =/a 0\n", &n2);
+    CHECK_CODE(scsictl_import_remap(t2, n2, NULL, &r, &ctl, &err), SCSICTL_E_INVALID_SNAPSHOT);
+    free(t2);
+
+    /* open: the remapped state is written before it returns */
+    char path[300];
+    snprintf(path, sizeof path, "%s/remap-state", tmpdir);
+    FILE *f = fopen(path, "w");
+    if (!f || fwrite(t, 1, n, f) != n) exit(2);
+    fclose(f);
+    r.ud = (void *)swap;
+    rc = scsictl_open_remap(path, NULL, &r, &ctl, &err);
+    CHECK_CODE(rc, SCSICTL_OK);
+    if (rc == SCSICTL_OK) {
+        file_matches(ctl, path, "remapped state written at open");
+        scsictl_free(ctl);
+    }
+    r.ud = (void *)clash1;
+    CHECK_CODE(scsictl_open_remap(path, NULL, &r, &ctl, &err), SCSICTL_E_INVALID_ARGUMENT);
+    free(t);
+}
+
 int main(int argc, char **argv)
 {
     const char *base = getenv("TMPDIR");
@@ -1619,6 +1799,7 @@ int main(int argc, char **argv)
 
     test_handmade();
     test_handmade_behaviour();
+    test_disk_options_format();
     test_truncation_and_flips();
     test_import_nomem();
     test_save_busy();
@@ -1636,6 +1817,7 @@ int main(int argc, char **argv)
     test_state_file_paths();
     test_deferred_writes();
     test_open();
+    test_remap();
     for (uint64_t s = 1; s <= 6; s++) test_state_file_mirrors(s);
     char rm[300];
     snprintf(rm, sizeof rm, "rm -rf '%s'", tmpdir); /* state, lock files, test dirs */

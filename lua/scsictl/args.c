@@ -4,11 +4,13 @@
  * form before anything changes: wrong types, missing fields, unknown type
  * strings or keys, non-boolean flags, non-integer or negative numbers,
  * strings with NUL bytes, empty host paths, ids that are not UUIDs. */
+#include <stdlib.h>
 #include <string.h>
 
 #include "lscsictl.h"
 
-static const char *const disk_keys[] = { "host_path", "read_only", "type", "evd_type", NULL };
+static const char *const disk_keys[] = { "host_path", "read_only", "type", "evd_type", "options",
+                                         NULL };
 static const char *const mount_keys[] = { "partition", "read_only", "encrypted", "options",
                                           "ensure_filesystem", "filesystem", "block_dev",
                                           "format_with_refs", NULL };
@@ -126,12 +128,85 @@ uint64_t largs_uint_check(lua_State *L, int arg, const char *what)
     return v;
 }
 
+/* Orders "key=value" strings by key, as the core wants them. */
+static int cmp_option(const void *pa, const void *pb)
+{
+    const char *a = *(const char *const *)pa, *b = *(const char *const *)pb;
+    size_t ka = strcspn(a, "="), kb = strcspn(b, "=");
+    int c = memcmp(a, b, ka < kb ? ka : kb);
+    return c ? c : (ka > kb) - (ka < kb);
+}
+
+/* Checks disk.options at stack index opts (0 = absent): a table of option
+ * names to strings, integers or booleans, handed to the core as sorted
+ * "name=value" strings (kept alive by a scratch table left on the stack). */
+static void disk_options_check(lua_State *L, int arg, int opts, largs_disk *out)
+{
+    if (opts == 0)
+        return;
+    if (lua_type(L, opts) != LUA_TTABLE)
+        luaL_argerror(L, arg, lua_pushfstring(L, "disk.options must be a table of option "
+                                                 "names to values, got %s",
+                                              luaL_typename(L, opts)));
+    luaL_checkstack(L, 6, "scsictl: checking disk.options");
+    lua_newtable(L); /* the scratch table */
+    int scratch = lua_gettop(L);
+    size_t n = 0;
+    lua_pushnil(L);
+    while (lua_next(L, opts)) { /* ... key value */
+        size_t klen;
+        const char *k = lua_type(L, -2) == LUA_TSTRING ? lua_tolstring(L, -2, &klen) : NULL;
+        if (!k || klen == 0 || strlen(k) != klen || strchr(k, '='))
+            luaL_argerror(L, arg, "disk.options keys must be non-empty option names "
+                                  "without '=' or NUL");
+        if (n == SCSICTL_DISK_OPTIONS_MAX)
+            luaL_argerror(L, arg, lua_pushfstring(L, "disk.options has more than %d options",
+                                                  SCSICTL_DISK_OPTIONS_MAX));
+        switch (lua_type(L, -1)) {
+        case LUA_TSTRING: {
+            size_t vlen;
+            const char *v = lua_tolstring(L, -1, &vlen);
+            if (strlen(v) != vlen)
+                luaL_argerror(L, arg, lua_pushfstring(L, "disk.options.%s contains a NUL byte",
+                                                      k));
+            lua_pushfstring(L, "%s=%s", k, v);
+            break;
+        }
+        case LUA_TNUMBER:
+            if (!lua_isinteger(L, -1))
+                luaL_argerror(L, arg, lua_pushfstring(L, "disk.options.%s must be an integer, "
+                                                         "a string or a boolean, got %s",
+                                                      k, lua_tostring(L, -1)));
+            lua_pushfstring(L, "%s=%I", k, lua_tointeger(L, -1));
+            break;
+        case LUA_TBOOLEAN:
+            lua_pushfstring(L, "%s=%s", k, lua_toboolean(L, -1) ? "true" : "false");
+            break;
+        default:
+            luaL_argerror(L, arg, lua_pushfstring(L, "disk.options.%s must be a string, an "
+                                                     "integer or a boolean, got %s",
+                                                  k, luaL_typename(L, -1)));
+        }
+        size_t olen;
+        const char *o = lua_tolstring(L, -1, &olen);
+        if (olen > SCSICTL_DISK_OPTION_MAX)
+            luaL_argerror(L, arg, lua_pushfstring(L, "disk.options.%s is longer than %d bytes",
+                                                  k, SCSICTL_DISK_OPTION_MAX));
+        out->options[n++] = o;
+        lua_rawseti(L, scratch, (lua_Integer)n); /* keeps o alive */
+        lua_pop(L, 1);                           /* the value */
+    }
+    qsort(out->options, n, sizeof out->options[0], cmp_option);
+    out->cfg.options = n ? out->options : NULL;
+    out->cfg.n_options = n;
+}
+
 void largs_disk_check(lua_State *L, int arg, largs_disk *out)
 {
-    enum { PATH, RO, TYPE, EVD, N };
-    static const int keys[N] = { K_HOST_PATH, K_READ_ONLY, K_TYPE, K_EVD_TYPE };
+    enum { PATH, RO, TYPE, EVD, OPTS, N };
+    static const int keys[N] = { K_HOST_PATH, K_READ_ONLY, K_TYPE, K_EVD_TYPE, K_OPTIONS };
     luaL_checktype(L, arg, LUA_TTABLE);
-    memset(out, 0, sizeof *out);
+    out->cfg = (scsictl_disk_config){ 0 }; /* options[] is filled as needed */
     int at[N];
     int unknown = gather(L, arg, keys, N, at);
     const char *path = opt_string(L, arg, at[PATH], "disk", K_HOST_PATH);
@@ -151,6 +226,7 @@ void largs_disk_check(lua_State *L, int arg, largs_disk *out)
                                                  "\"PassThru\" or \"ExtensibleVirtualDisk\", "
                                                  "got \"%s\"", type));
     out->cfg.evd_type = opt_string(L, arg, at[EVD], "disk", K_EVD_TYPE);
+    disk_options_check(L, arg, at[OPTS], out);
     if (unknown)
         largs_known_keys(L, arg, disk_keys, "disk");
 }

@@ -76,8 +76,11 @@ typedef struct lctl {
 } lctl;
 
 /* args.c */
+/* Disk config; its options ("key=value", sorted by key) are Lua strings
+ * held by a scratch table that the check leaves on the stack. */
 typedef struct largs_disk {
     scsictl_disk_config cfg;
+    const char *options[SCSICTL_DISK_OPTIONS_MAX];
 } largs_disk;
 
 /* Mount config; options point into Lua strings held by the caller's table
@@ -134,6 +137,8 @@ int lscsictl_plan(lua_State *L);
 /* Pushes the arguments of step s's callback after self, as spec §4 lists
  * them (fresh tables); returns how many. */
 int lscsictl_push_args(lua_State *L, const scsictl_step *s);
+/* Pushes a disk's options as a table of name -> value (strings). */
+void lscsictl_push_disk_options(lua_State *L, const char *const *options, size_t n);
 int lscsictl_map(lua_State *L);
 int lscsictl_unmap(lua_State *L);
 void lscsictl_op_register(lua_State *L, int keys);

@@ -89,7 +89,7 @@ static const char *const new_keys[] = { "controllers", "luns_per_controller", "v
                                         "linux_guest", "windows_guest", "state_file",
                                         "state_writer", "trace", NULL };
 static const char *const backend_keys[] = { "vm", "linux_guest", "windows_guest",
-                                            "state_writer", "trace", NULL };
+                                            "state_writer", "trace", "remap", NULL };
 
 static bool callable(lua_State *L, int idx)
 {
@@ -307,6 +307,64 @@ static int l_new(lua_State *L)
     return 1;
 }
 
+/* backends.remap during an import: the core calls remap_path for each host
+ * path it reads, on the stack of the import call. */
+typedef struct lremap {
+    lua_State *L;
+    int spec;    /* stack index (of the import call) of the table or function */
+    int anchor;  /* ... of a table keeping the answers alive */
+    bool failed; /* the error is on the stack top */
+    const char *answer;
+    const char *fname; /* "import" or "open", for messages */
+} lremap;
+
+/* (lremap, path, spec, anchor) -> : looks the path up in spec or calls it,
+ * protected. */
+static int remap_lookup(lua_State *L)
+{
+    lremap *r = lua_touserdata(L, 1);
+    const char *path = lua_touserdata(L, 2);
+    lua_pushvalue(L, 3);
+    lua_pushstring(L, path);
+    if (lua_type(L, 3) == LUA_TTABLE)
+        lua_gettable(L, -2);
+    else
+        lua_call(L, 1, 1);
+    size_t len;
+    const char *to = lua_type(L, -1) == LUA_TSTRING ? lua_tolstring(L, -1, &len) : NULL;
+    if (!to && !lua_isnil(L, -1))
+        return luaL_error(L, "bad argument #2 to '%s' (backends.remap gave a %s for '%s': "
+                             "a string or nil expected)", r->fname, luaL_typename(L, -1), path);
+    if (to && strlen(to) != len)
+        return luaL_error(L, "bad argument #2 to '%s' (backends.remap gave a path with a NUL "
+                             "byte for '%s')", r->fname, path);
+    if (to)
+        lua_rawseti(L, 4, (lua_Integer)lua_rawlen(L, 4) + 1);
+    r->answer = to;
+    return 0;
+}
+
+static const char *remap_path(void *ud, const char *path)
+{
+    lremap *r = ud;
+    lua_State *L = r->L;
+    if (r->failed || !lua_checkstack(L, 6))
+        return NULL;
+    /* nothing here allocates outside the protected call: a light C
+     * function, two light userdata and two copies */
+    lua_pushcfunction(L, remap_lookup);
+    lua_pushlightuserdata(L, r);
+    lua_pushlightuserdata(L, (void *)path);
+    lua_pushvalue(L, r->spec);
+    lua_pushvalue(L, r->anchor);
+    r->answer = NULL;
+    if (lua_pcall(L, 4, 0, 0) != LUA_OK) {
+        r->failed = true; /* the error stays on the top, raised after the import */
+        return NULL;
+    }
+    return r->answer;
+}
+
 /* scsictl.import(snapshot, backends) and scsictl.open(path, backends) */
 static int import_or_open(lua_State *L, bool from_file)
 {
@@ -317,6 +375,14 @@ static int import_or_open(lua_State *L, bool from_file)
     largs_known_keys(L, 2, backend_keys, "backends");
     if (from_file && (len == 0 || strlen(s) != len))
         luaL_argerror(L, 1, "path must be a non-empty string without NUL bytes");
+    lua_getfield(L, 2, "remap"); /* 3 */
+    if (!lua_isnil(L, 3) && !lua_istable(L, 3) && !callable(L, 3))
+        luaL_argerror(L, 2, "backends.remap must be a table (old path -> new path) or a "
+                            "function");
+    lua_newtable(L); /* 4: the remap's answers, alive until the import returns */
+    lremap remap = { L, 3, 4, false, NULL, from_file ? "open" : "import" };
+    scsictl_remap cremap = { remap_path, &remap };
+    const scsictl_remap *rm = lua_isnil(L, 3) ? NULL : &cremap;
     /* A userdata owns the core from the moment it exists (its __gc frees
      * it), so neither a memory error nor a raise below can leak it. */
     lctl *holder = lua_newuserdatauv(L, sizeof *holder, 0);
@@ -324,8 +390,10 @@ static int import_or_open(lua_State *L, bool from_file)
     lkey_push(L, K_CTL_MT);
     lua_setmetatable(L, -2);
     scsictl_error err;
-    int rc = from_file ? scsictl_open(s, NULL, &holder->core, &err)
-                       : scsictl_import(s, len, NULL, &holder->core, &err);
+    int rc = from_file ? scsictl_open_remap(s, NULL, rm, &holder->core, &err)
+                       : scsictl_import_remap(s, len, NULL, rm, &holder->core, &err);
+    if (remap.failed)
+        return lua_error(L); /* the remap's error; the holder frees the core */
     if (rc != SCSICTL_OK)
         return lscsictl_fail(L, &err);
     scsictl_set_single_threaded(holder->core, true); /* a Lua state is one thread */
@@ -387,6 +455,54 @@ static int write_then_return(lua_State *L, lctl *c, bool tentative)
     lua_pushinteger(L, (lua_Integer)seq);
     lua_pushboolean(L, tentative);
     return lscsictl_call_writer(L, 1, seq, tentative, base, written_k);
+}
+
+/* ctl:set_disk_state(controller, lun, state) and
+ * ctl:set_mount_state(controller, lun, partition, state): records set to
+ * what a reconciler found (scsictl.reconcile). */
+static uint32_t slot_coordinate(lua_State *L, int arg, const char *what)
+{
+    uint64_t v = largs_uint_check(L, arg, what);
+    return v > UINT32_MAX ? UINT32_MAX : (uint32_t)v; /* beyond any geometry: not_found */
+}
+
+static int state_set(lua_State *L, lctl *c, int rc, const scsictl_error *err)
+{
+    if (rc != SCSICTL_OK && rc != SCSICTL_PERSIST)
+        return lscsictl_fail(L, err);
+    lua_pushboolean(L, 1);
+    return rc == SCSICTL_PERSIST ? write_then_return(L, c, false) : 1;
+}
+
+static int l_set_disk_state(lua_State *L)
+{
+    static const char *const states[] = { "reserved", "attached", "ejected", NULL };
+    lctl *c = lscsictl_check(L, 1);
+    uint32_t controller = slot_coordinate(L, 2, "controller");
+    uint32_t lun = slot_coordinate(L, 3, "lun");
+    int state = luaL_checkoption(L, 4, NULL, states);
+    lua_settop(L, 4);
+    if (!c->core)
+        return lscsictl_finalized(L, "set_disk_state");
+    scsictl_error err;
+    return state_set(L, c, scsictl_set_disk_state(c->core, controller, lun,
+                                                  (scsictl_disk_state)state, &err), &err);
+}
+
+static int l_set_mount_state(lua_State *L)
+{
+    static const char *const states[] = { "reserved", "mounted", NULL };
+    lctl *c = lscsictl_check(L, 1);
+    uint32_t controller = slot_coordinate(L, 2, "controller");
+    uint32_t lun = slot_coordinate(L, 3, "lun");
+    uint64_t partition = largs_uint_check(L, 4, "partition");
+    int state = luaL_checkoption(L, 5, NULL, states);
+    lua_settop(L, 5);
+    if (!c->core)
+        return lscsictl_finalized(L, "set_mount_state");
+    scsictl_error err;
+    return state_set(L, c, scsictl_set_mount_state(c->core, controller, lun, partition,
+                                                   (scsictl_mount_state)state, &err), &err);
 }
 
 static int l_reserve(lua_State *L)
@@ -694,14 +810,17 @@ static int l_slots(lua_State *L)
     lua_createtable(L, (int)n, 0);
     for (size_t i = 0; i < n; i++) {
         const scsictl_slot_info *s = &list[i];
-        lua_createtable(L, 0, 8);
+        lua_createtable(L, 0, 10);
         set_int(L, "controller", s->controller);
         set_int(L, "lun", s->lun);
         set_bool(L, "pinned", s->pinned);
         set_bool(L, "busy", s->busy);
+        set_bool(L, "tearing_down", s->tearing_down);
         if (s->has_disk) {
             set_str(L, "host_path", s->host_path);
             set_str(L, "state", scsictl_disk_state_name(s->state));
+            lscsictl_push_disk_options(L, s->options, s->n_options);
+            lua_setfield(L, -2, "options");
         }
         set_int(L, "reservations", (lua_Integer)s->reservations);
         lua_createtable(L, (int)s->n_partitions, 0);
@@ -765,6 +884,8 @@ static const luaL_Reg controller_methods[] = {
     { "reservation", l_reservation },
     { "reservations", l_reservations },
     { "slots", l_slots },
+    { "set_disk_state", l_set_disk_state },
+    { "set_mount_state", l_set_mount_state },
     { "slot_map", lscsictl_slot_map },
     { "plan", lscsictl_plan },
     { "stats", l_stats },

@@ -179,6 +179,17 @@ static void set_key(lua_State *L, int k, int value_key)
     lua_rawset(L, -3);
 }
 
+void lscsictl_push_disk_options(lua_State *L, const char *const *options, size_t n)
+{
+    lua_createtable(L, 0, (int)n);
+    for (size_t i = 0; i < n; i++) {
+        const char *eq = strchr(options[i], '='); /* the core checked there is one */
+        lua_pushlstring(L, options[i], (size_t)(eq - options[i]));
+        lua_pushstring(L, eq + 1);
+        lua_rawset(L, -3);
+    }
+}
+
 int lscsictl_push_args(lua_State *L, const scsictl_step *s)
 {
     switch (s->kind) {
@@ -190,6 +201,11 @@ int lscsictl_push_args(lua_State *L, const scsictl_step *s)
         set_bool(L, K_READ_ONLY, s->disk->read_only);
         if (s->disk->evd_type)
             set_str(L, K_EVD_TYPE, s->disk->evd_type);
+        if (s->disk->n_options) { /* absent when none: most disks have none */
+            lkey_push(L, K_OPTIONS);
+            lscsictl_push_disk_options(L, s->disk->options, s->disk->n_options);
+            lua_rawset(L, -3);
+        }
         lua_pushinteger(L, s->controller);
         lua_pushinteger(L, s->lun);
         return 3;
