@@ -1,8 +1,9 @@
 #!/bin/sh
 # `luarocks test`'s command (both rockspecs): the busted specs that need no
 # QEMU, run from the source root (a checkout or an unpacked release tarball)
-# under Lua 5.4. The QEMU specs (names matching qemu or guest: qemu_spec,
-# linux_guest_spec) boot a VM and are left to `make test`.
+# under Lua 5.4. The QEMU specs (names matching qemu, guest or reconcile:
+# qemu_spec, linux_guest_spec, reconcile_spec) boot a VM and are left to
+# `make test`.
 #
 # The module tested: SCSICTL_CPATH if set (a cpath template or a directory,
 # as in .busted), e.g. the scsictl.so a `luarocks install` put in a tree;
@@ -36,8 +37,8 @@ if [ -z "${SCSICTL_CPATH:-}" ]; then
 fi
 export SCSICTL_CPATH
 
-specs=$(ls spec/*_spec.lua | grep -Ev '(qemu|guest)[^/]*_spec\.lua$')
-qemu=$(ls spec/*_spec.lua | grep -E '(qemu|guest)[^/]*_spec\.lua$' | sed 's|.*/||' | tr '\n' ' ')
+specs=$(ls spec/*_spec.lua | grep -Ev '(qemu|guest|reconcile)[^/]*_spec\.lua$')
+qemu=$(ls spec/*_spec.lua | grep -E '(qemu|guest|reconcile)[^/]*_spec\.lua$' | sed 's|.*/||' | tr '\n' ' ')
 echo "luarocks-test: module $SCSICTL_CPATH; $(echo "$specs" | wc -l) specs, not the QEMU ones: $qemu"
 # shellcheck disable=SC2086
 run_busted -o utfTerminal "$@" $specs

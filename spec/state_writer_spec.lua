@@ -54,6 +54,20 @@ describe("scsictl.state_writer", function()
     assert.is_truthy(tostring(writer):match("^scsictl.state_writer %(10 writes, 0 failed%)$"))
   end)
 
+  it("writes a repaired record (set_disk_state / set_mount_state) before the call returns, in a task too", function()
+    local id = assert(ctl:reserve{ host_path = "/img/a" })
+    assert(ctl:map_to_guest(id))
+    local before = writer.writes
+    assert.is_true(ctl:set_mount_state(0, 0, 0, "reserved"))
+    assert.are.equal(ctl:save(), read(dir .. "/state"))
+    loop.run(function()
+      assert.is_true(ctl:set_disk_state(0, 0, "reserved"))
+      assert.are.equal(ctl:save(), read(dir .. "/state"))
+    end)
+    assert.is_truthy(read(dir .. "/state"):find("disk 0 0 reserved 0 ", 1, true))
+    assert.are.equal(before + 2, writer.writes)
+  end)
+
   it("shares writes between tasks: 16 cycles at once write far less than 16 alone", function()
     loop.run(function()
       local tasks = {}
