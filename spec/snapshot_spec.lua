@@ -375,6 +375,17 @@ describe("snapshots", function()
       end
     end)
 
+    it("is not returned for the example of docs/snapshot-format.md, which saves back byte for byte", function()
+      local f = assert(io.open("docs/snapshot-format.md"))
+      local doc = f:read("a")
+      f:close()
+      local example = doc:match("Example:\n\n```\n(scsictl%-snapshot.-\nend [^\n]*\n)```")
+      assert.is_string(example)
+      local s = sim.new{}
+      local ctl = assert(scsictl.import(example, { vm = s, linux_guest = s }))
+      assert.are.equal(example, ctl:save())
+    end)
+
     it("is returned for other versions, even with a correct checksum", function()
       local s = sim.new{}
       local b = { vm = s, linux_guest = s }
@@ -392,17 +403,17 @@ describe("snapshots", function()
       local HDR = "scsictl-snapshot 2\ngeometry 2 4 linux open\n"
       local ID1, ID2 = "11111111-1111-4111-8111-111111111111", "22222222-2222-4222-8222-222222222222"
       local D = "disk 0 1 attached 0 0 VirtualDisk - =/a 0\n"
-      local P = "part 0 1 0 mounted 2 0 0 0 0 0 = 0\n"
+      local P = "part 0 1 0 mounted 2 0 0 0 0 0 = - 0 0\n"
       local R = "res " .. ID1 .. " 0 1 0 1 0\nres " .. ID2 .. " 0 1 0 1 0\n"
       local good = HDR .. D .. P .. R
       assert.are.equal(with_end(good), assert(scsictl.import(with_end(good), b)):save())
       for what, body in pairs{
         two_disks_one_slot = HDR .. D .. "disk 0 1 attached 0 0 VirtualDisk - =/b 0\n" .. P .. R,
         reservation_at_empty_slot = HDR .. D .. P .. R .. "res 33333333-3333-4333-8333-333333333333 0 2 0 1 0\n",
-        negative_refs = HDR .. D .. "part 0 1 0 mounted -1 0 0 0 0 0 = 0\n" .. R,
+        negative_refs = HDR .. D .. "part 0 1 0 mounted -1 0 0 0 0 0 = - 0 0\n" .. R,
         slot_outside_geometry = HDR .. "disk 0 4 attached 0 0 VirtualDisk - =/a 0\n"
-          .. "part 0 4 0 mounted 1 0 0 0 0 0 = 0\nres " .. ID1 .. " 0 4 0 1 0\n",
-        refs_not_claims = HDR .. D .. "part 0 1 0 mounted 3 0 0 0 0 0 = 0\n" .. R,
+          .. "part 0 4 0 mounted 1 0 0 0 0 0 = - 0 0\nres " .. ID1 .. " 0 4 0 1 0\n",
+        refs_not_claims = HDR .. D .. "part 0 1 0 mounted 3 0 0 0 0 0 = - 0 0\n" .. R,
         mounted_on_reserved_disk = HDR .. "disk 0 1 reserved 0 0 VirtualDisk - =/a 0\n" .. P .. R,
         duplicate_id = HDR .. D .. P .. "res " .. ID1 .. " 0 1 0 1 0\nres " .. ID1 .. " 0 1 0 1 0\n",
         windows_guest_ejected = "scsictl-snapshot 2\ngeometry 2 4 windows open\n"

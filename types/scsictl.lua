@@ -87,6 +87,10 @@
 ---@field block_dev? boolean
 ---Windows guests: mount with `add_mapped_virtual_disk_for_container_scratch`. Default `false`.
 ---@field format_with_refs? boolean
+---dm-verity of a read-only layer (needs `read_only = true`, not `encrypted`):
+---the guest opens the device through dm-verity and mounts the verified
+---device. Part of the mount's identity. Default none.
+---@field verity? scsictl.Verity
 
 ---------------------------------------------------------------------------
 -- Backends and the arguments their callbacks receive
@@ -109,6 +113,15 @@
 ---The disk's options, values as strings; nil when it has none.
 ---@field options? table<string, string>
 
+---A dm-verity description.
+---@class scsictl.Verity
+---The sha256 root hash, 64 hex digits (kept lowercase).
+---@field root_hash string
+---Where the hash tree starts, in bytes (a multiple of 512); 0 or nil: right
+---after the file system, whose superblock gives its size (the tree appended
+---to the image by `scripts/make-verity-layer.sh`).
+---@field hash_offset? integer
+
 ---The argument of a Linux guest's `add_mapped_virtual_disk` and
 ---`remove_mapped_virtual_disk` (the same fields at unmount as at mount).
 ---@class scsictl.LinuxMountSettings
@@ -124,6 +137,8 @@
 ---@field ensure_filesystem boolean
 ---@field filesystem string
 ---@field block_dev boolean
+---Nil unless the mount has verity; `hash_offset` is then always set.
+---@field verity? scsictl.Verity
 
 ---The argument of a Linux guest's `remove_scsi_device`.
 ---@class scsictl.LinuxDevice

@@ -167,6 +167,9 @@ typedef struct scsictl_disk_config {
     size_t n_options;
 } scsictl_disk_config;
 
+/* The length of a verity root hash: sha256, as hex digits. */
+#define SCSICTL_VERITY_HASH_HEX 64
+
 /* A partition mount. Zero-initialised means every spec default
  * (partition 0, no options, filesystem ""). Two reservations share a mount
  * when disk and partition are equal; every other field must then be equal
@@ -181,6 +184,14 @@ typedef struct scsictl_mount_config {
     const char *filesystem;      /* NULL means "" */
     const char *const *options;  /* n_options strings; may be NULL if 0 */
     size_t n_options;
+    /* dm-verity (a read-only layer checked block by block as it is read):
+     * NULL for none, else the sha256 root hash as 64 lowercase hex digits.
+     * Needs read_only and not encrypted. */
+    const char *verity_root_hash;
+    /* Where the hash tree starts, in bytes from the start of the device or
+     * partition (a multiple of 512); 0: right after the file system, whose
+     * superblock gives its size (the tree appended to the image). */
+    uint64_t verity_hash_offset;
 } scsictl_mount_config;
 
 /* Optional custom allocator (tests inject failures through it). All three
@@ -392,6 +403,8 @@ typedef struct scsictl_linux_settings {
     bool ensure_filesystem;
     const char *filesystem;
     bool block_dev;
+    const char *verity_root_hash;  /* NULL: no verity (see scsictl_mount_config) */
+    uint64_t verity_hash_offset;
 } scsictl_linux_settings;
 
 typedef struct scsictl_windows_settings {

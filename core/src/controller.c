@@ -305,8 +305,13 @@ int scsictl_reserve(scsictl *ctl, const scsictl_disk_config *disk_cfg,
                        "as \"key=value\" strings sorted by key (at most %d)",
                        SCSICTL_DISK_OPTIONS_MAX);
     if (!sc_mount_config_valid(mount_cfg))
-        return sc_fail(err, SCSICTL_E_INVALID_ARGUMENT,
-                       "reserve: mount partition must be 0..2^63-1 and options non-NULL strings");
+        return sc_fail(err, SCSICTL_E_INVALID_ARGUMENT, "%s",
+                       mount_cfg->verity_root_hash || mount_cfg->verity_hash_offset
+                           ? "reserve: mount verity needs a root hash of 64 lowercase hex "
+                             "digits (sha256), read_only, no encryption, and a hash offset "
+                             "that is a multiple of 512"
+                           : "reserve: mount partition must be 0..2^63-1 and options "
+                             "non-NULL strings");
     scsictl_id made;
     uint64_t seq = 0;
     sc_lock_acquire(&ctl->lock);

@@ -21,6 +21,8 @@ void scsictl_step_linux_settings(const scsictl_step *step, scsictl_linux_setting
         .ensure_filesystem = m->ensure_filesystem,
         .filesystem = m->filesystem ? m->filesystem : "",
         .block_dev = m->block_dev,
+        .verity_root_hash = m->verity_root_hash,
+        .verity_hash_offset = m->verity_hash_offset,
     };
 }
 

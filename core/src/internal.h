@@ -189,6 +189,8 @@ struct mount {
     size_t refs;        /* claims on this partition */
     uint32_t n_options;
     uint32_t fs_offset; /* filesystem string at (char *)m + fs_offset; 0 = "" */
+    uint32_t verity_offset; /* 0: no verity; else the hash offset (8 bytes,
+                               unaligned) then the root hash string there */
     bool read_only, encrypted, ensure_filesystem, block_dev, format_with_refs;
     uint8_t state;      /* sc_mstate: the mount machine (mount.c) */
     /* the guest path is derived (slot, partition), formatted when needed */
@@ -299,6 +301,7 @@ void sc_slot_release(scsictl *ctl, uint32_t slot);
 
 /* mount.c — mount configs and the mount state machine */
 bool sc_mount_config_valid(const scsictl_mount_config *c);
+bool sc_verity_valid(const scsictl_mount_config *c); /* c has a root hash */
 bool sc_mount_matches(const mount *m, const scsictl_mount_config *c);
 mount *sc_mount_find(scsictl *ctl, const disk *d, uint64_t partition);
 mount *sc_mount_create(scsictl *ctl, disk *d, const scsictl_mount_config *c);
@@ -408,6 +411,14 @@ static inline const char *const *sc_mount_options(const mount *m)
     return m->n_options ? (const char *const *)(const void *)(m + 1) : NULL;
 }
 
+static inline uint64_t sc_mount_verity_hash_offset(const mount *m)
+{
+    uint64_t v = 0;
+    if (m->verity_offset)
+        memcpy(&v, (const char *)m + m->verity_offset, sizeof v);
+    return v;
+}
+
 static inline scsictl_mount_config sc_mount_cfg(const mount *m)
 {
     return (scsictl_mount_config){
@@ -420,6 +431,8 @@ static inline scsictl_mount_config sc_mount_cfg(const mount *m)
         .filesystem = m->fs_offset ? (const char *)m + m->fs_offset : "",
         .options = sc_mount_options(m),
         .n_options = m->n_options,
+        .verity_root_hash = m->verity_offset ? (const char *)m + m->verity_offset + 8 : NULL,
+        .verity_hash_offset = sc_mount_verity_hash_offset(m),
     };
 }
 

@@ -94,6 +94,18 @@ bool sc_mount_config_valid(const scsictl_mount_config *c)
     for (size_t i = 0; i < c->n_options; i++)
         if (!c->options[i])
             return false;
+    return c->verity_root_hash ? sc_verity_valid(c) : c->verity_hash_offset == 0;
+}
+
+bool sc_verity_valid(const scsictl_mount_config *c)
+{
+    const char *h = c->verity_root_hash;
+    if (!c->read_only || c->encrypted || c->verity_hash_offset % 512 != 0 ||
+        strlen(h) != SCSICTL_VERITY_HASH_HEX)
+        return false;
+    for (; *h; h++)
+        if (!((*h >= '0' && *h <= '9') || (*h >= 'a' && *h <= 'f')))
+            return false;
     return true;
 }
 
@@ -142,7 +154,12 @@ bool sc_mount_matches(const mount *m, const scsictl_mount_config *c)
         m->encrypted != c->encrypted || m->ensure_filesystem != c->ensure_filesystem ||
         m->block_dev != c->block_dev || m->format_with_refs != c->format_with_refs ||
         m->n_options != c->n_options ||
-        (m->fs_offset ? strcmp((const char *)m + m->fs_offset, fs) != 0 : fs[0] != '\0'))
+        (m->fs_offset ? strcmp((const char *)m + m->fs_offset, fs) != 0 : fs[0] != '\0') ||
+        (m->verity_offset != 0) != (c->verity_root_hash != NULL))
+        return false;
+    if (m->verity_offset &&
+        (sc_mount_verity_hash_offset(m) != c->verity_hash_offset ||
+         strcmp((const char *)m + m->verity_offset + 8, c->verity_root_hash) != 0))
         return false;
     const char *const *options = sc_mount_options(m);
     for (size_t i = 0; i < c->n_options; i++)
@@ -153,6 +170,8 @@ bool sc_mount_matches(const mount *m, const scsictl_mount_config *c)
 
 size_t sc_mount_size(const mount *m)
 {
+    if (m->verity_offset)
+        return m->verity_offset + 8 + SCSICTL_VERITY_HASH_HEX + 1;
     if (m->fs_offset) {
         const char *fs = (const char *)m + m->fs_offset;
         return m->fs_offset + strlen(fs) + 1;
@@ -184,6 +203,9 @@ mount *sc_mount_create(scsictl *ctl, disk *d, const scsictl_mount_config *c)
         return NULL;
     if (fs_len)
         bytes += fs_len + 1;
+    size_t verity_offset = c->verity_root_hash ? bytes : 0;
+    if (verity_offset)
+        bytes += 8 + SCSICTL_VERITY_HASH_HEX + 1;
     mount *m = sc_obj_new(ctl, bytes);
     if (!m)
         return NULL;
@@ -197,12 +219,17 @@ mount *sc_mount_create(scsictl *ctl, disk *d, const scsictl_mount_config *c)
     }
     if (fs_len)
         memcpy(s, c->filesystem, fs_len + 1);
+    if (verity_offset) {
+        memcpy((char *)m + verity_offset, &c->verity_hash_offset, 8);
+        memcpy((char *)m + verity_offset + 8, c->verity_root_hash, SCSICTL_VERITY_HASH_HEX + 1);
+    }
     /* Field by field, cheaper than clearing the record first. */
     m->partition = c->partition;
     m->disk = d;
     m->refs = 0;
     m->n_options = (uint32_t)c->n_options;
     m->fs_offset = (uint32_t)fs_offset;
+    m->verity_offset = (uint32_t)verity_offset;
     m->read_only = c->read_only;
     m->encrypted = c->encrypted;
     m->ensure_filesystem = c->ensure_filesystem;

@@ -8,12 +8,13 @@
  *   scsictl-snapshot 1
  *   geometry <controllers> <luns> <linux|windows> <open|closed>
  *   pin <c> <l>                                        bare rootfs pin
- *   pin <c> <l> <ro> <type> <evd> <path>               pin with a disk config
- *   disk <c> <l> <state> <teardown> <ro> <type> <evd> <path>
+ *   pin <c> <l> <ro> <type> <evd> <path> <n> <option>*n  pin with a disk config
+ *   disk <c> <l> <state> <teardown> <ro> <type> <evd> <path> <n> <option>*n
  *        state: reserved | attached | ejected | adding (an add was in
  *        flight: treated as reserved, but a release removes it anyway)
  *   part <c> <l> <partition> <state> <refs> <ro> <encrypted> <ensure_fs>
- *        <block_dev> <format_with_refs> <filesystem> <n> <option>*n
+ *        <block_dev> <format_with_refs> <filesystem> <verity> <hash_offset>
+ *        <n> <option>*n   (version 1: no disk options, no verity fields)
  *        state: reserved | mounted | mounting (a mount was in flight)
  *   res <id> <c> <l> <partition> <holds_partition> <pending>
  *   gone <id>      a released id whose caller was told io (its write
@@ -224,6 +225,8 @@ int sc_snapshot_write(scsictl *ctl, char **out, size_t *len, scsictl_error *err)
         out_u64(&o, c->block_dev);
         out_u64(&o, c->format_with_refs);
         out_text(&o, c->filesystem);
+        out_text(&o, c->verity_root_hash);
+        out_u64(&o, c->verity_hash_offset);
         out_u64(&o, c->n_options);
         for (size_t k = 0; k < c->n_options; k++)
             out_text(&o, c->options[k]);

@@ -415,8 +415,14 @@ static int parse_part(parser *ps, scsictl *ctl, disk **by_slot)
         !tok_flag(ps, &c.encrypted) || !tok_flag(ps, &c.ensure_filesystem) ||
         !tok_flag(ps, &c.block_dev) || !tok_flag(ps, &c.format_with_refs))
         return bad(ps, "bad partition");
-    bool absent;
+    bool absent, no_verity = true;
     size_t fs = tok_text(ps, &absent);
+    size_t verity = 0;
+    if (fs != SIZE_MAX && !absent && ps->version >= 2) {
+        verity = tok_text(ps, &no_verity);
+        if (verity == SIZE_MAX || !tok_u64(ps, UINT64_MAX, &c.verity_hash_offset))
+            fs = SIZE_MAX;
+    }
     if (fs == SIZE_MAX || absent || !tok_u64(ps, (uint64_t)(ps->end - ps->p), &nopt))
         return nomem_or_bad(ps, "bad partition");
     size_t *offs = nopt ? sc_calloc(ps->a, (size_t)nopt, sizeof *offs) : NULL;
@@ -456,6 +462,11 @@ static int parse_part(parser *ps, scsictl *ctl, disk **by_slot)
         c.filesystem = ps->scratch + fs;
         c.options = opts;
         c.n_options = (size_t)nopt;
+        c.verity_root_hash = no_verity ? NULL : ps->scratch + verity;
+    }
+    if (rc == SCSICTL_OK && !sc_mount_config_valid(&c))
+        rc = bad(ps, "bad partition verity");
+    if (rc == SCSICTL_OK) {
         mount *m = sc_mount_create(ctl, d, &c);
         if (!m || !hmap_reserve(&ctl->mounts, ctl->mounts.len + 1, &ctl->alloc)) {
             sc_mount_free(ctl, m);

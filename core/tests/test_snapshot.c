@@ -523,7 +523,7 @@ static void test_p10(uint64_t seed)
 #define ID2 "22222222-2222-4222-8222-222222222222"
 #define ID3 "33333333-3333-4333-8333-333333333333"
 #define DISK_A "disk 0 1 attached 0 0 VirtualDisk - =/a 0\n"
-#define PART_A0 "part 0 1 0 mounted 2 0 0 0 0 0 = 0\n"
+#define PART_A0 "part 0 1 0 mounted 2 0 0 0 0 0 = - 0 0\n"
 #define RES_A0 "res " ID1 " 0 1 0 1 0\nres " ID2 " 0 1 0 1 0\n"
 
 /* A canonical hand-made snapshot (every record kind). */
@@ -534,8 +534,8 @@ static const char base_body[] =
     DISK_A
     "disk 1 0 reserved 0 1 ExtensibleVirtualDisk =evd =/b 0\n"
     PART_A0
-    "part 0 1 1 reserved 1 1 1 1 1 1 =ext4 2 =ro =x%20y\n"
-    "part 1 0 0 reserved 1 0 0 0 0 0 = 0\n"
+    "part 0 1 1 reserved 1 1 1 1 1 1 =ext4 - 0 2 =ro =x%20y\n"
+    "part 1 0 0 reserved 1 0 0 0 0 0 = - 0 0\n"
     RES_A0
     "res " ID3 " 0 1 1 1 0\n"
     "res 44444444-4444-4444-8444-444444444444 1 0 0 1 0\n";
@@ -591,7 +591,7 @@ static void test_handmade(void)
               HDR "disk 0 2 ejected 1 0 VirtualDisk - =/e 0\nres " ID1 " 0 2 5 0 1\n", true);
     expect_ok("disk in its own pinned slot",
               HDR "pin 0 0 1 PassThru - =/p 0\ndisk 0 0 attached 0 1 PassThru - =/p 0\n"
-                  "part 0 0 0 reserved 1 0 0 0 0 0 = 0\nres " ID1 " 0 0 0 1 0\n", true);
+                  "part 0 0 0 reserved 1 0 0 0 0 0 = - 0 0\nres " ID1 " 0 0 0 1 0\n", true);
     expect_ok("largest geometry", "scsictl-snapshot 2\ngeometry 64 16384 linux open\n", true);
     expect_ok("gone ids after the claims", HDR DISK_A PART_A0 RES_A0 "gone " ID3 "\n", true);
     expect_ok("gone ids alone", HDR "gone " ID3 "\n", true);
@@ -603,19 +603,19 @@ static void test_handmade(void)
         { "reservation pointing at an empty slot",
           HDR DISK_A PART_A0 RES_A0 "res " ID3 " 0 2 0 1 0\n" },
         { "partition with negative refs",
-          HDR DISK_A "part 0 1 0 mounted -1 0 0 0 0 0 = 0\n" RES_A0 },
-        { "partition with refs -0", HDR DISK_A "part 0 1 0 mounted -0 0 0 0 0 0 = 0\n" RES_A0 },
+          HDR DISK_A "part 0 1 0 mounted -1 0 0 0 0 0 = - 0 0\n" RES_A0 },
+        { "partition with refs -0", HDR DISK_A "part 0 1 0 mounted -0 0 0 0 0 0 = - 0 0\n" RES_A0 },
         { "partition with refs wrapped to 2^64-1",
-          HDR DISK_A "part 0 1 0 mounted 18446744073709551615 0 0 0 0 0 = 0\n" RES_A0 },
+          HDR DISK_A "part 0 1 0 mounted 18446744073709551615 0 0 0 0 0 = - 0 0\n" RES_A0 },
         { "disk at a lun outside the geometry",
-          HDR "disk 0 4 attached 0 0 VirtualDisk - =/a 0\npart 0 4 0 mounted 1 0 0 0 0 0 = 0\n"
+          HDR "disk 0 4 attached 0 0 VirtualDisk - =/a 0\npart 0 4 0 mounted 1 0 0 0 0 0 = - 0 0\n"
               "res " ID1 " 0 4 0 1 0\n" },
         { "disk at a controller outside the geometry",
-          HDR "disk 2 0 attached 0 0 VirtualDisk - =/a 0\npart 2 0 0 mounted 1 0 0 0 0 0 = 0\n"
+          HDR "disk 2 0 attached 0 0 VirtualDisk - =/a 0\npart 2 0 0 mounted 1 0 0 0 0 0 = - 0 0\n"
               "res " ID1 " 2 0 0 1 0\n" },
         { "pin outside the geometry", HDR "pin 0 4\n" },
         { "pin at a huge controller", HDR "pin 4294967296 0\n" },
-        { "partition outside the geometry", HDR DISK_A "part 0 9 0 mounted 2 0 0 0 0 0 = 0\n" RES_A0 },
+        { "partition outside the geometry", HDR DISK_A "part 0 9 0 mounted 2 0 0 0 0 0 = - 0 0\n" RES_A0 },
         { "reservation outside the geometry", HDR DISK_A PART_A0 RES_A0 "res " ID3 " 7 1 0 1 0\n" },
         { "gone id that is also a reservation", HDR DISK_A PART_A0 RES_A0 "gone " ID1 "\n" },
         { "gone id listed twice", HDR "gone " ID3 "\ngone " ID3 "\n" },
@@ -624,25 +624,25 @@ static void test_handmade(void)
         { "gone record before the claims", HDR DISK_A PART_A0 "gone " ID3 "\n" RES_A0 },
         { "gone record without an id", HDR "gone\n" },
         /* more inconsistencies */
-        { "refs larger than the claims", HDR DISK_A "part 0 1 0 mounted 3 0 0 0 0 0 = 0\n" RES_A0 },
-        { "refs smaller than the claims", HDR DISK_A "part 0 1 0 mounted 1 0 0 0 0 0 = 0\n" RES_A0 },
-        { "partition with zero refs", HDR DISK_A "part 0 1 0 mounted 0 0 0 0 0 0 = 0\n" },
+        { "refs larger than the claims", HDR DISK_A "part 0 1 0 mounted 3 0 0 0 0 0 = - 0 0\n" RES_A0 },
+        { "refs smaller than the claims", HDR DISK_A "part 0 1 0 mounted 1 0 0 0 0 0 = - 0 0\n" RES_A0 },
+        { "partition with zero refs", HDR DISK_A "part 0 1 0 mounted 0 0 0 0 0 0 = - 0 0\n" },
         { "mounted partition on a reserved disk",
           HDR "disk 0 1 reserved 0 0 VirtualDisk - =/a 0\n" PART_A0 RES_A0 },
         { "mounted partition on an ejected disk",
-          HDR "disk 0 1 ejected 1 0 VirtualDisk - =/a 0\npart 0 1 0 mounted 1 0 0 0 0 0 = 0\n"
+          HDR "disk 0 1 ejected 1 0 VirtualDisk - =/a 0\npart 0 1 0 mounted 1 0 0 0 0 0 = - 0 0\n"
               "res " ID1 " 0 1 0 1 1\n" },
         { "partition of a disk being torn down",
-          HDR "disk 0 1 attached 1 0 VirtualDisk - =/a 0\npart 0 1 0 reserved 1 0 0 0 0 0 = 0\n"
+          HDR "disk 0 1 attached 1 0 VirtualDisk - =/a 0\npart 0 1 0 reserved 1 0 0 0 0 0 = - 0 0\n"
               "res " ID1 " 0 1 0 1 1\n" },
         { "duplicate reservation id", HDR DISK_A PART_A0 "res " ID1 " 0 1 0 1 0\nres " ID1 " 0 1 0 1 0\n" },
         { "reservation id in upper case",
-          HDR DISK_A "part 0 1 0 mounted 1 0 0 0 0 0 = 0\nres AAAAAAAA-1111-4111-8111-111111111111 0 1 0 1 0\n" },
+          HDR DISK_A "part 0 1 0 mounted 1 0 0 0 0 0 = - 0 0\nres AAAAAAAA-1111-4111-8111-111111111111 0 1 0 1 0\n" },
         { "reservation id malformed",
-          HDR DISK_A "part 0 1 0 mounted 1 0 0 0 0 0 = 0\nres 11111111-1111-4111-8111-11111111111 0 1 0 1 0\n" },
+          HDR DISK_A "part 0 1 0 mounted 1 0 0 0 0 0 = - 0 0\nres 11111111-1111-4111-8111-11111111111 0 1 0 1 0\n" },
         { "duplicate host path at two slots",
           HDR DISK_A "disk 0 2 attached 0 0 VirtualDisk - =/a 0\n" PART_A0
-              "part 0 2 0 reserved 1 0 0 0 0 0 = 0\n" RES_A0 "res " ID3 " 0 2 0 1 0\n" },
+              "part 0 2 0 reserved 1 0 0 0 0 0 = - 0 0\n" RES_A0 "res " ID3 " 0 2 0 1 0\n" },
         { "disk in a slot pinned for another path",
           HDR "pin 0 1 0 VirtualDisk - =/root 0\n" DISK_A PART_A0 RES_A0 },
         { "disk in a bare pinned slot", HDR "pin 0 1\n" DISK_A PART_A0 RES_A0 },
@@ -666,13 +666,13 @@ static void test_handmade(void)
         { "reservation holds a partition that is not listed",
           HDR DISK_A PART_A0 RES_A0 "res " ID3 " 0 1 2 1 0\n" },
         { "partition listed twice", HDR DISK_A PART_A0 PART_A0 RES_A0 },
-        { "partition of an empty slot", HDR "part 0 1 0 reserved 1 0 0 0 0 0 = 0\n" },
+        { "partition of an empty slot", HDR "part 0 1 0 reserved 1 0 0 0 0 0 = - 0 0\n" },
         { "records out of order (res before part)", HDR DISK_A RES_A0 PART_A0 },
         { "records out of order (disk before pin)", HDR DISK_A "pin 1 3\n" PART_A0 RES_A0 },
         { "unknown record", HDR "slot 0 1\n" },
         { "empty line", HDR "\n" },
         { "unknown disk state", HDR "disk 0 1 plugged 0 0 VirtualDisk - =/a 0\n" PART_A0 RES_A0 },
-        { "unknown partition state", HDR DISK_A "part 0 1 0 half 2 0 0 0 0 0 = 0\n" RES_A0 },
+        { "unknown partition state", HDR DISK_A "part 0 1 0 half 2 0 0 0 0 0 = - 0 0\n" RES_A0 },
         { "unknown disk type", HDR "disk 0 1 attached 0 0 Floppy - =/a 0\n" PART_A0 RES_A0 },
         { "flag 2", HDR "disk 0 1 attached 0 2 VirtualDisk - =/a 0\n" PART_A0 RES_A0 },
         { "leading zero", HDR "disk 0 01 attached 0 0 VirtualDisk - =/a 0\n" PART_A0 RES_A0 },
@@ -689,13 +689,13 @@ static void test_handmade(void)
         { "escaped NUL", HDR "disk 0 1 attached 0 0 VirtualDisk - =/a%00 0\n" PART_A0 RES_A0 },
         { "cut escape", HDR "disk 0 1 attached 0 0 VirtualDisk - =/a%2 0\n" PART_A0 RES_A0 },
         { "raw unsafe byte", HDR "disk 0 1 attached 0 0 VirtualDisk - =/a\"\n" PART_A0 RES_A0 },
-        { "absent filesystem", HDR DISK_A "part 0 1 0 mounted 2 0 0 0 0 0 - 0\n" RES_A0 },
-        { "more options than listed", HDR DISK_A "part 0 1 0 mounted 2 0 0 0 0 0 = 2 =x\n" RES_A0 },
-        { "fewer options than listed", HDR DISK_A "part 0 1 0 mounted 2 0 0 0 0 0 = 0 =x\n" RES_A0 },
-        { "huge option count", HDR DISK_A "part 0 1 0 mounted 2 0 0 0 0 0 = 4000000000 =x\n" RES_A0 },
-        { "absent option", HDR DISK_A "part 0 1 0 mounted 2 0 0 0 0 0 = 1 -\n" RES_A0 },
+        { "absent filesystem", HDR DISK_A "part 0 1 0 mounted 2 0 0 0 0 0 - - 0 0\n" RES_A0 },
+        { "more options than listed", HDR DISK_A "part 0 1 0 mounted 2 0 0 0 0 0 = - 0 2 =x\n" RES_A0 },
+        { "fewer options than listed", HDR DISK_A "part 0 1 0 mounted 2 0 0 0 0 0 = - 0 0 =x\n" RES_A0 },
+        { "huge option count", HDR DISK_A "part 0 1 0 mounted 2 0 0 0 0 0 = - 0 4000000000 =x\n" RES_A0 },
+        { "absent option", HDR DISK_A "part 0 1 0 mounted 2 0 0 0 0 0 = - 0 1 -\n" RES_A0 },
         { "partition beyond INT64_MAX",
-          HDR DISK_A "part 0 1 9223372036854775808 reserved 1 0 0 0 0 0 = 0\n" RES_A0 },
+          HDR DISK_A "part 0 1 9223372036854775808 reserved 1 0 0 0 0 0 = - 0 0\n" RES_A0 },
         { "number overflowing 64 bits", HDR "pin 0 184467440737095516160\n" },
         { "zero luns", "scsictl-snapshot 2\ngeometry 2 0 linux open\n" },
         { "too many controllers", "scsictl-snapshot 2\ngeometry 1025 1 linux open\n" },
@@ -790,7 +790,7 @@ static void test_handmade_behaviour(void)
     char *t = with_end(HDR "pin 0 0 0 VirtualDisk - =/root 0\n"
                            "disk 0 2 ejected 1 0 VirtualDisk - =/e 0\n"
                            "disk 1 0 attached 0 0 VirtualDisk - =/m 0\n"
-                           "part 1 0 3 mounted 2 0 0 0 0 0 =ext4 1 =ro\n"
+                           "part 1 0 3 mounted 2 0 0 0 0 0 =ext4 - 0 1 =ro\n"
                            "res " ID1 " 0 2 5 0 1\n"
                            "res " ID2 " 1 0 3 1 0\n"
                            "res " ID3 " 1 0 3 1 0\n", &n);
@@ -1606,14 +1606,21 @@ static void test_fuzz_regressions(void)
 
 /* Disk options: part of the disk line from version 2 on; version 1 (no
  * options) is still read and saved again as version 2. */
+#define VH "0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef"
+#define VH_UP "0123456789ABCDEF0123456789abcdef0123456789abcdef0123456789abcdef"
+
 static void test_disk_options_format(void)
 {
-    TEST("snapshot: disk options (version 2) and version 1 input");
+    TEST("snapshot: disk options and verity (version 2) and version 1 input");
+    expect_ok("read-only partitions with verity",
+              HDR DISK_A "part 0 1 0 mounted 2 1 0 0 0 0 =ext4 =" VH " 0 0\n"
+                  "part 0 1 1 reserved 1 1 0 0 0 0 = =" VH " 1048576 0\n"
+                  RES_A0 "res " ID3 " 0 1 1 1 0\n", true);
     expect_ok("disk and pin with options",
               HDR "pin 0 0 0 VirtualDisk - =/p 1 =cache%3Dnone\n"
                   "disk 0 0 attached 0 0 VirtualDisk - =/p 1 =cache%3Dnone\n"
                   "disk 0 1 attached 0 0 VirtualDisk - =/a 3 =a-b%3Dx =bps%3D1048576 =serial%3D\n"
-                  "part 0 0 0 reserved 1 0 0 0 0 0 = 0\n" PART_A0
+                  "part 0 0 0 reserved 1 0 0 0 0 0 = - 0 0\n" PART_A0
                   "res " ID3 " 0 0 0 1 0\n" RES_A0, true);
     static const struct { const char *what, *body; } bad[] = {
         { "options out of order", HDR "disk 0 1 attached 0 0 VirtualDisk - =/a 2 =x%3D1 =b%3D2\n"
@@ -1635,6 +1642,19 @@ static void test_disk_options_format(void)
                                          PART_A0 RES_A0 },
         { "pin and its disk with other options",
           HDR "pin 0 1 0 VirtualDisk - =/a 1 =cache%3Dnone\n" DISK_A PART_A0 RES_A0 },
+        { "verity root hash too short", HDR DISK_A "part 0 1 0 mounted 2 1 0 0 0 0 = =abc 0 0\n"
+                                        RES_A0 },
+        { "verity root hash in capitals", HDR DISK_A "part 0 1 0 mounted 2 1 0 0 0 0 = =" VH_UP
+                                          " 0 0\n" RES_A0 },
+        { "verity on a writable mount", HDR DISK_A "part 0 1 0 mounted 2 0 0 0 0 0 = =" VH
+                                        " 0 0\n" RES_A0 },
+        { "verity on an encrypted mount", HDR DISK_A "part 0 1 0 mounted 2 1 1 0 0 0 = =" VH
+                                          " 0 0\n" RES_A0 },
+        { "verity hash offset not a multiple of 512",
+          HDR DISK_A "part 0 1 0 mounted 2 1 0 0 0 0 = =" VH " 1000 0\n" RES_A0 },
+        { "verity hash offset without a root hash",
+          HDR DISK_A "part 0 1 0 mounted 2 1 0 0 0 0 = - 4096 0\n" RES_A0 },
+        { "no verity fields (version 2)", HDR DISK_A "part 0 1 0 mounted 2 0 0 0 0 0 = 0\n" RES_A0 },
         { "an option count in version 1",
           "scsictl-snapshot 1\ngeometry 2 4 linux open\n"
           "disk 0 1 attached 0 0 VirtualDisk - =/a 0\n" PART_A0 RES_A0 },
@@ -1645,7 +1665,8 @@ static void test_disk_options_format(void)
     size_t n, m;
     char *v1 = with_end("scsictl-snapshot 1\ngeometry 2 4 linux open\n"
                         "pin 0 0 0 VirtualDisk - =/root\n"
-                        "disk 0 1 attached 0 0 VirtualDisk - =/a\n" PART_A0 RES_A0, &n);
+                        "disk 0 1 attached 0 0 VirtualDisk - =/a\n"
+                        "part 0 1 0 mounted 2 0 0 0 0 0 = 0\n" RES_A0, &n);
     char *v2 = with_end(HDR "pin 0 0 0 VirtualDisk - =/root 0\n" DISK_A PART_A0 RES_A0, &m);
     scsictl *ctl = NULL;
     scsictl_error err;
@@ -1688,11 +1709,36 @@ static void test_disk_options_format(void)
     CHECK_CODE(scsictl_reserve(ctl, &d, &mc, &id, &err), SCSICTL_E_INVALID_ARGUMENT);
     d.options = NULL;
     CHECK_CODE(scsictl_reserve(ctl, &d, &mc, &id, &err), SCSICTL_E_INVALID_ARGUMENT);
+    /* verity is part of the mount's identity; a bad one is refused */
+    scsictl_disk_config lay = tu_disk("/layer");
+    scsictl_mount_config v = tu_mount(0);
+    v.read_only = true;
+    v.verity_root_hash = VH;
+    CHECK_CODE(scsictl_reserve(ctl, &lay, &v, &id, &err), SCSICTL_OK);
+    CHECK_CODE(scsictl_reserve(ctl, &lay, &v, &id, &err), SCSICTL_OK);
+    v.verity_hash_offset = 4096;
+    CHECK_CODE(scsictl_reserve(ctl, &lay, &v, &id, &err), SCSICTL_E_CONFIG_MISMATCH);
+    v.verity_hash_offset = 0;
+    v.verity_root_hash = "1123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef";
+    CHECK_CODE(scsictl_reserve(ctl, &lay, &v, &id, &err), SCSICTL_E_CONFIG_MISMATCH);
+    v.verity_root_hash = NULL;
+    CHECK_CODE(scsictl_reserve(ctl, &lay, &v, &id, &err), SCSICTL_E_CONFIG_MISMATCH);
+    v.verity_root_hash = VH_UP;
+    CHECK_CODE(scsictl_reserve(ctl, &lay, &v, &id, &err), SCSICTL_E_INVALID_ARGUMENT);
+    CHECK_CONTAINS(err.message, "mount verity needs");
+    v.verity_root_hash = VH;
+    v.read_only = false;
+    CHECK_CODE(scsictl_reserve(ctl, &lay, &v, &id, &err), SCSICTL_E_INVALID_ARGUMENT);
+    v.read_only = true;
+    v.verity_hash_offset = 100;
+    CHECK_CODE(scsictl_reserve(ctl, &lay, &v, &id, &err), SCSICTL_E_INVALID_ARGUMENT);
+    v.verity_root_hash = NULL;
+    CHECK_CODE(scsictl_reserve(ctl, &lay, &v, &id, &err), SCSICTL_E_INVALID_ARGUMENT);
     /* slots() lists them */
     scsictl_slot_info *slots = NULL;
     size_t ns = 0;
     CHECK_CODE(scsictl_list_slots(ctl, &slots, &ns, &err), SCSICTL_OK);
-    CHECK(ns == 1 && slots && slots[0].n_options == 1 &&
+    CHECK(ns == 2 && slots && slots[0].n_options == 1 &&
           strcmp(slots[0].options[0], "cache=none") == 0);
     scsictl_info_free(ctl, slots);
     scsictl_free(ctl);
@@ -1716,8 +1762,8 @@ static void test_remap(void)
     char *t = with_end(HDR "pin 0 0 0 VirtualDisk - =/old/root 0\n"
                            "disk 0 0 attached 0 0 VirtualDisk - =/old/root 0\n" DISK_A
                            "disk 0 2 reserved 0 0 VirtualDisk - =/b 0\n"
-                           "part 0 0 0 reserved 1 0 0 0 0 0 = 0\n" PART_A0
-                           "part 0 2 0 reserved 1 0 0 0 0 0 = 0\n"
+                           "part 0 0 0 reserved 1 0 0 0 0 0 = - 0 0\n" PART_A0
+                           "part 0 2 0 reserved 1 0 0 0 0 0 = - 0 0\n"
                            "res " ID3 " 0 0 0 1 0\n" RES_A0
                            "res 44444444-4444-4444-8444-444444444444 0 2 0 1 0\n", &n);
     scsictl_error err;

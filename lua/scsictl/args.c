@@ -13,7 +13,8 @@ static const char *const disk_keys[] = { "host_path", "read_only", "type", "evd_
                                          NULL };
 static const char *const mount_keys[] = { "partition", "read_only", "encrypted", "options",
                                           "ensure_filesystem", "filesystem", "block_dev",
-                                          "format_with_refs", NULL };
+                                          "format_with_refs", "verity", NULL };
+static const char *const verity_keys[] = { "root_hash", "hash_offset", NULL };
 
 void largs_known_keys(lua_State *L, int arg, const char *const known[], const char *what)
 {
@@ -269,13 +270,61 @@ static void options_check(lua_State *L, int arg, int opts, largs_mount *out)
     out->cfg.n_options = (size_t)n;
 }
 
+/* Checks mount.verity at stack index idx (0 = absent): { root_hash = 64
+ * hex digits (sha256; either case, kept lowercase), hash_offset = bytes, a
+ * multiple of 512, default 0: right after the file system }. */
+static void verity_check(lua_State *L, int arg, int idx, largs_mount *out)
+{
+    if (idx == 0)
+        return;
+    if (lua_type(L, idx) != LUA_TTABLE)
+        luaL_argerror(L, arg, lua_pushfstring(L, "mount.verity must be a table, got %s",
+                                              luaL_typename(L, idx)));
+    lua_pushnil(L);
+    while (lua_next(L, idx)) { /* only known keys: a typo must not pass unchecked */
+        lua_pop(L, 1);
+        const char *k = lua_type(L, -1) == LUA_TSTRING ? lua_tostring(L, -1) : NULL;
+        if (!k || (strcmp(k, verity_keys[0]) != 0 && strcmp(k, verity_keys[1]) != 0))
+            luaL_argerror(L, arg, lua_pushfstring(L, "unknown field '%s' in mount.verity",
+                                                  k ? k : luaL_typename(L, -1)));
+    }
+    lua_getfield(L, idx, "root_hash");
+    size_t len = 0;
+    const char *h = lua_type(L, -1) == LUA_TSTRING ? lua_tolstring(L, -1, &len) : NULL;
+    bool hex = h && len == SCSICTL_VERITY_HASH_HEX;
+    for (size_t i = 0; hex && i < len; i++) {
+        char c = h[i];
+        if (c >= 'A' && c <= 'F')
+            c = (char)(c - 'A' + 'a');
+        hex = (c >= '0' && c <= '9') || (c >= 'a' && c <= 'f');
+        out->verity_root_hash[i] = c;
+    }
+    if (!hex)
+        luaL_argerror(L, arg, "mount.verity.root_hash must be the sha256 root hash as 64 hex "
+                              "digits");
+    out->verity_root_hash[SCSICTL_VERITY_HASH_HEX] = '\0';
+    lua_pop(L, 1);
+    out->cfg.verity_root_hash = out->verity_root_hash;
+    lua_getfield(L, idx, "hash_offset");
+    if (!lua_isnil(L, -1) && (!to_uint(L, -1, &out->cfg.verity_hash_offset) ||
+                              out->cfg.verity_hash_offset % 512 != 0))
+        luaL_argerror(L, arg, "mount.verity.hash_offset must be a non-negative multiple of 512 "
+                              "(bytes)");
+    lua_pop(L, 1);
+    if (!out->cfg.read_only)
+        luaL_argerror(L, arg, "mount.verity needs read_only = true (a verified layer is "
+                              "read-only)");
+    if (out->cfg.encrypted)
+        luaL_argerror(L, arg, "mount.verity and mount.encrypted cannot be combined");
+}
+
 void largs_mount_check(lua_State *L, int arg, largs_mount *out)
 {
-    enum { PART, RO, ENC, ENSURE, BLOCK, REFS, FS, OPTS, N };
+    enum { PART, RO, ENC, ENSURE, BLOCK, REFS, FS, OPTS, VERITY, N };
     static const int keys[N] = { K_PARTITION, K_READ_ONLY, K_ENCRYPTED,
                                  K_ENSURE_FILESYSTEM, K_BLOCK_DEV, K_FORMAT_WITH_REFS,
-                                 K_FILESYSTEM, K_OPTIONS };
-    memset(out, 0, sizeof *out);
+                                 K_FILESYSTEM, K_OPTIONS, K_VERITY };
+    out->cfg = (scsictl_mount_config){ 0 }; /* the buffers are filled as needed */
     if (lua_isnoneornil(L, arg))
         return;
     luaL_checktype(L, arg, LUA_TTABLE);
@@ -291,6 +340,7 @@ void largs_mount_check(lua_State *L, int arg, largs_mount *out)
     const char *fs = opt_string(L, arg, at[FS], "mount", K_FILESYSTEM);
     out->cfg.filesystem = fs ? fs : "";
     options_check(L, arg, at[OPTS], out);
+    verity_check(L, arg, at[VERITY], out);
     if (unknown)
         largs_known_keys(L, arg, mount_keys, "mount");
 }

@@ -34,7 +34,8 @@ enum { UV_VM = 1, UV_GUEST = 2, UV_FREE_OP = 3, UV_WRITER = 4, UV_TRACE = 5, UV_
     X(K_BLOCK_DEV, "block_dev") X(K_FORMAT_WITH_REFS, "format_with_refs")  \
     X(K_CONTAINER_PATH, "container_path") X(K_HOST_PATH, "host_path")      \
     X(K_VIRTUAL_DISK, "VirtualDisk") X(K_PASSTHRU, "PassThru")             \
-    X(K_EVD, "ExtensibleVirtualDisk")
+    X(K_EVD, "ExtensibleVirtualDisk") X(K_VERITY, "verity")                 \
+    X(K_ROOT_HASH, "root_hash") X(K_HASH_OFFSET, "hash_offset")
 
 #define LSCSICTL_KEY_ENUM(name, str) name,
 enum {
@@ -88,6 +89,7 @@ typedef struct largs_disk {
 typedef struct largs_mount {
     scsictl_mount_config cfg;
     const char *small_options[8];
+    char verity_root_hash[SCSICTL_VERITY_HASH_HEX + 1]; /* lowercased */
 } largs_mount;
 
 void largs_disk_check(lua_State *L, int arg, largs_disk *out);

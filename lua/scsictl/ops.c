@@ -239,6 +239,13 @@ int lscsictl_push_args(lua_State *L, const scsictl_step *s)
         set_bool(L, K_ENSURE_FILESYSTEM, m->ensure_filesystem);
         set_str(L, K_FILESYSTEM, m->filesystem ? m->filesystem : "");
         set_bool(L, K_BLOCK_DEV, m->block_dev);
+        if (m->verity_root_hash) { /* absent without verity, as for most mounts */
+            lkey_push(L, K_VERITY);
+            lua_createtable(L, 0, 2);
+            set_str(L, K_ROOT_HASH, m->verity_root_hash);
+            set_int(L, K_HASH_OFFSET, (lua_Integer)m->verity_hash_offset);
+            lua_rawset(L, -3);
+        }
         return 1;
     }
     case SCSICTL_STEP_WINDOWS_MOUNT:

@@ -212,26 +212,42 @@ local KIND_OK = {
     end
     return true
   end,
+  -- disk options: nil, or option names to strings
+  optoptions = function(v)
+    if v == nil then return true end
+    if type(v) ~= "table" then return false end
+    for k, x in pairs(v) do
+      if type(k) ~= "string" or type(x) ~= "string" then return false end
+    end
+    return true
+  end,
+  -- nil, or { root_hash = 64 hex digits, hash_offset = integer >= 0 }
+  optverity = function(v)
+    return v == nil or (type(v) == "table" and type(v.root_hash) == "string"
+      and #v.root_hash == 64 and not v.root_hash:find("[^0-9a-f]") and is_uint(v.hash_offset))
+  end,
 }
 local KIND_WHAT = {
   string = "a string", path = "a non-empty string", uint = "an integer >= 0",
   boolean = "a boolean", optstring = "nil or a string",
   disktype = "VirtualDisk, PassThru or ExtensibleVirtualDisk",
   strings = "an array of strings",
+  optoptions = "nil or a table of option names to strings",
+  optverity = "nil or { root_hash = 64 hex digits, hash_offset = integer >= 0 }",
 }
 
 -- shape: array of { field, kind, essential }. Essential fields are checked
 -- even when not strict.
 local ATTACHMENT = {
   { "path", "path", true }, { "type", "disktype" },
-  { "read_only", "boolean" }, { "evd_type", "optstring" },
+  { "read_only", "boolean" }, { "evd_type", "optstring" }, { "options", "optoptions" },
 }
 local LINUX_SETTINGS = {
   { "mount_path", "path", true }, { "controller", "uint", true },
   { "lun", "uint", true }, { "partition", "uint", true },
   { "read_only", "boolean" }, { "encrypted", "boolean" },
   { "options", "strings" }, { "ensure_filesystem", "boolean" },
-  { "filesystem", "string" }, { "block_dev", "boolean" },
+  { "filesystem", "string" }, { "block_dev", "boolean" }, { "verity", "optverity" },
 }
 local DEVICE = { { "controller", "uint", true }, { "lun", "uint", true } }
 local WINDOWS_SETTINGS = { { "container_path", "path", true },
