@@ -1,13 +1,16 @@
 #!/bin/bash
 # Builds a tiny Linux guest for scsictl's end-to-end tests: a kernel and an
 # initramfs holding busybox, qemu-ga (guest-exec allowed), e2fsprogs' mke2fs,
-# util-linux's blkid and the kernel modules for virtio-scsi disks and ext4.
+# util-linux's blkid, dmsetup (encrypted scratch disks, dm-verity layers) and
+# the kernel modules for virtio-scsi disks, ext4, dm-crypt and dm-verity.
 # Debian packages only: the kernel package that linux-image-amd64 depends on,
-# busybox-static and qemu-guest-agent are fetched with `apt-get download` and
-# unpacked with `dpkg-deb -x` (nothing is installed on the host); the shared
-# libraries, mke2fs and blkid come from the host's own Debian packages
-# (qemu-ga's libraries are those qemu-system-x86 already needs: glib, numa,
-# uring, udev). Needs apt access (apt-get update done) on the first build.
+# busybox-static, qemu-guest-agent, dmsetup and libdevmapper1.02.1 are
+# fetched with `apt-get download` and unpacked with `dpkg-deb -x` (nothing is
+# installed on the host); the other shared libraries, mke2fs and blkid come
+# from the host's own Debian packages (qemu-ga's libraries are those
+# qemu-system-x86 already needs: glib, numa, uring, udev; dmsetup's others,
+# libselinux and libpcre2, are in Debian's required set). Needs apt access
+# (apt-get update done) on the first build.
 #
 # Usage: scripts/build-guest.sh [cache-dir]
 #        (installed with the rock, or by `cmake --install`, as scsictl-build-guest)
@@ -85,7 +88,7 @@ exec 9> "$cache/.lock"
 flock 9
 
 # Bumped whenever the guest's content changes (scsictl.qemu_guest checks it).
-format=3
+format=4
 if [ -f "$out/guest.env" ] && grep -qx "FORMAT=$format" "$out/guest.env" \
         && [ "${SCSICTL_GUEST_REBUILD:-0}" != 1 ]; then
     ln -sfn "$kver" "$cache/latest"
@@ -99,12 +102,18 @@ trap 'rm -rf "$work"' EXIT
 chmod 755 "$work"                     # apt's _apt user downloads into it
 
 # 1. Packages.
-download() { (cd "$work" && apt-get download -q "$kpkg" busybox-static qemu-guest-agent) > "$work/apt.log" 2>&1; }
+# dmsetup alone drives dm-crypt and dm-verity (tables written by the guest
+# scripts): cryptsetup would add libcryptsetup, libcrypto, argon2 and json-c,
+# some 6 MB, for features a scratch key that dies with its mapping and a
+# verity superblock read by the script do not use.
+packages="$kpkg busybox-static qemu-guest-agent dmsetup libdevmapper1.02.1"
+# shellcheck disable=SC2086  # a list of package names
+download() { (cd "$work" && apt-get download -q $packages) > "$work/apt.log" 2>&1; }
 if ! download && ! { apt_update_once && download; }; then
     cat "$work/apt.log" >&2
-    die "apt-get download $kpkg busybox-static qemu-guest-agent failed"
+    die "apt-get download $packages failed"
 fi
-for p in "$kpkg" busybox-static qemu-guest-agent; do
+for p in $packages; do
     deb=
     for f in "$work/${p}"_*.deb; do [ -f "$f" ] && deb=$f; done
     [ -n "$deb" ] || die "apt-get download did not fetch $p"
@@ -124,9 +133,12 @@ for applet in $("$root/bin/busybox" --list); do
 done
 ln -s bin "$root/sbin"
 
-# Dynamic executables with their libraries and the loader (through ldd).
+# Dynamic executables with their libraries and the loader (through ldd);
+# a library unpacked from a fetched package is taken from there (and goes to
+# its path without the unpack directory), the others from the host.
+unpacked_libs=$x/lib/x86_64-linux-gnu:$x/usr/lib/x86_64-linux-gnu
 copy_libs() {
-    local line lib
+    local line lib dest
     while read -r line; do
         case $line in
         *"not found"*) die "$1 needs a library the host lacks: $line" ;;
@@ -134,9 +146,10 @@ copy_libs() {
         /*) lib=${line%% (*} ;;
         *) continue ;;
         esac
-        mkdir -p "$root$(dirname "$lib")"
-        [ -e "$root$lib" ] || cp -L "$lib" "$root$lib"
-    done < <(ldd "$1")
+        dest=${lib#"$x"}
+        mkdir -p "$root$(dirname "$dest")"
+        [ -e "$root$dest" ] || cp -L "$lib" "$root$dest"
+    done < <(LD_LIBRARY_PATH=$unpacked_libs ldd "$1")
 }
 install_exe() {                       # install_exe <source> <name in /bin>
     rm -f "$root/bin/$2"
@@ -144,6 +157,7 @@ install_exe() {                       # install_exe <source> <name in /bin>
     copy_libs "$1"
 }
 install_exe "$x/usr/sbin/qemu-ga" qemu-ga
+install_exe "$x/sbin/dmsetup" dmsetup
 for t in mke2fs blkid; do
     install_exe "$(PATH=/usr/sbin:/sbin:/usr/bin:/bin command -v "$t")" "$t"
 done
@@ -156,7 +170,12 @@ done
 # 3. Kernel modules: the closure of what the guest needs, in load order.
 # Dependencies come from each module's .modinfo "depends=" (no depmod run
 # over the whole tree needed); built-in ones are skipped via modules.builtin.
-wanted="virtio_pci virtio_console virtio_scsi sd_mod ext4 crc32c_generic virtio_rng"
+# dm-crypt finds its cipher templates (xts, ecb; aes is built in) and
+# dm-verity its hash (sha256, built in) through the crypto API, which would
+# modprobe a missing one: the guest has no modprobe tree, so they are loaded
+# at boot like the rest.
+wanted="virtio_pci virtio_console virtio_scsi sd_mod ext4 crc32c_generic virtio_rng
+        dm_mod dm_crypt dm_verity xts ecb"
 norm() { echo "$1" | tr - _; }
 declare -A modfile=() builtin=() done_mod=()
 while read -r f; do

@@ -33,6 +33,8 @@ WHAT THE GUEST NEEDS
   readlink, awk, mount, umount, mkdir, rmdir, mknod, sleep (busybox has them
   all); sysfs on /sys and /dev populated (devtmpfs; missing nodes are made
   with mknod); the virtio_scsi, sd_mod and file system modules loaded; for
+  encrypted and verity, dmsetup, od and the dm_crypt (with xts, ecb, aes)
+  and dm_verity (sha256) modules; for
   ensure_filesystem, mkfs.<type> (e2fsprogs' mke2fs for ext2/3/4) and
   util-linux's blkid (without blkid, ext2/3/4 are detected by their magic);
   a writable /run or /tmp for the lock files that make a mount or unmount
@@ -68,15 +70,26 @@ qemu_guest.linux_guest(opts) -> backend
       mkdir -p. block_dev: bind-mounts the device node onto a file at
       mount_path instead (when read_only: a read-only bind, and the block
       device made read-only with blockdev --setro, undone at unmount, as a
-      read-only mount does not stop writes through a device node). encrypted: fails,
-      not supported. The same device already mounted there is success
+      read-only mount does not stop writes through a device node).
+      encrypted: plain dm-crypt (aes-xts-plain64, a 512-bit key made in the
+      guest for this mount, never sent nor stored) as the device-mapper
+      mapping scsictl-c<C>-l<L>-p<P>, with a fresh file system
+      (ensure_filesystem) or as a raw device (block_dev); refused read-only
+      or with neither. verity = { root_hash, hash_offset }: dm-verity over
+      the device (the tree's superblock at hash_offset, or with 0 right
+      after the ext4 file system), mounted read-only, same mapping name; a
+      failed check is a failure naming dm-verity. The same device already
+      mounted there is success
       (re-issued step); something else mounted there is a failure. A failed
-      mount removes the directory it created.
+      mount removes the directory it created, and a mapping it made.
   backend:remove_mapped_virtual_disk(settings)
       umount mount_path if mounted, then removes the directory (or the
-      block_dev file). Nothing there is success.
+      block_dev file) and closes the slot's mapping if there is one.
+      Nothing there is success.
   backend:remove_scsi_device(device)
-      Refuses while the disk or one of its partitions is mounted; else
+      Refuses while the disk or one of its partitions is mounted (also
+      through a device-mapper mapping), closes a mapping of scsictl's left
+      over it (refuses for anyone else's); else
       `echo 1 > /sys/bus/scsi/devices/H:0:0:L/delete` and waits until the
       device is gone. Already gone is success.
 
@@ -164,7 +177,7 @@ local M = {}
 M.AGENT_PORT = "org.qemu.guest_agent.0"
 M.DEFAULT_TIMEOUT = 30
 M.DEFAULT_APPEND = "console=ttyS0 quiet panic=-1"
-M.IMAGE_FORMAT = "3"        -- scripts/build-guest.sh's FORMAT
+M.IMAGE_FORMAT = "4"        -- scripts/build-guest.sh's FORMAT
 M.MAX_LINE = 1024 * 1024
 M.MAX_UNSOLICITED = 256
 -- guest-exec-status polls: the first after 2 ms, doubling up to 10 ms, or
@@ -514,6 +527,38 @@ local function mountinfo_escape(p)
   return (p:gsub("[ \t\n\\]", function(c) return ("\\%03o"):format(c:byte()) end))
 end
 
+-- Device-mapper helpers of the mount, unmount and eject scripts: dm_find
+-- <name> sets dmdev (dm-N) and dmmm (maj:min) of the mapping of that name;
+-- dm_close <name> removes it if it exists (dmsetup's --retry rides out a
+-- last opener that is still letting go, such as an umount in progress).
+local DM_PRELUDE = [[
+dm_find() {
+  dmdev=
+  for _d in /sys/block/dm-*; do
+    [ -e "$_d/dm/name" ] || continue
+    read -r _n < "$_d/dm/name"
+    [ "$_n" = "$1" ] || continue
+    dmdev=${_d##*/}
+    read -r dmmm < "$_d/dev"
+    return 0
+  done
+  return 1
+}
+dm_close() {
+  dm_find "$1" || return 0
+  dmsetup remove --retry "$1" >/dev/null && return 0
+  dm_find "$1" || return 0
+  fail "cannot close the device-mapper mapping $1 (/dev/$dmdev)"
+}
+]]
+
+-- The guest's device-mapper name of a partition's encrypted or verity
+-- mapping: fixed by the slot, so that a re-issued step, the unmount and the
+-- eject find it again without asking.
+local function dm_name(controller, lun, partition)
+  return ("scsictl-c%d-l%d-p%d"):format(controller, lun, partition or 0)
+end
+
 local function mount_script(s, pci, wait)
   local ft = s.filesystem
   local opts = {}
@@ -525,9 +570,11 @@ local function mount_script(s, pci, wait)
     "fstype=" .. shquote(ft), "opts=" .. shquote(table.concat(opts, ",")),
     "ro=" .. (s.read_only and 1 or 0), "ensure=" .. (s.ensure_filesystem and 1 or 0),
     "blockdev=" .. (s.block_dev and 1 or 0), "wait=" .. wait, "pwait=" .. math.min(wait, 300),
-    "step=" .. STEP,
+    "step=" .. STEP, "dm=" .. s.dm, "dmname=" .. shquote(dm_name(s.controller, s.lun, s.partition)),
+    "roothash=" .. (s.verity and s.verity.root_hash or ""),
+    "hoff=" .. (s.verity and s.verity.hash_offset or 0),
   }
-  return table.concat(v, "\n") .. "\n" .. PRELUDE .. [[
+  return table.concat(v, "\n") .. "\n" .. PRELUDE .. DM_PRELUDE .. [[
 lock_path "$mp" || fail "$mp is locked by another scsictl step (pid $_pid) that did not end"
 find_host "$pci" || fail "no SCSI host in the guest for the controller at PCI $pci"
 sd=/sys/bus/scsi/devices/$host:0:0:$lun
@@ -562,8 +609,111 @@ mounted_here() {
   fi
   fail "$mp already has something else mounted on it ($1 $2 $3)"
 }
+# dm (crypt or verity): what is mounted is the mapping named $dmname over
+# the device; dm_use makes it the node. An existing mapping must sit on
+# this device; without one, anything mounted at the path is something else.
+dm_use() {
+  name=$dmdev majmin=$dmmm node=/dev/$dmdev
+  wait_until 50 test -b "$node" || mknod "$node" b "${majmin%:*}" "${majmin#*:}" || fail "cannot create $node"
+}
+# Plain dm-crypt, aes-xts-plain64 with a 512-bit key made here from the
+# guest's RNG and handed to the kernel through a pipe: it never crosses the
+# agent channel nor touches a disk, and dies with the mapping (a scratch
+# disk needs no header, key slot or passphrase stretching).
+dm_crypt_create() {
+  read -r size < "/sys/class/block/$rawname/size"
+  key=$(od -An -vtx1 -N64 /dev/urandom)
+  key=${key//[!0-9a-f]/}
+  [ "${#key}" = 128 ] || fail "dm-crypt: cannot read a key from /dev/urandom"
+  echo "0 $size crypt aes-xts-plain64 $key 0 $rawmm 0" | dmsetup create "$dmname" \
+    || fail "dm-crypt: cannot set up $dmname over $raw"
+  key=
+}
+# dm-verity over the device, data and hash tree on it: the tree's superblock
+# (veritysetup's format) at byte hoff, or, with hoff 0, right after the ext4
+# file system, whose superblock gives its size (blocks count x block size).
+dm_verity_create() {
+  off=$hoff
+  if [ "$off" = 0 ]; then
+    off=$(od -An -v -tu4 -j 1024 -N 1024 "$raw" | awk '{ for (i = 1; i <= NF; i++) w[n++] = $i }
+      END { if (w[14] % 65536 != 61267) exit 1
+            b = w[1] * 1024; if (int(w[24] / 128) % 2) b += w[84] * 4398046511104
+            for (i = 0; i < w[6]; i++) b *= 2
+            printf "%.0f\n", b }') \
+      || fail "dm-verity: no ext4 file system on $raw to find the hash tree after (set verity.hash_offset)"
+  fi
+  sb=$(od -An -v -tx1 -j "$off" -N 512 "$raw" | awk '
+    function h(s,  i, v) { for (i = 1; i <= length(s); i++) v = v * 16 + index("0123456789abcdef", substr(s, i, 1)) - 1
+                           return v + 0 }
+    function le(at, n,  i, s) { for (i = at + n - 1; i >= at; i--) s = s b[i]; return h(s) }
+    { for (i = 1; i <= NF; i++) b[n++] = $i }
+    END {
+      for (i = 0; i < 8; i++) sig = sig b[i]
+      if (sig != "7665726974790000") { print "no verity superblock"; exit 1 }
+      if (le(8, 4) != 1) { print "verity superblock version " le(8, 4) " is not 1"; exit 1 }
+      for (i = 32; i < 39; i++) alg = alg b[i]
+      if (alg != "73686132353600") { print "the hash tree is not sha256"; exit 1 }
+      ns = le(80, 2)
+      if (ns > 256) { print "verity superblock salt of " ns " bytes"; exit 1 }
+      for (i = 88; i < 88 + ns; i++) salt = salt b[i]
+      printf "%d %d %.0f %s %d\n", le(64, 4), le(68, 4), le(72, 8), ns ? salt : "-", le(12, 4)
+    }') || fail "dm-verity: ${sb:-cannot read} at byte $off of $raw"
+  set -- $sb
+  dbs=$1 hbs=$2 nb=$3 salt=$4 htype=$5
+  [ "$dbs" -ge 512 ] && [ "$hbs" -ge 512 ] && [ $((nb * dbs)) -le "$off" ] \
+    || fail "dm-verity: the verity superblock at byte $off of $raw is not valid ($nb blocks of $dbs bytes)"
+  echo "0 $((nb * dbs / 512)) verity $htype $rawmm $rawmm $dbs $hbs $nb $(( (off + 512 + hbs - 1) / hbs ))" \
+      "sha256 $roothash $salt" | dmsetup create -r "$dmname" \
+    || fail "dm-verity: cannot set up $dmname over $raw"
+}
+# After a failed mount: dm-verity marks a mapping whose reads failed their
+# check as corrupted (status C); that is the message, first and short (the
+# core keeps 200 bytes of a callback's message).
+verity_failed() {
+  case " $(dmsetup status "$dmname" 2>/dev/null) " in
+  *" verity C "*)
+    fail "dm-verity: $raw failed verification against root hash ${roothash%"${roothash#????????????????}"}..." \
+      "(a damaged layer or a wrong root hash)" ;;
+  esac
+}
+if [ -n "$dm" ]; then
+  raw=$node rawname=$name rawmm=$majmin
+  if dm_find "$dmname"; then
+    [ -e "/sys/block/$dmdev/slaves/$rawname" ] \
+      || fail "device-mapper mapping $dmname (/dev/$dmdev) exists, but not over $raw"
+    dm_use
+  else
+    name=none majmin=none
+  fi
+fi
 # Nothing is mounted on a path that does not exist.
 [ -e "$mp" ] && mounted_here
+if [ -n "$dm" ]; then
+  # A mapping that is not mounted here was left by a run that failed before
+  # its mount: a verity one with this very table is used again; a crypt one
+  # may hold a half-made file system and goes (a fresh key, a fresh mkfs).
+  if [ -n "$dmdev" ]; then
+    keep=0
+    if [ "$dm" = verity ]; then
+      case " $(dmsetup table "$dmname" 2>/dev/null) " in
+      *" verity "*" $rawmm $rawmm "*" $roothash "*) keep=1 ;;
+      esac
+    fi
+    [ "$keep" = 1 ] || { dm_close "$dmname"; dmdev=; }
+  fi
+  if [ -z "$dmdev" ]; then
+    # From here a failure takes the new mapping away again (the lock's own
+    # clean-up, lock_path's trap, is kept).
+    trap 'st=$?; [ "$st" = 0 ] || dmsetup remove --retry "$dmname" >/dev/null 2>&1; rm -f "$_lock"' EXIT
+    if [ "$dm" = crypt ]; then
+      dm_crypt_create
+    else
+      dm_verity_create
+    fi
+    dm_find "$dmname" || fail "device-mapper mapping $dmname did not appear"
+  fi
+  dm_use
+fi
 if [ "$blockdev" = 1 ]; then
   [ -d "${mp%/*}" ] || mkdir -p "${mp%/*}" || exit 1
   [ -d "$mp" ] && { rmdir "$mp" || exit 1; }
@@ -579,7 +729,10 @@ fi
 if [ "$ensure" = 1 ]; then
   want=${fstype:-ext4}
   have=
-  if command -v blkid >/dev/null 2>&1; then
+  # A new crypt mapping (a fresh key) holds random data: always made.
+  if [ "$dm" = crypt ]; then
+    :
+  elif command -v blkid >/dev/null 2>&1; then
     have=$(blkid -p -s TYPE -o value "$node" 2>/dev/null)
   elif [ "$(dd if="$node" bs=1 skip=1080 count=2 2>/dev/null | od -An -tx1 | tr -d ' \n')" = 53ef ]; then
     have=ext4
@@ -596,21 +749,31 @@ if [ ! -d "$mp" ]; then mkdir -p "$mp" || exit 1; made=1; fi
 set -- mount
 [ -n "$fstype" ] && set -- "$@" -t "$fstype"
 [ -n "$opts" ] && set -- "$@" -o "$opts"
-if ! "$@" "$node" "$mp"; then
+# mount's message is kept: a verity failure is told instead of it.
+if ! err=$("$@" "$node" "$mp" 2>&1); then
   # The same mount by an earlier, abandoned run of this step got there
   # first (its guest command outlives the host's deadline): success.
   mounted_here
   [ "$made" = 1 ] && rmdir "$mp" 2>/dev/null
-  exit 1
+  [ "$dm" = verity ] && verity_failed
+  fail "$err"
 fi
 ]]
 end
 
 local function unmount_script(s, wait)
+  -- The slot names the partition's device-mapper mapping, closed after the
+  -- umount whatever the settings say (a mapping left by a failed run goes too).
+  local dmname = ""
+  if is_uint(s.controller) and is_uint(s.lun) and is_uint(s.partition or 0) then
+    dmname = dm_name(s.controller, s.lun, s.partition)
+  end
   return table.concat({ "mp=" .. shquote(s.mount_path), "wait=" .. wait, "step=" .. STEP,
-    "mpe=" .. shquote(mountinfo_escape(s.mount_path)),
-    "rodev=" .. ((s.block_dev and s.read_only) and 1 or 0) }, "\n") .. "\n" .. PRELUDE .. [[
-[ -e "$mp" ] || [ -L "$mp" ] || exit 0
+    "mpe=" .. shquote(mountinfo_escape(s.mount_path)), "dmname=" .. shquote(dmname),
+    "rodev=" .. ((s.block_dev and s.read_only) and 1 or 0) }, "\n") .. "\n" .. PRELUDE .. DM_PRELUDE .. [[
+if [ ! -e "$mp" ] && [ ! -L "$mp" ]; then
+  [ -n "$dmname" ] && dm_find "$dmname" || exit 0
+fi
 lock_path "$mp" || fail "$mp is locked by another scsictl step (pid $_pid) that did not end"
 mounted_at "$mpe"
 if [ -n "$cur" ]; then
@@ -634,19 +797,22 @@ if [ -d "$mp" ]; then
 elif [ -e "$mp" ] || [ -L "$mp" ]; then
   rm -f "$mp" || exit 1
 fi
+[ -n "$dmname" ] && dm_close "$dmname"
 exit 0
 ]]
 end
 
 local function eject_script(pci, lun, wait)
   return table.concat({ "pci=" .. shquote(pci), "lun=" .. lun, "wait=" .. wait,
-    "step=" .. STEP }, "\n") .. "\n" .. PRELUDE .. [=[
+    "step=" .. STEP }, "\n") .. "\n" .. PRELUDE .. DM_PRELUDE .. [=[
 find_host "$pci" || exit 0
 sd=/sys/bus/scsi/devices/$host:0:0:$lun
 [ -e "$sd" ] || exit 0
 # The disk and its partitions as "maj:min /name" pairs, checked against
-# mountinfo in one pass (mounts of them, or binds of their device nodes).
+# mountinfo in one pass (mounts of them, or binds of their device nodes);
+# with them the device-mapper mappings over them (holders), mounted or not.
 devs=
+holders=
 for b in "$sd"/block/*; do
   [ -e "$b" ] || continue
   blk=${b##*/}
@@ -655,14 +821,35 @@ for b in "$sd"/block/*; do
     read -r mm < "$d"
     n=${d%/dev}; n=${n##*/}
     devs="$devs $mm /$n"
+    for h in "${d%/dev}"/holders/dm-*; do
+      [ -f "$h/dev" ] || continue
+      read -r mm < "$h/dev"
+      devs="$devs $mm /${h##*/}"
+      holders="$holders ${h##*/}"
+    done
   done
 done
 if [ -n "$devs" ]; then
   busy=$(awk -v devs="$devs" 'BEGIN { n = split(devs, d, " ")
       for (i = 1; i < n; i += 2) { mm[d[i]] = d[i + 1]; root[d[i + 1]] = 1 } }
     $3 in mm || ($4 in root && $0 ~ / - devtmpfs /) { print ($3 in mm ? mm[$3] : $4); exit }' /proc/self/mountinfo)
-  [ -z "$busy" ] || fail "/dev${busy} is still mounted"
+  if [ -n "$busy" ]; then
+    case $busy in
+    /dm-*) read -r n < "/sys/block${busy}/dm/name"
+           fail "/dev${busy} (device-mapper mapping $n over $blk) is still mounted" ;;
+    esac
+    fail "/dev${busy} is still mounted"
+  fi
 fi
+# A mapping of ours still open after its unmount (a run that failed midway)
+# is closed; anyone else's is left alone and stops the eject.
+for h in $holders; do
+  read -r n < "/sys/block/$h/dm/name" || continue
+  case $n in
+  scsictl-*) dm_close "$n" ;;
+  *) fail "/dev/$blk is held by the device-mapper mapping $n (/dev/$h)" ;;
+  esac
+done
 # No sync: umount wrote the file system back, and the kernel writes back a
 # block device's cache when its last opener closes it.
 echo 1 > "$sd/delete" 2>/dev/null || [ ! -e "$sd" ] || fail "cannot delete SCSI device $host:0:0:$lun"
@@ -846,13 +1033,38 @@ local function where(s)
     s.partition or 0, s.mount_path)
 end
 
+-- Which mapping a mount needs ("crypt", "verity" or ""), or nil and why it
+-- cannot have one. An encrypted disk's key is made at each mount and dies
+-- with its mapping, so the disk holds nothing readable before the mount:
+-- it is a file system made at every mount (ensure_filesystem) or a raw
+-- encrypted block device (block_dev), and never read-only.
+local function dm_kind(s)
+  local v = s.verity
+  if v ~= nil then
+    if type(v) ~= "table" or type(v.root_hash) ~= "string" or not v.root_hash:match("^" .. ("%x"):rep(64) .. "$")
+        or not is_uint(v.hash_offset or 0) or (v.hash_offset or 0) % 512 ~= 0 then
+      return nil, "settings.verity must be { root_hash = <64 hex digits>, hash_offset = <a multiple of 512> }"
+    end
+    if s.encrypted or not s.read_only then return nil, "verity needs a read-only, unencrypted mount" end
+    return "verity"
+  end
+  if not s.encrypted then return "" end
+  if s.read_only then
+    return nil, "encrypted disks are not supported read-only: the key is made at mount, so there is nothing to read"
+  end
+  if not s.ensure_filesystem and not s.block_dev then
+    return nil, "encrypted disks are not supported without ensure_filesystem (or block_dev): the key is made "
+      .. "at mount and dies with the mapping, so the file system is made at every mount"
+  end
+  return "crypt"
+end
+
 function Guest:add_mapped_virtual_disk(settings)
   local ok, msg = check_settings(settings)
   if not ok then return nil, "mount: " .. msg end
-  if settings.encrypted then
-    return nil, ("mount %s: encrypted disks are not supported by the scsictl.qemu_guest backend")
-      :format(where(settings))
-  end
+  local dm
+  dm, msg = dm_kind(settings)
+  if not dm then return nil, ("mount %s: %s"):format(where(settings), msg) end
   local pci
   pci, msg = self:pci_address(settings.controller)
   if not pci then return nil, "mount: " .. msg end
@@ -861,6 +1073,8 @@ function Guest:add_mapped_virtual_disk(settings)
     partition = settings.partition or 0, read_only = settings.read_only == true,
     options = settings.options or {}, ensure_filesystem = settings.ensure_filesystem == true,
     filesystem = settings.filesystem or "", block_dev = settings.block_dev == true,
+    dm = dm, verity = settings.verity and { root_hash = settings.verity.root_hash:lower(),
+      hash_offset = settings.verity.hash_offset or 0 },
   }
   local out
   out, msg = self:sh(mount_script(s, pci, self:_wait()))
