@@ -99,6 +99,19 @@ qemu_guest.linux_guest(opts) -> backend
   backend:exec(path, args [, timeout]) -> { exitcode, signal, out, err } | nil, msg
   backend:device(controller, lun [, partition]) -> "/dev/sdX" | nil, msg
       the guest's node for a slot (no waiting)
+  backend:observe(controllers) -> view | nil, msg
+      The guest's view of scsictl's slots, in one guest command (for
+      scsictl.reconcile): { devices = { { controller, lun, block = "sdX" },
+      ... } (the SCSI disks at H:0:0:<lun> of controllers 0..controllers-1),
+      mounts = { { mount_path, controller, lun, partition, device =
+      "/dev/sdX1", block = "sdX", count }, ... } (every mount under
+      /run/mounts/scsi, a block_dev bind included; controller, lun and
+      partition from a <c>_<l>_<p> name, else nil; block is the SCSI disk
+      under the mounted device, nil when it is gone; count > 1 for stacked
+      mounts), leftovers = { { mount_path, controller, lun, partition } }
+      (entries there with nothing mounted), locked = { mount_path, ... } }.
+      It first waits (bounded) until no live guest step holds a mount
+      path's lock; paths still locked are listed in locked.
   backend:pci_address(controller) -> address | nil, msg
   backend:agent() -> the agent client | nil, msg
   backend:close()
@@ -1007,6 +1020,149 @@ fail "no disk at $host:0:0:$lun"
 ]])
   if not out then return nil, msg end
   return trim(out)
+end
+
+-- Guest:observe: the guest's view of the slots in one command, for
+-- scsictl.reconcile. Steps of a host agent that went away go on in the
+-- guest (a guest command outlives its caller), so the script first waits,
+-- bounded, for every live holder of a mount path's lock (lock_path); paths
+-- still locked after that are listed, to be left alone.
+local OBSERVE = [[
+live_locks() {
+  held=
+  for f in /run/scsictl-locks/%* /tmp/%run%*; do
+    [ -f "$f" ] || continue
+    _pid=
+    read -r _pid < "$f" 2>/dev/null
+    [ -n "$_pid" ] && [ -d "/proc/$_pid" ] && held="$held ${f##*/}"
+  done
+  [ -z "$held" ]
+}
+# whole_disk <name>: sets w to the SCSI disk under block device <name> (a
+# disk, one of its partitions, or a device-mapper mapping over either).
+whole_disk() {
+  w=$1
+  [ -n "$w" ] || { w=-; return 1; }
+  case $w in dm-*) for s in /sys/block/"$w"/slaves/*; do [ -e "$s" ] && w=${s##*/}; done ;; esac
+  [ -n "$w" ] && [ -e "/sys/block/$w" ] && return 0
+  for p in /sys/block/*/"$w"; do [ -e "$p" ] && { p=${p%/*}; w=${p##*/}; return 0; }; done
+  w=-
+}
+wait_until "$wait" live_locks
+for l in $held; do echo "L $l"; done
+set -- $pcis
+while [ $# -gt 1 ]; do
+  c=$1 pci=$2
+  shift 2
+  find_host "$pci" || continue
+  for d in /sys/bus/scsi/devices/"$host":0:0:*; do
+    [ -e "$d" ] || continue
+    blk=-
+    for b in "$d"/block/*; do [ -e "$b" ] && blk=${b##*/}; done
+    echo "D $c ${d##*:} $blk"
+  done
+done
+# Mounts under the root, top of each stack last; a bind of a device node
+# (block_dev) is named by its root in devtmpfs, others by maj:min.
+awk -v root="$root/" 'index($5, root) == 1 { for (i = 7; i <= NF; i++) if ($i == "-") break
+    print $3, $4, $(i + 1), $(i + 2), $5 }' /proc/self/mountinfo |
+while read -r mm r fs src mp; do
+  name=
+  if [ "$fs" = devtmpfs ]; then
+    name=${r#/}
+  elif [ -f "/sys/dev/block/$mm/uevent" ]; then
+    while read -r kv; do case $kv in DEVNAME=*) name=${kv#DEVNAME=} ;; esac; done < "/sys/dev/block/$mm/uevent"
+  fi
+  whole_disk "$name"
+  [ -n "$name" ] && src=/dev/$name
+  echo "M $src $w $mp"
+done
+for e in "$root"/*; do
+  [ -e "$e" ] || [ -L "$e" ] && echo "E ${e##*/}"
+done
+exit 0
+]]
+
+M.GUEST_ROOT = "/run/mounts/scsi"   -- where scsictl's Linux guest paths are
+
+-- /proc/self/mountinfo's octal escapes undone.
+local function mountinfo_unescape(s)
+  return (s:gsub("\\(%d%d%d)", function(o) return string.char(tonumber(o, 8)) end))
+end
+
+-- A guest path's slot: "/run/mounts/scsi/C_L_P" -> C, L, P (nil otherwise).
+local function slot_of(path)
+  local c, l, p = path:match("^" .. M.GUEST_ROOT:gsub("%p", "%%%0") .. "/(%d+)_(%d+)_(%d+)$")
+  if not c then return nil end
+  return math.tointeger(tonumber(c)), math.tointeger(tonumber(l)), math.tointeger(tonumber(p))
+end
+M.slot_of = slot_of
+
+local function by_slot(a, b)
+  if a.controller ~= b.controller then return a.controller < b.controller end
+  return a.lun < b.lun
+end
+
+-- The observe script's lines as the table observe returns.
+local function parse_observed(out)
+  local r = { devices = {}, mounts = {}, leftovers = {}, locked = {} }
+  local mounts, entries = {}, {}
+  for line in out:gmatch("[^\n]+") do
+    local tag, rest = line:match("^(%u) (.*)$")
+    if tag == "D" then
+      local c, l, blk = rest:match("^(%d+) (%d+) (%S+)$")
+      if c then
+        r.devices[#r.devices + 1] = { controller = math.tointeger(tonumber(c)),
+          lun = math.tointeger(tonumber(l)), block = blk ~= "-" and blk or nil }
+      end
+    elseif tag == "M" then
+      local dev, blk, mp = rest:match("^(%S+) (%S+) (.+)$")
+      if mp then
+        mp = mountinfo_unescape(mp)
+        local m = mounts[mp]
+        if not m then
+          local c, l, p = slot_of(mp)
+          m = { mount_path = mp, controller = c, lun = l, partition = p, count = 0 }
+          mounts[mp] = m
+          r.mounts[#r.mounts + 1] = m
+        end
+        -- The last line of a path is the top of its stack: what it shows.
+        m.device, m.block, m.count = mountinfo_unescape(dev), blk ~= "-" and blk or nil, m.count + 1
+      end
+    elseif tag == "E" then
+      entries[#entries + 1] = M.GUEST_ROOT .. "/" .. rest
+    elseif tag == "L" then
+      r.locked[#r.locked + 1] = (rest:gsub("%%", "/"))
+    end
+  end
+  for _, e in ipairs(entries) do
+    if not mounts[e] then
+      local c, l, p = slot_of(e)
+      r.leftovers[#r.leftovers + 1] = { mount_path = e, controller = c, lun = l, partition = p }
+    end
+  end
+  table.sort(r.devices, by_slot)
+  table.sort(r.mounts, function(a, b) return a.mount_path < b.mount_path end)
+  table.sort(r.leftovers, function(a, b) return a.mount_path < b.mount_path end)
+  table.sort(r.locked)
+  return r
+end
+
+function Guest:observe(controllers)
+  if not is_uint(controllers) then
+    error("bad argument #1 to 'observe' (controllers must be an integer >= 0)", 2)
+  end
+  local pcis = {}
+  for c = 0, controllers - 1 do
+    local pci, msg = self:pci_address(c)
+    if not pci then return nil, "observe: " .. msg end
+    pcis[#pcis + 1] = c .. " " .. pci
+  end
+  local out, msg = self:sh(table.concat({ "pcis=" .. shquote(table.concat(pcis, " ")),
+    "root=" .. shquote(M.GUEST_ROOT), "wait=" .. self:_wait(), "step=" .. STEP }, "\n")
+    .. "\n" .. PRELUDE .. OBSERVE)
+  if not out then return nil, "observe: " .. msg end
+  return parse_observed(out)
 end
 
 local function check_settings(s)
