@@ -246,6 +246,40 @@ describe("encrypted scratch disks and dm-verity layers in a real Linux guest", f
     G.assert_clean(ctl)
   end)
 
+  it("partitions of one disk: a verity layer on partition 1, an encrypted scratch on partition 2", function()
+    G.need()
+    local img, hash = verity_layer("p1-layer.img", { ["p1.txt"] = "layer on partition 1\n" })
+    local layer = G.read_file(img)
+    -- An MBR disk: partition 1 from 1 MiB holds the layer (file system and
+    -- tree), partition 2 after it 8 MiB of zeros for the scratch.
+    local start1, n1 = 2048, (#layer + 511) // 512
+    local start2, n2 = start1 + n1 + 2048, 16384
+    local disk = G.made(G.path_of("two-parts.img"))
+    local f = assert(io.open(disk, "wb"))
+    local function entry(start, n) return string.pack("<BBBBBBBBI4I4", 0, 0xfe, 0xff, 0xff, 0x83, 0xfe, 0xff, 0xff,
+      start, n) end
+    f:write(string.rep("\0", 446), entry(start1, n1), entry(start2, n2), string.rep("\0", 32), "\x55\xaa")
+    f:seek("set", start1 * 512)
+    f:write(layer)
+    f:seek("set", (start2 + n2) * 512 - 1)
+    f:write("\0")
+    f:close()
+    local ctl <close> = G.new_ctl({})
+    local l = value(ctl:reserve({ host_path = disk },
+      { partition = 1, read_only = true, verity = { root_hash = hash } }))
+    local s = value(ctl:reserve({ host_path = disk }, { partition = 2, encrypted = true, ensure_filesystem = true }))
+    local lp, sp = value(ctl:map_to_guest(l)), value(ctl:map_to_guest(s))
+    assert.equal("layer on partition 1\n", gsh("cat " .. lp .. "/p1.txt"))
+    gsh("echo scratch > " .. sp .. "/s.txt && sync")
+    assert.same({ "scsictl-c0-l0-p1 verity", "scsictl-c0-l0-p2 crypt" }, G.guest_mappings())
+    assert.matches("%(sd%a+1%)", gsh("dmsetup deps -o devname scsictl-c0-l0-p1"))
+    assert.matches("%(sd%a+2%)", gsh("dmsetup deps -o devname scsictl-c0-l0-p2"))
+    value(ctl:unmap_from_guest(l))
+    assert.same({ "scsictl-c0-l0-p2 crypt" }, G.guest_mappings())
+    value(ctl:unmap_from_guest(s))
+    G.assert_clean(ctl)
+  end)
+
   it("one byte flipped in a file's data: the read fails and dm-verity reports it; nothing is left", function()
     local _, guest = G.need()
     local ctl <close> = G.new_ctl({})
