@@ -37,8 +37,10 @@ build = {
       SCSICTL_BUILD_BENCH = "OFF",
    },
    install = {
-      -- The test guest's builder (scsictl.qemu_guest.launch finds it here).
-      bin = { ["scsictl-build-guest"] = "scripts/build-guest.sh" },
+      -- The test guest's builder (scsictl.qemu_guest.launch finds it here)
+      -- and the verity layer maker (docs/qemu.md).
+      bin = { ["scsictl-build-guest"] = "scripts/build-guest.sh",
+              ["scsictl-make-verity-layer"] = "scripts/make-verity-layer.sh" },
    },
 }
 -- `luarocks test`: the busted specs that need no QEMU, in the unpacked

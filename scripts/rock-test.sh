@@ -87,6 +87,7 @@ assert(where.builder == tree .. "/bin/scsictl-build-guest", "the guest builder: 
 assert(where.checkout == nil, "a checkout at " .. tostring(where.checkout))
 EOF
 [ -x "$tree/bin/scsictl-build-guest" ] || fail "no executable $tree/bin/scsictl-build-guest"
+[ -x "$tree/bin/scsictl-make-verity-layer" ] || fail "no executable $tree/bin/scsictl-make-verity-layer"
 rockdir=$(lr --tree "$tree" show --rock-dir scsictl)
 if tar tzf "$work/dist/scsictl-$v.tar.gz" | grep -q "^scsictl-$v/types/scsictl.lua$"; then
     [ -f "$rockdir/types/scsictl.lua" ] || fail "types/scsictl.lua is not in $rockdir"
