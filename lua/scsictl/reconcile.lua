@@ -184,8 +184,9 @@ function Slot:compare_device()
       .. "ejects it again"):format(disk.host_path, tostring(gd.block)), { self:disk_step("attached") })
     self.target = "attached"
   elseif t ~= "attached" and t ~= "ejected" and gd then
+    local why = disk and "the disk is not attached once repaired" or "no disk is recorded"
     self:add("guest_device_unexplained", ("the guest has a SCSI disk (%s) at %s, where %s"):format(
-      tostring(gd.block), where(self.c, self.l), disk and "the disk is not attached once repaired" or "no disk is recorded"),
+      tostring(gd.block), where(self.c, self.l), why),
       { { op = "eject", controller = self.c, lun = self.l,
           text = ("guest:remove_scsi_device{ controller = %d, lun = %d }"):format(self.c, self.l) } })
   end
@@ -222,7 +223,8 @@ end
 
 local function unmount_step(m)
   return { op = "unmount", controller = m.controller, lun = m.lun, partition = m.partition,
-           mount_path = m.mount_path, text = ("guest:remove_mapped_virtual_disk{ mount_path = %q }"):format(m.mount_path) }
+           mount_path = m.mount_path,
+           text = ("guest:remove_mapped_virtual_disk{ mount_path = %q }"):format(m.mount_path) }
 end
 
 function M.compare(slots, qv, gv)
@@ -277,12 +279,16 @@ function M.compare(slots, qv, gv)
       out[#out + 1] = d
     end
   end
+  -- By slot, then path; within that in the order found (VM, then guest).
+  local order = {}
+  for i, d in ipairs(out) do order[d] = i end
   table.sort(out, function(a, b)
     local ac, bc = a.controller or math.maxinteger, b.controller or math.maxinteger
     if ac ~= bc then return ac < bc end
     local al, bl = a.lun or math.maxinteger, b.lun or math.maxinteger
     if al ~= bl then return al < bl end
-    return (a.mount_path or "") < (b.mount_path or "")
+    if (a.mount_path or "") ~= (b.mount_path or "") then return (a.mount_path or "") < (b.mount_path or "") end
+    return order[a] < order[b]
   end)
   return out
 end
@@ -308,11 +314,12 @@ end
 -- steps of its slot (a path outside any slot blocks nothing else).
 local function repair(ctl, opts, diffs)
   local work = {}
-  for _, d in ipairs(diffs) do
-    for i, s in ipairs(d.steps) do work[#work + 1] = { d = d, s = s, i = i } end
+  for n, d in ipairs(diffs) do
+    for i, s in ipairs(d.steps) do work[#work + 1] = { d = d, s = s, n = n, i = i } end
   end
   table.sort(work, function(a, b)
     if PHASE[a.s.op] ~= PHASE[b.s.op] then return PHASE[a.s.op] < PHASE[b.s.op] end
+    if a.n ~= b.n then return a.n < b.n end
     return a.i < b.i
   end)
   local blocked, done = {}, {}
@@ -325,7 +332,8 @@ local function repair(ctl, opts, diffs)
       else
         -- One step may repair two differences (a removal and a state, say):
         -- it runs once.
-        local id = s.op .. " " .. s.text
+        local id = table.concat({ s.op, tostring(s.controller), tostring(s.lun), tostring(s.partition),
+                                  tostring(s.mount_path), tostring(s.state) }, " ")
         local ok, msg = done[id], nil
         if ok == nil then
           local r
