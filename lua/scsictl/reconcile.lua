@@ -352,7 +352,8 @@ local function repair(ctl, opts, diffs)
 end
 
 local function check_opts(ctl, opts)
-  if type(ctl) ~= "userdata" and type(ctl) ~= "table" or not pcall(function() return ctl.slots end) then
+  local ok, slots = pcall(function() return ctl.slots end)
+  if not ok or type(slots) ~= "function" then
     error("bad argument #1 to 'reconcile' (controller expected)", 3)
   end
   if type(opts) ~= "table" then error("bad argument #2 to 'reconcile' (options table expected)", 3) end
