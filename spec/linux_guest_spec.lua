@@ -2,12 +2,12 @@
 -- guest — controller, QEMU hot-plug, mount inside the guest, read the data,
 -- unmount, eject, hot-remove.
 --
--- One guest is booted for the whole file (scsictl.qemu_guest.launch, TCG
--- unless SCSICTL_QEMU_ACCEL says otherwise). Its kernel and initramfs come
--- from scripts/build-guest.sh, run here into $SCSICTL_GUEST_DIR or
--- build/guest when missing. Needs qemu-system-x86, e2fsprogs (mkfs.ext4 -d
--- makes the images on the host, no host mount), lua-luv, lua-cjson, and
--- apt access for the first build. If the guest cannot be built or booted,
+-- One guest is booted for the whole file (spec/support/guest.lua:
+-- scsictl.qemu_guest.launch, TCG unless SCSICTL_QEMU_ACCEL says otherwise).
+-- Its kernel and initramfs come from scripts/build-guest.sh, run here into
+-- $SCSICTL_GUEST_DIR or build/guest when missing. Needs qemu-system-x86,
+-- e2fsprogs (mkfs.ext4 -d makes the images on the host, no host mount),
+-- lua-luv, lua-cjson, and apt access for the first build. If the guest cannot be built or booted,
 -- every test FAILS with the reason: nothing here passes without a guest.
 --
 -- Every test ends by releasing its claims and checking that nothing is left:
@@ -15,94 +15,42 @@
 -- /sys/bus/scsi/devices, no SCSI disk in QEMU's query-block.
 
 local root = debug.getinfo(1, "S").source:match("^@(.-)spec/[^/]*$") or ""
-package.path = root .. "lua/?.lua;" .. root .. "lua/?/init.lua;" .. package.path
+package.path = root .. "lua/?.lua;" .. root .. "lua/?/init.lua;" .. root .. "spec/?.lua;" .. package.path
 
 local scsictl = require("scsictl")
+local G = require("support.guest")
 local okq, qemu_guest = pcall(require, "scsictl.qemu_guest")
 local qemu = okq and require("scsictl.qemu") or nil
-local uv = okq and require("luv") or nil
 local loop = okq and require("scsictl.loop") or nil
 
-local CONTROLLERS, LUNS = 2, 4
-local NOPRELOAD = (os.getenv("LD_PRELOAD") or ""):find("lib%a*san") and "env -u LD_PRELOAD " or ""
+local CONTROLLERS = 2
 
-local function shquote(s) return "'" .. tostring(s):gsub("'", "'\\''") .. "'" end
-
-local function value(v, msg, code)
-  assert(v, ("expected success, got %s (%s)"):format(tostring(msg), tostring(code)))
-  return v
-end
+-- The guest's boot and helpers are support/guest.lua's.
+local value, gsh, path_of, blank, ext4 = G.value, G.gsh, G.path_of, G.blank, G.ext4
+local names, release_all = G.names, G.release_all
+local guest_mounts, guest_scsi_disks, qemu_disks, qemu_nodes = G.guest_mounts, G.guest_scsi_disks, G.qemu_disks,
+  G.qemu_nodes
 
 ---------------------------------------------------------------------------
 -- The guest (booted once).
 
-local vm, guest, boot_error
+local vm, guest
 
 local function need_guest()
-  assert(okq, "scsictl.qemu_guest cannot be loaded: " .. tostring(qemu_guest))
-  assert(vm, "the Linux guest could not be booted: " .. tostring(boot_error))
-  assert(vm:alive(), "the guest's QEMU died: " .. vm:log())
+  vm, guest = G.need()
   return vm, guest
-end
-
-local function gsh(script)
-  local out, msg = guest:sh(script)
-  assert(out, "guest command failed: " .. tostring(msg))
-  return out
 end
 
 ---------------------------------------------------------------------------
 -- Images (made on the host, never mounted there).
 
-local dir
-local made = {}
-
-local function path_of(name) return dir .. "/" .. name end
-
-local function sh(cmd)
-  local p = io.popen(NOPRELOAD .. cmd .. " 2>&1", "r")
-  local out = p:read("a")
-  local ok = p:close()
-  assert(ok, ("command failed: %s\n%s"):format(cmd, out))
-  return out
-end
-
-local function blank(name, mib)
-  local path = path_of(name)
-  local f = assert(io.open(path, "wb"))
-  f:seek("set", (mib or 16) * 1024 * 1024 - 1)
-  f:write("\0")
-  f:close()
-  made[#made + 1] = path
-  return path
-end
-
--- An ext4 image holding `files` (name -> content), by mkfs.ext4 -d.
-local function ext4(name, files, mib)
-  local src = path_of(name .. ".d")
-  sh("mkdir -p " .. shquote(src))
-  for fname, content in pairs(files) do
-    local f = assert(io.open(src .. "/" .. fname, "wb"))
-    f:write(content)
-    f:close()
-  end
-  local path = path_of(name)
-  sh(("mkfs.ext4 -q -F -d %s %s %dM"):format(shquote(src), shquote(path), mib or 8))
-  sh("rm -rf " .. shquote(src))
-  made[#made + 1] = path
-  return path
-end
-
 -- A disk with an MBR partition table (written here) whose partition 1
 -- (from 1 MiB) holds an ext4 file system made by mkfs.ext4 -d.
 local function partitioned(name, files)
-  local fs = ext4(name .. ".p1", files, 8)
-  local f = assert(io.open(fs, "rb"))
-  local data = f:read("a")
-  f:close()
+  local data = G.read_file(ext4(name .. ".p1", files, 8))
   local start = 2048                       -- sectors of 512 bytes
   local sectors = #data // 512
-  local path = path_of(name)
+  local path = G.made(path_of(name))
   local out = assert(io.open(path, "wb"))
   local mbr = string.rep("\0", 446)
     .. string.pack("<BBBBBBBBI4I4", 0, 0xfe, 0xff, 0xff, 0x83, 0xfe, 0xff, 0xff, start, sectors)
@@ -114,154 +62,33 @@ local function partitioned(name, files)
   out:seek("set", (start + sectors + 2048) * 512 - 1)
   out:write("\0")
   out:close()
-  made[#made + 1] = path
   return path
 end
 
 ---------------------------------------------------------------------------
--- Controllers with logging backends.
-
--- Backends that record every callback (name, args, outcome, time) into log
--- before passing it on to QEMU / the guest. remove_scsi_disk also records
--- whether the guest still had the SCSI device when the hot-remove began.
-local function logged(log)
-  local vmb = vm:vm_backend()
-  local function rec(name, f)
-    return function(_, ...)
-      local e = { name, ... }
-      e.t = uv.hrtime() / 1e9
-      log[#log + 1] = e
-      local r = table.pack(f(...))
-      e.ok = r[1] ~= nil and r[1] ~= false
-      e.msg = r[2]
-      return table.unpack(r, 1, r.n)
-    end
-  end
-  local v = {
-    add_scsi_disk = rec("add_scsi_disk", function(...) return vmb:add_scsi_disk(...) end),
-    remove_scsi_disk = rec("remove_scsi_disk", function(c, l)
-      local dev, why = guest:device(c, l)
-      log[#log].guest_had_device = dev ~= nil or not tostring(why):find("no disk at", 1, true)
-      return vmb:remove_scsi_disk(c, l)
-    end),
-  }
-  local g = {}
-  for _, n in ipairs({ "add_mapped_virtual_disk", "remove_mapped_virtual_disk", "remove_scsi_device" }) do
-    g[n] = rec(n, function(...) return guest[n](guest, ...) end)
-  end
-  return v, g
-end
+-- Controllers with logging backends (G.logged), whose remove_scsi_disk
+-- also records whether the guest still had the SCSI device when the
+-- hot-remove began (guest_had_device).
 
 local function new_ctl(log, controllers, luns)
-  local v, g = logged(log)
-  return scsictl.new{ controllers = controllers or CONTROLLERS, luns_per_controller = luns or LUNS,
-    vm = v, linux_guest = g }
-end
-
-local function names(log)
-  local out = {}
-  for i, e in ipairs(log) do out[i] = e[1] end
-  return out
+  return G.new_ctl(log, controllers, luns, { guest_had_device = true })
 end
 
 ---------------------------------------------------------------------------
--- What is left.
-
-local function guest_mounts()
-  local out = {}
-  for line in gsh("cat /proc/mounts"):gmatch("[^\n]+") do
-    local dev, mp = line:match("^(%S+) (%S+)")
-    if mp and mp:find("^/run/mounts/") then out[#out + 1] = dev .. " " .. mp end
-  end
-  return out
-end
-
-local function guest_scsi_disks()
-  local out = {}
-  for name in gsh("ls /sys/bus/scsi/devices"):gmatch("%S+") do
-    if name:match("^%d+:%d+:%d+:%d+$") then out[#out + 1] = name end
-  end
-  return out
-end
-
-local function qemu_disks()
-  local out = {}
-  for _, d in ipairs(value(qemu.scsi_disks(vm:qmp()))) do
-    out[#out + 1] = ("%s %s lun %d"):format(d.device, d.bus, d.lun)
-  end
-  return out
-end
-
--- Block nodes scsictl.qemu made (named scsictl-node-...), with or without a device.
-local function qemu_nodes()
-  local out = {}
-  for _, n in ipairs(value(vm:qmp():execute("query-named-block-nodes", { flat = true }))) do
-    if tostring(n["node-name"]):find("^scsictl%-") then out[#out + 1] = n["node-name"] end
-  end
-  return out
-end
+-- What is left: no claim, no scsictl mount, no SCSI disk in the guest or
+-- in QEMU, no scsictl block node (device-mapper mappings are
+-- guest_crypt_spec.lua's to check).
 
 local function assert_clean(ctl)
-  if ctl then assert.equal(0, ctl:stats().used) end
-  assert.same({}, guest_mounts())
-  assert.same({}, guest_scsi_disks())
-  assert.same({}, qemu_disks())
-  assert.same({}, qemu_nodes())
-  assert.equal("", gsh("ls /run/mounts/scsi 2>/dev/null || true"))
-end
-
--- Everything still reserved is released.
-local function release_all(ctl)
-  for _ = 1, 3 do
-    for _, r in ipairs(ctl:reservations()) do ctl:unmap_from_guest(r.id) end
-  end
-end
-
--- After a failed test: whatever it left in the guest and QEMU goes, so the
--- next test starts clean (each test still checks that it cleaned up itself).
-local function scrub()
-  guest:sh([[
-    for mp in $(awk '$2 ~ "^/run/mounts/" { print $2 }' /proc/mounts | sort -r); do umount "$mp"; done
-    rm -rf /run/mounts/scsi
-    for d in /sys/bus/scsi/devices/*:*:*:*; do [ -e "$d/delete" ] && echo 1 > "$d/delete"; done
-    true]])
-  local vmb = vm:vm_backend()
-  for _, d in ipairs(qemu.scsi_disks(vm:qmp()) or {}) do
-    local c, l = tostring(d.device):match("^scsictl%-disk%-c(%d+)%-l(%d+)$")
-    if c then vmb:remove_scsi_disk(tonumber(c), tonumber(l)) end
-  end
+  G.assert_clean(ctl, { mappings = false })
 end
 
 ---------------------------------------------------------------------------
 
 describe("scsictl.qemu_guest (a real Linux guest)", function()
-  setup(function()
-    local p = io.popen("mktemp -d " .. shquote((os.getenv("TMPDIR") or "/tmp") .. "/scsictl-guest-spec.XXXXXX"))
-    dir = p:read("l")
-    p:close()
-    if not okq then
-      boot_error = qemu_guest
-      return
-    end
-    local ok, a, b = pcall(qemu_guest.launch, { controllers = CONTROLLERS, timeout = 30 })
-    if not ok then
-      boot_error = a
-    elseif not a then
-      boot_error = b
-    else
-      vm, guest = a, b
-    end
-  end)
-
-  after_each(function()
-    if vm and vm:alive() then scrub() end
-  end)
-
-  teardown(function()
-    if vm then vm:stop() end
-    for _, path in ipairs(made) do os.remove(path) end
-    if dir then os.remove(dir) end
-  end)
+  setup(function() G.boot{ controllers = CONTROLLERS } end)
+  after_each(G.scrub)
+  teardown(G.shutdown)
 
   it("boots a guest whose agent runs commands and reports their failures with stderr", function()
     need_guest()

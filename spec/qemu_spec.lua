@@ -11,26 +11,17 @@
 -- simulator by mirroring every successful QEMU hot-plug into the sim's VM half.
 
 local root = debug.getinfo(1, "S").source:match("^@(.-)spec/[^/]*$") or ""
-package.path = root .. "lua/?.lua;" .. root .. "lua/?/init.lua;" .. package.path
+package.path = root .. "lua/?.lua;" .. root .. "lua/?/init.lua;" .. root .. "spec/?.lua;" .. package.path
 
 local scsictl = require("scsictl")
-local okq, qemu = pcall(require, "scsictl.qemu")
+-- Starting QEMU, shell quoting and the images' directory: support/qemu_vm.lua.
+local Q = require("support.qemu_vm")
+local okq, qemu = Q.okq, Q.qemu
 local qmp = okq and require("scsictl.qmp") or nil
 local uv = okq and require("luv") or nil
 
-local function need_qemu_module()
-  assert(okq, "scsictl.qemu cannot be loaded: " .. tostring(qemu))
-end
-
--- Starts a QEMU or fails the test with the reason.
-local function start(n, opts)
-  need_qemu_module()
-  opts = opts or {}
-  opts.controllers = n
-  local vm, err = qemu.launch(opts)
-  assert(vm, "QEMU could not start: " .. tostring(err))
-  return vm
-end
+local need_qemu_module, start = Q.need, Q.start
+local shquote, NOPRELOAD = Q.shquote, Q.NOPRELOAD
 
 local function now() return uv.hrtime() / 1e9 end
 
@@ -39,33 +30,24 @@ local function sh(cmd)
   return ok == true
 end
 
-local function shquote(s) return "'" .. s:gsub("'", "'\\''") .. "'" end
-
--- External tools run without a sanitizer runtime that a sanitizer build
--- preloads into lua5.4 (qemu-img hangs under a preloaded libasan).
-local NOPRELOAD = (os.getenv("LD_PRELOAD") or ""):find("lib%a*san") and "env -u LD_PRELOAD " or ""
-
 ---------------------------------------------------------------------------
--- Images.
+-- Images (in scratch.dir, removed at teardown).
 
-local dir
-local made = {}
+local scratch = Q.scratch()
 
 local function raw(name, size)
-  local path = dir .. "/" .. name
+  local path = scratch:path(name)
   local f = assert(io.open(path, "wb"))
   f:seek("set", (size or 1024 * 1024) - 1)
   f:write("\0")
   f:close()
-  made[#made + 1] = path
   return path
 end
 
 local function qcow2(name, size)
-  local path = dir .. "/" .. name
+  local path = scratch:path(name)
   assert(sh(("%sqemu-img create -q -f qcow2 %s %s >/dev/null 2>&1"):format(NOPRELOAD,
     shquote(path), size or "1M")), "qemu-img create failed (is qemu-utils installed?)")
-  made[#made + 1] = path
   return path
 end
 
@@ -145,16 +127,8 @@ end
 ---------------------------------------------------------------------------
 
 describe("scsictl.qemu", function()
-  setup(function()
-    local p = io.popen("mktemp -d " .. shquote((os.getenv("TMPDIR") or "/tmp") .. "/scsictl-spec.XXXXXX"))
-    dir = p:read("l")
-    p:close()
-  end)
-
-  teardown(function()
-    for _, path in ipairs(made) do os.remove(path) end
-    if dir then os.remove(dir) end
-  end)
+  setup(function() scratch:create("scsictl-spec") end)
+  teardown(function() scratch:remove() end)
 
   describe("dependencies", function()
     it("the core never loads lua-luv or lua-cjson; scsictl.qemu names the Debian packages", function()
@@ -346,11 +320,11 @@ describe("scsictl.qemu", function()
       for _, d in ipairs(view) do
         if d.bus == "scsi0.0" then
           on0 = on0 + 1
-          assert.equal(dir .. ("/fill%02d.raw"):format(d.lun), d.file)
+          assert.equal(scratch.dir .. ("/fill%02d.raw"):format(d.lun), d.file)
         end
       end
       assert.equal(64, on0)
-      assert.equal(dir .. "/fill64.raw", disk_at(vm, 1, 0).file)
+      assert.equal(scratch.dir .. "/fill64.raw", disk_at(vm, 1, 0).file)
       t0 = now()
       for _, id in ipairs(ids) do assert.is_true(ctl:unmap_from_guest(id)) end
       local t_remove = now() - t0
@@ -396,7 +370,7 @@ describe("scsictl.qemu", function()
 
     it("fails cleanly for a missing image, leaving nothing in QEMU", function()
       local ctl = new_ctl(vm, { luns = 4 })
-      local missing = dir .. "/does-not-exist.qcow2"
+      local missing = scratch.dir .. "/does-not-exist.qcow2"
       local id = value(ctl:reserve({ host_path = missing }))
       local v, msg, code = ctl:map_to_guest(id)
       assert.is_nil(v)
@@ -420,11 +394,10 @@ describe("scsictl.qemu", function()
 
     it("fails at once, never hangs, for a FIFO or a directory as an image", function()
       local ctl = new_ctl(vm, { luns = 4 })
-      local fifo = dir .. "/image.fifo"
+      local fifo = scratch:path("image.fifo")
       assert(sh("mkfifo " .. shquote(fifo)))
-      made[#made + 1] = fifo
       for _, case in ipairs({ { fifo, "is a fifo, not a regular file" },
-                              { dir, "is a directory, not a regular file" } }) do
+                              { scratch.dir, "is a directory, not a regular file" } }) do
         local id = value(ctl:reserve({ host_path = case[1] }))
         local t0 = now()
         local v, msg, code = ctl:map_to_guest(id)
@@ -480,14 +453,7 @@ describe("scsictl.qemu", function()
       assert.is_true(ctl:unmap_from_guest(id))
 
       local img = raw("loop.raw", 4 * 1024 * 1024)
-      local p = io.popen(NOPRELOAD .. "losetup -f --show " .. shquote(img) .. " 2>/dev/null")
-      local loopdev = p:read("l")
-      p:close()
-      if not loopdev or loopdev == "" then
-        pending("no loop device available (needs root and losetup) to test a real PassThru attach")
-        return
-      end
-      local ok, err = pcall(function()
+      local attached = Q.with_loop_device(img, function(loopdev)
         id = value(ctl:reserve({ host_path = loopdev, type = "PassThru", read_only = true }))
         value(ctl:map_to_guest(id))
         local d = assert(disk_at(vm, 0, 0))
@@ -497,8 +463,9 @@ describe("scsictl.qemu", function()
         assert.is_true(ctl:unmap_from_guest(id))
         assert_empty(vm)
       end)
-      sh(NOPRELOAD .. "losetup -d " .. shquote(loopdev))
-      assert(ok, err)
+      if not attached then
+        pending("no loop device available (needs root and losetup) to test a real PassThru attach")
+      end
     end)
 
     it("works with the simulator's guest when the sim's VM half mirrors QEMU", function()

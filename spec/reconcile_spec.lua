@@ -3,10 +3,10 @@
 -- after a host agent killed with SIGKILL at random moments.
 --
 -- The first part needs no QEMU (stub views over a simulated controller).
--- The second boots one Linux guest for the file (TCG unless
--- SCSICTL_QEMU_ACCEL says otherwise), with a second QMP socket for the
--- child agents of the kill test (spec/support/agent_child.lua). If the
--- guest cannot be booted every test of that part FAILS with the reason.
+-- The second boots one Linux guest for the file (spec/support/guest.lua:
+-- TCG unless SCSICTL_QEMU_ACCEL says otherwise), with a second QMP socket
+-- for the child agents of the kill test (spec/support/agent_child.lua). If
+-- the guest cannot be booted every test of that part FAILS with the reason.
 -- SCSICTL_RECONCILE_KILLS sets the number of kills (default 24).
 
 local root = debug.getinfo(1, "S").source:match("^@(.-)spec/[^/]*$") or ""
@@ -15,11 +15,10 @@ package.path = root .. "lua/?.lua;" .. root .. "lua/?/init.lua;" .. root .. "spe
 local scsictl = require("scsictl")
 local sim = require("scsictl.sim")
 local reconcile = require("scsictl.reconcile")
+local H = require("helper")
+local G = require("support.guest")
 
-local function value(v, msg, code)
-  assert(v, ("expected success, got %s (%s)"):format(tostring(msg), tostring(code)))
-  return v
-end
+local value = G.value
 
 local function kinds(diffs)
   local out = {}
@@ -194,38 +193,28 @@ end)
 ---------------------------------------------------------------------------
 -- A real Linux guest.
 
-local okq, guest_vm = pcall(require, "support.guest_vm")
-local loop = okq and require("scsictl.loop") or nil
+local okl, loop = pcall(require, "scsictl.loop")
 
 describe("scsictl.reconcile (a real Linux guest)", function()
-  local g
+  local vm, guest                                    -- G.need()'s, set by need()
 
-  setup(function()
-    if not okq then return end
-    g = guest_vm.new{ controllers = 2, second_qmp = true }
-    g:boot()
-  end)
-
-  after_each(function()
-    if g and g.vm and g.vm:alive() then g:scrub() end
-  end)
-
-  teardown(function()
-    if g then g:stop() end
-  end)
+  setup(function() G.boot{ controllers = 2, second_qmp = true } end)
+  after_each(G.scrub)
+  teardown(G.shutdown)
 
   local function need()
-    assert(okq, "support.guest_vm cannot be loaded: " .. tostring(guest_vm))
-    return g:need()
+    vm, guest = G.need()
+    assert(okl, "scsictl.loop cannot be loaded: " .. tostring(loop))
+    return vm, guest
   end
 
   local function new_ctl()
-    return value(scsictl.new{ controllers = 2, luns_per_controller = 4, vm = g.vm:vm_backend(),
-                              linux_guest = g.guest })
+    return value(scsictl.new{ controllers = 2, luns_per_controller = 4, vm = vm:vm_backend(),
+                              linux_guest = guest })
   end
 
   local function run(ctl, repair)
-    local diffs, summary = reconcile.reconcile(ctl, { vm = g.vm:vm_backend(), guest = g.guest, repair = repair })
+    local diffs, summary = reconcile.reconcile(ctl, { vm = vm:vm_backend(), guest = guest, repair = repair })
     assert(diffs, summary)
     if repair then
       for _, d in ipairs(diffs) do assert(d.repaired or not d.repair, d.kind .. ": " .. tostring(d.error)) end
@@ -239,10 +228,10 @@ describe("scsictl.reconcile (a real Linux guest)", function()
     local deadline = loop.now() + 5
     while loop.now() < deadline do
       local present = false
-      for _, s in ipairs(value(g.vm:vm_backend():observe())) do
+      for _, s in ipairs(value(vm:vm_backend():observe())) do
         if s.controller == c and s.lun == l and s.device then present = true end
       end
-      for _, d in ipairs(value(g.guest:observe(2)).devices) do
+      for _, d in ipairs(value(guest:observe(2)).devices) do
         if d.controller == c and d.lun == l then present = true end
       end
       if not present then return end
@@ -254,58 +243,58 @@ describe("scsictl.reconcile (a real Linux guest)", function()
   it("a disk unplugged behind the controller's back: vm_missing, then map re-adds and unmap removes", function()
     need()
     local ctl <close> = new_ctl()
-    local id = value(ctl:reserve{ host_path = g:ext4("gone.img", { ["g.txt"] = "gone\n" }) })
+    local id = value(ctl:reserve{ host_path = G.ext4("gone.img", { ["g.txt"] = "gone\n" }) })
     local path = value(ctl:map_to_guest(id))
-    value(g.vm:qmp():execute("device_del", { id = "scsictl-disk-c0-l0" }))
+    value(vm:qmp():execute("device_del", { id = "scsictl-disk-c0-l0" }))
     wait_unplugged(0, 0)
     local before = ctl:save()
     local diffs = run(ctl, false)
     assert.same({ "vm_missing 0:0", "guest_unexplained_mount 0:0" }, kinds(diffs))
     assert.matches("only leftover nodes", diffs[1].detail)
     assert.equal(before, ctl:save())                       -- without repair nothing changes
-    assert.equal(1, #value(g.guest:observe(2)).mounts)
+    assert.equal(1, #value(guest:observe(2)).mounts)
     diffs = run(ctl, true)
     assert.same({ "vm_missing 0:0", "guest_unexplained_mount 0:0" }, kinds(diffs))
     assert.same({}, run(ctl, false))
     assert.equal("reserved", ctl:slots()[1].state)
     assert.equal(path, value(ctl:map_to_guest(id)))
-    assert.equal("gone\n", g:gsh("cat " .. path .. "/g.txt"))
+    assert.equal("gone\n", G.gsh("cat " .. path .. "/g.txt"))
     value(ctl:unmap_from_guest(id))
-    assert.same({}, g:leftovers())
+    assert.same({}, G.leftovers())
   end)
 
   it("a disk and a lone node added with our names at unused slots are found and removed", function()
     need()
     local ctl <close> = new_ctl()
-    local q = g.vm:qmp()
-    local img = g:ext4("stray.img", { s = "s" })
+    local q = vm:qmp()
+    local img = G.ext4("stray.img", { s = "s" })
     value(q:execute("blockdev-add", { driver = "raw", ["node-name"] = "scsictl-node-c1-l2",
       file = { driver = "file", filename = img } }))
     value(q:execute("device_add", { driver = "scsi-hd", id = "scsictl-disk-c1-l2", drive = "scsictl-node-c1-l2",
       bus = "scsi1.0", ["scsi-id"] = 0, channel = 0, lun = 2 }))
     value(q:execute("blockdev-add", { driver = "raw", ["node-name"] = "scsictl-node-c0-l3",
-      file = { driver = "file", filename = g:ext4("lone.img", { l = "l" }) } }))
+      file = { driver = "file", filename = G.ext4("lone.img", { l = "l" }) } }))
     -- The guest sees the disk once its hot-plug event is handled.
     local deadline = loop.now() + 10
-    while #value(g.guest:observe(2)).devices == 0 and loop.now() < deadline do loop.sleep(0.05) end
+    while #value(guest:observe(2)).devices == 0 and loop.now() < deadline do loop.sleep(0.05) end
     local diffs = run(ctl, true)
     assert.same({ "vm_leftover 0:3", "vm_unexplained 1:2", "guest_device_unexplained 1:2" }, kinds(diffs))
     assert.same({}, run(ctl, false))
-    assert.same({}, g:leftovers())
+    assert.same({}, G.leftovers())
     -- The slots work as usual afterwards.
     local id = value(ctl:reserve{ host_path = img })
     value(ctl:map_to_guest(id))
     value(ctl:unmap_from_guest(id))
-    assert.same({}, g:leftovers())
+    assert.same({}, G.leftovers())
   end)
 
   it("an unmount in the guest behind its back, and extra mounts under /run/mounts/scsi", function()
     need()
     local ctl <close> = new_ctl()
-    local id = value(ctl:reserve{ host_path = g:ext4("um.img", { ["u.txt"] = "um\n" }) })
+    local id = value(ctl:reserve{ host_path = G.ext4("um.img", { ["u.txt"] = "um\n" }) })
     local path = value(ctl:map_to_guest(id))
-    g:gsh("umount " .. path)
-    g:gsh("mkdir -p /run/mounts/scsi/1_3_0 /run/mounts/scsi/stale && mount -t tmpfs extra /run/mounts/scsi/1_3_0")
+    G.gsh("umount " .. path)
+    G.gsh("mkdir -p /run/mounts/scsi/1_3_0 /run/mounts/scsi/stale && mount -t tmpfs extra /run/mounts/scsi/1_3_0")
     local diffs = run(ctl, true)
     -- The umount left its directory behind: a leftover too.
     assert.same({ "guest_missing_mount 0:0", "guest_leftover_path 0:0", "guest_unexplained_mount 1:3",
@@ -314,9 +303,9 @@ describe("scsictl.reconcile (a real Linux guest)", function()
     assert.same({}, run(ctl, false))
     -- The next map mounts again (it would have said "already mounted").
     assert.equal(path, value(ctl:map_to_guest(id)))
-    assert.equal("um\n", g:gsh("cat " .. path .. "/u.txt"))
+    assert.equal("um\n", G.gsh("cat " .. path .. "/u.txt"))
     value(ctl:unmap_from_guest(id))
-    assert.same({}, g:leftovers())
+    assert.same({}, G.leftovers())
   end)
 
   -- A crash just after `step` took effect: the controller's map runs in a
@@ -328,8 +317,8 @@ describe("scsictl.reconcile (a real Linux guest)", function()
     it(("a crash with %s in flight: %s, recorded as done; the release removes it"):format(step, want:match("%S+")),
         function()
       need()
-      local vmb = g.vm:vm_backend()
-      local state = g:path("inflight-" .. step)
+      local vmb = vm:vm_backend()
+      local state = G.path_of("inflight-" .. step)
       local snapshot
       local function crash(name, f)
         return function(_, ...)
@@ -347,10 +336,10 @@ describe("scsictl.reconcile (a real Linux guest)", function()
                remove_scsi_disk = pass(function(...) return vmb:remove_scsi_disk(...) end) },
         linux_guest = {
           add_mapped_virtual_disk = crash("add_mapped_virtual_disk",
-            function(...) return g.guest:add_mapped_virtual_disk(...) end),
-          remove_mapped_virtual_disk = pass(function(...) return g.guest:remove_mapped_virtual_disk(...) end),
-          remove_scsi_device = pass(function(...) return g.guest:remove_scsi_device(...) end) } })
-      local id = value(ctl:reserve{ host_path = g:ext4("flight.img", { f = "f" }) })
+            function(...) return guest:add_mapped_virtual_disk(...) end),
+          remove_mapped_virtual_disk = pass(function(...) return guest:remove_mapped_virtual_disk(...) end),
+          remove_scsi_device = pass(function(...) return guest:remove_scsi_device(...) end) } })
+      local id = value(ctl:reserve{ host_path = G.ext4("flight.img", { f = "f" }) })
       local co = coroutine.create(function() return ctl:map_to_guest(id) end)
       assert(coroutine.resume(co))
       assert.equal("suspended", coroutine.status(co))
@@ -360,11 +349,11 @@ describe("scsictl.reconcile (a real Linux guest)", function()
       local f = assert(io.open(copy, "wb"))
       f:write(snapshot)
       f:close()
-      local ctl2 <close> = value(scsictl.open(copy, { vm = vmb, linux_guest = g.guest }))
+      local ctl2 <close> = value(scsictl.open(copy, { vm = vmb, linux_guest = guest }))
       -- A hot-added disk shows in the guest once its hot-plug event is
       -- handled (before that: guest_device_missing, which needs no repair).
       local deadline = loop.now() + 10
-      while #value(g.guest:observe(2)).devices == 0 and loop.now() < deadline do loop.sleep(0.05) end
+      while #value(guest:observe(2)).devices == 0 and loop.now() < deadline do loop.sleep(0.05) end
       local diffs = run(ctl2, true)
       assert.same({ want }, kinds(diffs))
       assert.same({}, run(ctl2, false))
@@ -372,7 +361,7 @@ describe("scsictl.reconcile (a real Linux guest)", function()
       assert.equal("attached", sl.state)
       assert.equal(step == "add_scsi_disk" and "reserved" or "mounted", sl.partitions[1].state)
       value(ctl2:unmap_from_guest(id))
-      assert.same({}, g:leftovers())
+      assert.same({}, G.leftovers())
       co, ctl = nil, nil -- luacheck: ignore 311 (the "crashed" agent is dropped)
       collectgarbage()
     end)
@@ -381,34 +370,25 @@ describe("scsictl.reconcile (a real Linux guest)", function()
   -------------------------------------------------------------------------
   -- The kill test.
 
-  local function shq(s) return guest_vm.shquote(s) end
-
-  local function read(path)
-    local f = io.open(path, "rb")
-    if not f then return nil end
-    local s = f:read("a")
-    f:close()
-    return s
-  end
+  local shq = G.shquote
 
   -- Starts an agent child; returns its popen handle and pid once it is
   -- ready, or nil and what it said.
   local function spawn(state, seed, images, errfile)
     local src = debug.getinfo(1, "S").source:sub(2)
     local script = src:gsub("[^/]*$", "") .. "support/agent_child.lua"
-    local pci = {}
-    for c = 0, 1 do pci[#pci + 1] = g.vm:pci_address(c) end
+    local qmp2, agent_socket, pci = G.endpoints()
     local quoted = {}
     for i, img in ipairs(images) do quoted[i] = shq(img) end
     local cmd = ("echo $$; LUA_PATH=%s LUA_CPATH=%s exec lua5.4 %s %s %s %s %s %d %d %s 2>>%s"):format(
-      shq(package.path), shq(package.cpath), shq(script), shq(state), shq(g.qmp2), shq(g.vm.agent_socket),
-      table.concat(pci, ","), seed, 4, table.concat(quoted, " "), shq(errfile))
+      shq(package.path), shq(package.cpath), shq(script), shq(state), shq(qmp2), shq(agent_socket),
+      pci, seed, 4, table.concat(quoted, " "), shq(errfile))
     local p = assert(io.popen(cmd, "r"))
     local pid = math.tointeger(tonumber(p:read("l")))
     local line = p:read("l")
     if line ~= "ready" then
       p:close()
-      return nil, tostring(line) .. " " .. (read(errfile) or "")
+      return nil, tostring(line) .. " " .. (H.read(errfile) or "")
     end
     return p, pid
   end
@@ -442,8 +422,8 @@ describe("scsictl.reconcile (a real Linux guest)", function()
   local function restart(state, vmb, stats)
     -- Never closed (a closed controller's file says so, and the next child
     -- would find it closed): dropped, like the process it stands for.
-    local ctl = value(scsictl.open(state, { vm = vmb, linux_guest = g.guest }))
-    local diffs, summary = reconcile.reconcile(ctl, { vm = vmb, guest = g.guest, repair = true })
+    local ctl = value(scsictl.open(state, { vm = vmb, linux_guest = guest }))
+    local diffs, summary = reconcile.reconcile(ctl, { vm = vmb, guest = guest, repair = true })
     assert(diffs, summary)
     for _, d in ipairs(diffs) do
       stats.kinds[d.kind] = (stats.kinds[d.kind] or 0) + 1
@@ -451,7 +431,7 @@ describe("scsictl.reconcile (a real Linux guest)", function()
         reconcile.format(diffs, summary)))
     end
     stats.found, stats.repaired = stats.found + summary.total, stats.repaired + summary.repaired
-    local again = value(reconcile.reconcile(ctl, { vm = vmb, guest = g.guest }))
+    local again = value(reconcile.reconcile(ctl, { vm = vmb, guest = guest }))
     local left = {}
     for _, d in ipairs(again) do
       if d.kind ~= "guest_device_missing" then left[#left + 1] = d end
@@ -470,7 +450,7 @@ describe("scsictl.reconcile (a real Linux guest)", function()
     assert(#errs == 0, "release failed: " .. table.concat(errs, "; ") .. "\nafter\n"
       .. reconcile.format(diffs, summary))
     assert.equal(0, ctl:stats().used)
-    local rest = g:leftovers()
+    local rest = G.leftovers()
     assert(#rest == 0, "left after the release: " .. table.concat(rest, "; ") .. "\nafter\n"
       .. reconcile.format(diffs, summary))
     return diffs, summary
@@ -480,15 +460,15 @@ describe("scsictl.reconcile (a real Linux guest)", function()
     need()
     local kills = math.tointeger(tonumber(os.getenv("SCSICTL_RECONCILE_KILLS") or "")) or 24
     local images = {}
-    for i = 1, 4 do images[i] = g:ext4(("agent%d.img"):format(i), { ["n.txt"] = i .. "\n" }) end
-    local state, errfile = g:path("agent.state"), g:path("agent.err")
-    local vmb = g.vm:vm_backend()
+    for i = 1, 4 do images[i] = G.ext4(("agent%d.img"):format(i), { ["n.txt"] = i .. "\n" }) end
+    local state, errfile = G.path_of("agent.state"), G.path_of("agent.err")
+    local vmb = vm:vm_backend()
     local seed0 = math.random(1, 1e6)
     local stats = { kinds = {}, found = 0, repaired = 0, maps = 0, releases = 0, with_diffs = 0 }
     local best, failures = nil, {}
     local started = loop.now()
     for k = 1, kills do
-      g.guest:close()                                -- qemu-ga serves one client: the child's turn
+      guest:close()                                -- qemu-ga serves one client: the child's turn
       local p, pid = spawn(state, seed0 + k, images, errfile)
       assert(p, ("kill %d: the child did not start: %s"):format(k, tostring(pid)))
       loop.sleep(0.5 + math.random() * 2)
@@ -498,7 +478,7 @@ describe("scsictl.reconcile (a real Linux guest)", function()
       collectgarbage()                               -- the dropped controller lets go of the file
       if not ok then
         failures[#failures + 1] = ("kill %d (seed %d): %s"):format(k, seed0 + k, tostring(diffs))
-        g:scrub()
+        G.scrub()
         os.remove(state)
       elseif #diffs > 0 then
         stats.with_diffs = stats.with_diffs + 1

@@ -11,6 +11,7 @@ running a random workload on the event loop until it is killed.
     <agent>  qemu-ga's socket (it serves one client: the parent lets go of
              it while the child runs)
     <pci>    controller PCI addresses, "0000:00:04.0,0000:00:05.0"
+             (the three sockets and addresses: support/guest.lua's endpoints)
     <tasks>  how many loop tasks run the workload at once
 
 Connects QMP and the guest agent, opens the state file, prints "ready",
@@ -20,8 +21,7 @@ Writes go through scsictl.state_writer, so nothing blocks the loop.
 ]]
 
 local scsictl = require("scsictl")
-local qemu = require("scsictl.qemu")
-local qemu_guest = require("scsictl.qemu_guest")
+local G = require("support.guest")
 local loop = require("scsictl.loop")
 local state_writer = require("scsictl.state_writer")
 
@@ -32,19 +32,6 @@ local function fail(msg)
   io.stdout:write("error: ", tostring(msg), "\n")
   io.stdout:flush()
   os.exit(3)
-end
-
-local function connect(qmp_path, agent_path, pci)
-  local vm = qemu.vm_backend{ qmp = qmp_path, timeout = 10 }
-  local ok, msg = vm:client()
-  if not ok then fail(msg) end
-  local guest = qemu_guest.linux_guest{ agent = agent_path, pci = pci, timeout = 30 }
-  local agent
-  agent, msg = guest:agent()
-  if not agent then fail(msg) end
-  ok, msg = agent:sync(20)
-  if not ok then fail(msg) end
-  return vm, guest
 end
 
 local function open(state, vm, guest)
@@ -76,13 +63,11 @@ local function worker(ctl, images)
 end
 
 local function main(state, qmp_path, agent_path, pci_list, seed, tasks, images)
-  local pci, n = {}, 0
-  for a in pci_list:gmatch("[^,]+") do
-    pci[n], n = a, n + 1          -- controller numbers start at 0
-  end
   math.randomseed(seed)
   loop.run(function()
-    local vm, guest = connect(qmp_path, agent_path, pci)
+    -- QMP and the guest agent, connected and synced (support/guest.lua).
+    local vm, guest = G.attach(qmp_path, agent_path, pci_list)
+    if not vm then fail(guest) end
     local ctl, msg, code = open(state, vm, guest)
     if not ctl then fail(("cannot open the state file: %s (%s)"):format(msg, code)) end
     io.stdout:write("ready\n")

@@ -1,16 +1,21 @@
 --[[
 support/guest.lua — one booted test guest for a spec file, and what such
-specs check with it (the helpers of spec/linux_guest_spec.lua, shared).
+specs check with it (spec/linux_guest_spec.lua, spec/guest_crypt_spec.lua,
+spec/reconcile_spec.lua and its child spec/support/agent_child.lua).
 
   local G = require("support.guest")
   setup(G.boot)                 -- boots once (TCG unless SCSICTL_QEMU_ACCEL says)
   after_each(G.scrub)           -- whatever a failed test left goes
-  teardown(G.shutdown)          -- stops QEMU, removes the images
+  teardown(G.shutdown)          -- stops QEMU, removes the images and the directory
   it("...", function()
     local vm, guest = G.need()  -- fails the test with the reason when no guest
     ...
     G.assert_clean(ctl)
   end)
+
+G.boot{ controllers = n, timeout = s, second_qmp = true }: second_qmp gives
+QEMU a second QMP socket (G.qmp2()) for another process's client; G.endpoints()
+names what such a child needs and G.attach(...) connects it (agent_child.lua).
 
 If the guest cannot be built or booted, every test that calls G.need()
 FAILS with the reason: nothing passes without a guest.
@@ -35,9 +40,11 @@ function M.value(v, msg, code)
 end
 local value = M.value
 
-local vm, guest, boot_error, dir
+local vm, guest, boot_error, dir, qmp2
 local made = {}
 
+-- opts: controllers (default 2), timeout (the guest backend's, default 30),
+-- second_qmp (a second QMP socket in the spec's directory: G.qmp2()).
 function M.boot(opts)
   opts = opts or {}
   local p = io.popen("mktemp -d " .. shquote((os.getenv("TMPDIR") or "/tmp") .. "/scsictl-guest-spec.XXXXXX"))
@@ -47,7 +54,13 @@ function M.boot(opts)
     boot_error = qemu_guest
     return
   end
-  local ok, a, b = pcall(qemu_guest.launch, { controllers = opts.controllers or 2, timeout = opts.timeout or 30 })
+  local args
+  if opts.second_qmp then
+    qmp2 = dir .. "/qmp2.sock"
+    args = { "-qmp", "unix:" .. qmp2 .. ",server=on,wait=off" }
+  end
+  local ok, a, b = pcall(qemu_guest.launch, { controllers = opts.controllers or 2, timeout = opts.timeout or 30,
+    args = args })
   if not ok then
     boot_error = a
   elseif not a then
@@ -64,10 +77,43 @@ function M.need()
   return vm, guest
 end
 
+-- Stops QEMU; removes the images and the directory with whatever else a
+-- spec left in it (state files, the second QMP socket).
 function M.shutdown()
   if vm then vm:stop() end
   for _, path in ipairs(made) do os.remove(path) end
-  if dir then os.remove(dir) end
+  if dir then os.execute("rm -rf " .. shquote(dir)) end
+end
+
+-- The second QMP socket's path (boot with second_qmp), else nil.
+function M.qmp2() return qmp2 end
+
+-- What a child process needs to drive this guest: the second QMP socket,
+-- qemu-ga's socket (it serves one client: close the guest backend's agent
+-- while the child runs) and the controllers' PCI addresses, "a,b,...".
+function M.endpoints()
+  local pci = {}
+  for c = 0, vm.controllers - 1 do pci[#pci + 1] = vm:pci_address(c) end
+  return qmp2, vm.agent_socket, table.concat(pci, ",")
+end
+
+-- In that child: a QEMU backend over the QMP socket and a Linux guest
+-- backend over qemu-ga's socket, its agent connected and synced; or nil, msg.
+function M.attach(qmp_path, agent_path, pci_list)
+  local pci, n = {}, 0
+  for a in pci_list:gmatch("[^,]+") do
+    pci[n], n = a, n + 1          -- controller numbers start at 0
+  end
+  local vmb = qemu.vm_backend{ qmp = qmp_path, timeout = 10 }
+  local ok, msg = vmb:client()
+  if not ok then return nil, msg end
+  local g = qemu_guest.linux_guest{ agent = agent_path, pci = pci, timeout = 30 }
+  local agent
+  agent, msg = g:agent()
+  if not agent then return nil, msg end
+  ok, msg = agent:sync(20)
+  if not ok then return nil, msg end
+  return vmb, g
 end
 
 -- Runs a guest command that must succeed; its stdout.
@@ -142,8 +188,10 @@ end
 -- Controllers whose backends record every callback.
 
 -- Backends that record every callback (name, args, outcome, time) into log
--- before passing it on to QEMU / the guest.
-function M.logged(log)
+-- before passing it on to QEMU / the guest. With opts.guest_had_device,
+-- remove_scsi_disk also records whether the guest still had the SCSI
+-- device when the hot-remove began.
+function M.logged(log, opts)
   local vmb = vm:vm_backend()
   local function rec(name, f)
     return function(_, ...)
@@ -156,9 +204,17 @@ function M.logged(log)
       return table.unpack(r, 1, r.n)
     end
   end
+  local remove = function(...) return vmb:remove_scsi_disk(...) end
+  if opts and opts.guest_had_device then
+    remove = function(c, l)
+      local dev, why = guest:device(c, l)
+      log[#log].guest_had_device = dev ~= nil or not tostring(why):find("no disk at", 1, true)
+      return vmb:remove_scsi_disk(c, l)
+    end
+  end
   local v = {
     add_scsi_disk = rec("add_scsi_disk", function(...) return vmb:add_scsi_disk(...) end),
-    remove_scsi_disk = rec("remove_scsi_disk", function(...) return vmb:remove_scsi_disk(...) end),
+    remove_scsi_disk = rec("remove_scsi_disk", remove),
   }
   local g = {}
   for _, n in ipairs({ "add_mapped_virtual_disk", "remove_mapped_virtual_disk", "remove_scsi_device" }) do
@@ -167,8 +223,9 @@ function M.logged(log)
   return v, g
 end
 
-function M.new_ctl(log, controllers, luns)
-  local v, g = M.logged(log or {})
+-- A controller over M.logged's backends (opts as M.logged's).
+function M.new_ctl(log, controllers, luns, opts)
+  local v, g = M.logged(log or {}, opts)
   return scsictl.new{ controllers = controllers or 2, luns_per_controller = luns or 4,
     vm = v, linux_guest = g }
 end
@@ -235,11 +292,28 @@ function M.qemu_nodes()
   return out
 end
 
+-- What is left: QEMU's nodes and devices of the scsictl prefix (observe),
+-- the guest's mounts under /run/mounts, its SCSI disks and what is under
+-- /run/mounts/scsi, as strings.
+function M.leftovers()
+  local out = {}
+  for _, s in ipairs(assert(vm:vm_backend():observe())) do
+    out[#out + 1] = ("qemu c%d l%d device=%s nodes=%s"):format(s.controller, s.lun, tostring(s.device),
+      table.concat(s.nodes, ","))
+  end
+  for _, m in ipairs(M.guest_mounts()) do out[#out + 1] = "guest mount " .. m end
+  for _, name in ipairs(M.guest_scsi_disks()) do out[#out + 1] = "guest disk " .. name end
+  local rest = gsh("ls -A /run/mounts/scsi 2>/dev/null || true"):gsub("%s+$", "")
+  if rest ~= "" then out[#out + 1] = "guest entries " .. rest end
+  return out
+end
+
 -- No claim, no mount, no mapping, no SCSI disk in the guest or in QEMU.
-function M.assert_clean(ctl)
+-- opts.mappings = false leaves the device-mapper mappings unchecked.
+function M.assert_clean(ctl, opts)
   if ctl then assert.equal(0, ctl:stats().used) end
   assert.same({}, M.guest_mounts())
-  assert.same({}, M.guest_mappings())
+  if not (opts and opts.mappings == false) then assert.same({}, M.guest_mappings()) end
   assert.same({}, M.guest_scsi_disks())
   assert.same({}, M.qemu_disks())
   assert.same({}, M.qemu_nodes())
@@ -256,11 +330,10 @@ function M.scrub()
     for d in /sys/block/dm-*; do [ -e "$d/dm/name" ] && dmsetup remove "$(cat "$d/dm/name")"; done
     for d in /sys/bus/scsi/devices/*:*:*:*; do [ -e "$d/delete" ] && echo 1 > "$d/delete"; done
     true]])
+  -- Every slot QEMU holds under the scsictl prefix: a device, or only the
+  -- block nodes an interrupted add left.
   local vmb = vm:vm_backend()
-  for _, d in ipairs(qemu.scsi_disks(vm:qmp()) or {}) do
-    local c, l = tostring(d.device):match("^scsictl%-disk%-c(%d+)%-l(%d+)$")
-    if c then vmb:remove_scsi_disk(tonumber(c), tonumber(l)) end
-  end
+  for _, s in ipairs(vmb:observe() or {}) do vmb:remove_scsi_disk(s.controller, s.lun) end
 end
 
 return M
