@@ -5,12 +5,6 @@
  */
 #include "test_util.h"
 
-static char calls_buf[2048];
-static const char *calls_since(rec_backend *r, size_t from)
-{
-    rec_format(r, from, calls_buf, sizeof calls_buf);
-    return calls_buf;
-}
 
 /* D1: a failed guest mount makes every later unmap_from_guest fail,
  * leaking the disk; a second reservation on that partition can never map
@@ -30,15 +24,15 @@ static void test_d1(void)
     /* the second claim on the same partition maps */
     size_t from = r->n;
     CHECK_CODE(scsictl_map(ctl, &r->cb, &b, path, sizeof path, &err), SCSICTL_OK);
-    CHECK_STR(calls_since(r, from), "mount 0:0:0 /a");
+    CHECK_STR(rec_calls_since(r, from), "mount 0:0:0 /a");
     CHECK_STR(path, "/run/mounts/scsi/0_0_0");
     /* both releases succeed and everything is torn down */
     from = r->n;
     CHECK_CODE(scsictl_unmap(ctl, &r->cb, &a, &err), SCSICTL_OK);
-    CHECK_STR(calls_since(r, from), "");
+    CHECK_STR(rec_calls_since(r, from), "");
     from = r->n;
     CHECK_CODE(scsictl_unmap(ctl, &r->cb, &b, &err), SCSICTL_OK);
-    CHECK_STR(calls_since(r, from), "unmount 0:0:0 /a, eject 0:0, remove 0:0");
+    CHECK_STR(rec_calls_since(r, from), "unmount 0:0:0 /a, eject 0:0, remove 0:0");
     CHECK_STATE(ctl, "");
     rec_check_balanced(r, true);
 
@@ -49,7 +43,7 @@ static void test_d1(void)
     CHECK_CODE(scsictl_map(ctl, &r->cb, &a, path, sizeof path, &err), SCSICTL_E_BACKEND);
     CHECK_CODE(scsictl_map(ctl, &r->cb, &a, path, sizeof path, &err), SCSICTL_E_BACKEND);
     CHECK_CODE(scsictl_unmap(ctl, &r->cb, &a, &err), SCSICTL_OK);
-    CHECK_STR(calls_since(r, 0), "add 0:0 /a, mount 0:0:0 /a, mount 0:0:0 /a, eject 0:0, remove 0:0");
+    CHECK_STR(rec_calls_since(r, 0), "add 0:0 /a, mount 0:0:0 /a, mount 0:0:0 /a, eject 0:0, remove 0:0");
     CHECK_STATE(ctl, "");
     rec_check_balanced(r, true);
 
@@ -62,7 +56,7 @@ static void test_d1(void)
     CHECK_CODE(scsictl_unmap(ctl, &r->cb, &a, &err), SCSICTL_OK);
     CHECK_CODE(scsictl_map(ctl, &r->cb, &b, path, sizeof path, &err), SCSICTL_OK);
     CHECK_CODE(scsictl_unmap(ctl, &r->cb, &b, &err), SCSICTL_OK);
-    CHECK_STR(calls_since(r, 0),
+    CHECK_STR(rec_calls_since(r, 0),
               "add 0:0 /a, mount 0:0:0 /a, mount 0:0:0 /a, unmount 0:0:0 /a, eject 0:0, remove 0:0");
     CHECK_STATE(ctl, "");
     rec_check_balanced(r, true);
@@ -84,9 +78,9 @@ static void test_d2(void)
     CHECK_CODE(scsictl_map(ctl, &r->cb, &a, NULL, 0, &err), SCSICTL_OK);
     size_t from = r->n;
     CHECK_CODE(scsictl_unmap(ctl, &r->cb, &b, &err), SCSICTL_OK);
-    CHECK_STR(calls_since(r, from), "");
+    CHECK_STR(rec_calls_since(r, from), "");
     CHECK_CODE(scsictl_unmap(ctl, &r->cb, &a, &err), SCSICTL_OK);
-    CHECK_STR(calls_since(r, from), "unmount 0:0:0 /a, eject 0:0, remove 0:0");
+    CHECK_STR(rec_calls_since(r, from), "unmount 0:0:0 /a, eject 0:0, remove 0:0");
     CHECK_STATE(ctl, "");
     rec_check_balanced(r, true);
 
@@ -102,7 +96,7 @@ static void test_d2(void)
     CHECK_STATE(ctl, "0:0 /a attached r1 [1 reserved 1]");
     from = r->n;
     CHECK_CODE(scsictl_unmap(ctl, &r->cb, &b, &err), SCSICTL_OK);
-    CHECK_STR(calls_since(r, from), "remove 0:0");
+    CHECK_STR(rec_calls_since(r, from), "remove 0:0");
     CHECK_STATE(ctl, "");
     rec_check_balanced(r, true);
     free(r);
@@ -137,7 +131,7 @@ static void test_d3(void)
     CHECK_STR(path, "/run/mounts/scsi/0_1_0");
     CHECK_CODE(scsictl_map(ctl, &r->cb, &a2, path, sizeof path, &err), SCSICTL_OK);
     CHECK_STR(path, "/run/mounts/scsi/0_0_1");
-    CHECK_STR(calls_since(r, from),
+    CHECK_STR(rec_calls_since(r, from),
               "add 0:1 /b, mount 0:1:0 /b, add 0:0 /a, mount 0:0:1 /a");
     CHECK_STATE(ctl, "0:0 /a attached r2 [0 reserved 1] [1 mounted 1]; "
                      "0:1 /b attached r1 [0 mounted 1]");
@@ -159,7 +153,7 @@ static void test_d3(void)
     CHECK_STR(path, "/run/mounts/scsi/0_1_0");
     CHECK_CODE(scsictl_map(ctl, &r->cb, &a2, path, sizeof path, &err), SCSICTL_OK);
     CHECK_STR(path, "/run/mounts/scsi/0_0_0");
-    CHECK_STR(calls_since(r, 0),
+    CHECK_STR(rec_calls_since(r, 0),
               "add 0:0 /a, add 0:1 /b, mount 0:1:0 /b, add 0:0 /a, mount 0:0:0 /a");
     CHECK_CODE(scsictl_unmap(ctl, &r->cb, &a2, &err), SCSICTL_OK);
     CHECK_CODE(scsictl_unmap(ctl, &r->cb, &b, &err), SCSICTL_OK);
@@ -225,18 +219,18 @@ static void test_d5(void)
     CHECK_CODE(scsictl_unmap(ctl, &r->cb, &a, &err), SCSICTL_OK);
     if (other) {
         /* had the claim been accepted, its disk must survive the retry */
-        CHECK_STR(calls_since(r, from), "");
+        CHECK_STR(rec_calls_since(r, from), "");
         CHECK_STATE(ctl, "0:0 /a attached r1 [0 mounted 1]");
         CHECK_CODE(scsictl_unmap(ctl, &r->cb, &b, &err), SCSICTL_OK);
     } else {
-        CHECK_STR(calls_since(r, from), "eject 0:0, remove 0:0");
+        CHECK_STR(rec_calls_since(r, from), "eject 0:0, remove 0:0");
     }
     CHECK_STATE(ctl, "");
     /* afterwards the path can be claimed again, on the lowest free slot */
     CHECK_CODE(tu_reserve(ctl, "/a", 0, &b), SCSICTL_OK);
     from = r->n;
     CHECK_CODE(scsictl_map(ctl, &r->cb, &b, path, sizeof path, &err), SCSICTL_OK);
-    CHECK_STR(calls_since(r, from), "add 0:0 /a, mount 0:0:0 /a");
+    CHECK_STR(rec_calls_since(r, from), "add 0:0 /a, mount 0:0:0 /a");
     CHECK_CODE(scsictl_unmap(ctl, &r->cb, &b, &err), SCSICTL_OK);
     CHECK_STATE(ctl, "");
     rec_check_balanced(r, true);
@@ -249,7 +243,7 @@ static void test_d5(void)
     CHECK_CODE(scsictl_unmap(ctl, &r->cb, &a, &err), SCSICTL_E_BACKEND);
     CHECK_CODE(tu_reserve(ctl, "/a", 1, &b), SCSICTL_E_BUSY);
     CHECK_CODE(scsictl_unmap(ctl, &r->cb, &a, &err), SCSICTL_OK);
-    CHECK_STR(calls_since(r, 0),
+    CHECK_STR(rec_calls_since(r, 0),
               "add 0:0 /a, mount 0:0:0 /a, unmount 0:0:0 /a, eject 0:0, remove 0:0, remove 0:0");
     CHECK_STATE(ctl, "");
     rec_check_balanced(r, true);
@@ -265,15 +259,15 @@ static void test_d5(void)
     CHECK_CODE(scsictl_map(ctl, &r->cb, &b, path, sizeof path, &err), SCSICTL_OK);
     CHECK_STR(path, "/run/mounts/scsi/0_0_0");
     CHECK_CODE(scsictl_unmap(ctl, &r->cb, &a, &err), SCSICTL_OK);
-    CHECK_STR(calls_since(r, from), "");
+    CHECK_STR(rec_calls_since(r, from), "");
     CHECK_STATE(ctl, "0:0 /a attached r1 [0 mounted 1]");
     /* a repeated release of the finished id must not touch the count */
     CHECK_CODE(scsictl_unmap(ctl, &r->cb, &a, &err), SCSICTL_E_NOT_FOUND);
     CHECK_STATE(ctl, "0:0 /a attached r1 [0 mounted 1]");
     CHECK_CODE(scsictl_map(ctl, &r->cb, &b, path, sizeof path, &err), SCSICTL_OK);
-    CHECK_STR(calls_since(r, from), "");
+    CHECK_STR(rec_calls_since(r, from), "");
     CHECK_CODE(scsictl_unmap(ctl, &r->cb, &b, &err), SCSICTL_OK);
-    CHECK_STR(calls_since(r, from), "unmount 0:0:0 /a, eject 0:0, remove 0:0");
+    CHECK_STR(rec_calls_since(r, from), "unmount 0:0:0 /a, eject 0:0, remove 0:0");
     CHECK_STATE(ctl, "");
     rec_check_balanced(r, true);
 
@@ -292,9 +286,9 @@ static void test_d5(void)
     CHECK_STATE(ctl, "0:0 /a attached r1 [0 mounted 1]");
     from = r->n;
     CHECK_CODE(scsictl_map(ctl, &r->cb, &c, path, sizeof path, &err), SCSICTL_OK);
-    CHECK_STR(calls_since(r, from), "");
+    CHECK_STR(rec_calls_since(r, from), "");
     CHECK_CODE(scsictl_unmap(ctl, &r->cb, &c, &err), SCSICTL_OK);
-    CHECK_STR(calls_since(r, from), "unmount 0:0:0 /a, eject 0:0, remove 0:0");
+    CHECK_STR(rec_calls_since(r, from), "unmount 0:0:0 /a, eject 0:0, remove 0:0");
     CHECK_STATE(ctl, "");
     rec_check_balanced(r, true);
     free(r);

@@ -7,13 +7,6 @@
 #include <stdlib.h>
 #include <unistd.h>
 
-static char calls_buf[2048];
-
-static const char *calls_since(rec_backend *r, size_t from)
-{
-    rec_format(r, from, calls_buf, sizeof calls_buf);
-    return calls_buf;
-}
 
 /* The state of the disk in the first listed slot and of its first
  * partition ("-" if none), as "disk/partition". */
@@ -51,14 +44,14 @@ static void test_records_follow(void)
     CHECK_STR(states(ctl), "reserved/reserved");
     size_t from = r->n;
     CHECK_CODE(scsictl_map(ctl, &r->cb, &a, path, sizeof path, &err), SCSICTL_OK);
-    CHECK_STR(calls_since(r, from), "add 0:0 /a, mount 0:0:1 /a");
+    CHECK_STR(rec_calls_since(r, from), "add 0:0 /a, mount 0:0:1 /a");
 
     /* unmounted behind its back: the next map mounts again */
     CHECK_CODE(scsictl_set_mount_state(ctl, 0, 0, 1, SCSICTL_MOUNT_RESERVED, &err), SCSICTL_OK);
     CHECK_STR(states(ctl), "attached/reserved");
     from = r->n;
     CHECK_CODE(scsictl_map(ctl, &r->cb, &a, path, sizeof path, &err), SCSICTL_OK);
-    CHECK_STR(calls_since(r, from), "mount 0:0:1 /a");
+    CHECK_STR(rec_calls_since(r, from), "mount 0:0:1 /a");
 
     /* found in the VM and mounted although recorded otherwise: no call */
     CHECK_CODE(scsictl_set_disk_state(ctl, 0, 0, SCSICTL_DISK_RESERVED, &err), SCSICTL_OK);
@@ -67,7 +60,7 @@ static void test_records_follow(void)
     CHECK_STR(states(ctl), "attached/mounted");
     from = r->n;
     CHECK_CODE(scsictl_map(ctl, &r->cb, &a, path, sizeof path, &err), SCSICTL_OK);
-    CHECK_STR(calls_since(r, from), "");
+    CHECK_STR(rec_calls_since(r, from), "");
     CHECK_STR(path, "/run/mounts/scsi/0_0_1");
     /* setting what is already recorded changes nothing */
     CHECK_CODE(scsictl_set_disk_state(ctl, 0, 0, SCSICTL_DISK_ATTACHED, &err), SCSICTL_OK);
@@ -76,7 +69,7 @@ static void test_records_follow(void)
     /* and the unmap removes what is there */
     from = r->n;
     CHECK_CODE(scsictl_unmap(ctl, &r->cb, &a, &err), SCSICTL_OK);
-    CHECK_STR(calls_since(r, from), "unmount 0:0:1 /a, eject 0:0, remove 0:0");
+    CHECK_STR(rec_calls_since(r, from), "unmount 0:0:1 /a, eject 0:0, remove 0:0");
     CHECK_STR(states(ctl), "none");
     free(r);
     scsictl_free(ctl);
@@ -104,7 +97,7 @@ static void test_teardown(void)
     CHECK_CODE(scsictl_set_disk_state(ctl, 0, 0, SCSICTL_DISK_EJECTED, &err), SCSICTL_OK);
     size_t from = r->n;
     CHECK_CODE(scsictl_unmap(ctl, &r->cb, &a, &err), SCSICTL_OK);
-    CHECK_STR(calls_since(r, from), "remove 0:0");
+    CHECK_STR(rec_calls_since(r, from), "remove 0:0");
     CHECK_STR(states(ctl), "none");
 
     /* not in the VM at all: the retried unmap just forgets it */
@@ -116,7 +109,7 @@ static void test_teardown(void)
     from = r->n;
     CHECK_CODE(scsictl_map(ctl, &r->cb, &b, path, sizeof path, &err), SCSICTL_E_BUSY);
     CHECK_CODE(scsictl_unmap(ctl, &r->cb, &b, &err), SCSICTL_OK);
-    CHECK_STR(calls_since(r, from), "");
+    CHECK_STR(rec_calls_since(r, from), "");
     CHECK_STR(states(ctl), "none");
     free(r);
     scsictl_free(ctl);

@@ -541,6 +541,15 @@ static inline void rec_format(const rec_backend *r, size_t from, char *out, size
     }
 }
 
+/* rec_format of the calls logged since `from`, in a buffer of its own (valid
+ * until the next call). */
+static inline const char *rec_calls_since(const rec_backend *r, size_t from)
+{
+    static char buf[2048];
+    rec_format(r, from, buf, sizeof buf);
+    return buf;
+}
+
 /* ------------------------------------------------------------------------ */
 /* Driving the step interface by hand                                        */
 /* ------------------------------------------------------------------------ */
