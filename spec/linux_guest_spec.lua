@@ -470,7 +470,17 @@ describe("scsictl.qemu_guest (a real Linux guest)", function()
     assert.equal(1, #guest_mounts())
     value(quick:remove_mapped_virtual_disk(s))
     assert.equal("", gsh("ls -A /run/scsictl-locks"))
+    -- An eject takes its slot's lock the same way: it waits for a live
+    -- holder (an eject that outlived its host agent), then takes it over.
+    local slotlock = "/run/scsictl-locks/%run%mounts%scsi%0_6"
+    gsh("sleep 30 </dev/null >/dev/null 2>&1 & echo $! > " .. slotlock)
+    ok, msg = quick:remove_scsi_device({ controller = 0, lun = 6 })
+    assert.is_nil(ok)
+    assert.matches("/run/mounts/scsi/0_6 is locked by another scsictl eject %(pid %d+%) that did not end", msg)
+    value(guest:device(0, 6))                     -- not ejected
+    gsh("kill $(cat " .. slotlock .. ")")
     value(guest:remove_scsi_device({ controller = 0, lun = 6 }))
+    assert.equal("", gsh("ls -A /run/scsictl-locks"))
     value(vmb:remove_scsi_disk(0, 6))
     assert_clean()
   end)

@@ -118,6 +118,16 @@ describe("scsictl.reconcile (stub views)", function()
       states)
   end)
 
+  it("leaves a slot alone while a guest step holds its lock: a mount path's, or an eject's", function()
+    local gv = { devices = { { controller = 0, lun = 1, block = "sdb" }, { controller = 0, lun = 2, block = "sdc" } },
+                 mounts = {}, leftovers = {},
+                 locked = { "/run/mounts/scsi/0_1_0", "/run/mounts/scsi/0_2", "/run/mounts/elsewhere" } }
+    assert.same({ "busy 0:1", "busy 0:2" }, kinds(reconcile.compare({}, {}, gv)))
+    gv.locked = {}
+    assert.same({ "guest_device_unexplained 0:1", "guest_device_unexplained 0:2" },
+      kinds(reconcile.compare({}, {}, gv)))
+  end)
+
   it("leaves busy and rootfs slots alone; a failed step stops the later steps of its slot", function()
     -- An add that yields: a map of `a` is in flight while reconcile runs.
     local function yes() return true end

@@ -22,6 +22,21 @@ under a length cap, writes, and ends once, with one reason.
   c:write(data)             a failed write ends the connection
   c:close(reason)           ends it (on_broken runs)
   c.closed                  the reason it ended, or nil
+  conn.owner(fname, opts, key, what, method, default_timeout) -> owner
+      checks a backend constructor's options (a table; opts[key] a client,
+      a table with `method`, or a socket path; opts.timeout a positive
+      number), raising at its caller's caller as "<fname>: <key> must be
+      <what> or a socket path"; returns the backend's fields: ["_" .. key]
+      (the client), _path, _own (a client of its own, made from the path)
+      and timeout
+  conn.owned(field, what, connect) -> client_method, close_method, tostring
+      three methods of a backend built by conn.owner: client_method(self)
+      returns self[field] while it is open; once it closed, a new client
+      from connect(self._path, { timeout = self.timeout }) kept in its
+      place, or, for a backend given a client rather than a path, nil and
+      "<what> connection closed: <reason>". close_method(self) closes the
+      client only if the backend made it (-> true). tostring(self) is
+      "<the metatable's __name>(<socket path>)".
 ]==]
 
 local uv = require("scsictl.deps")("scsictl.conn", "luv")
@@ -53,6 +68,43 @@ function M.connect(path, what, timeout)
     return nil, msg and msg:find(what, 1, true) and msg or ("%s: %s"):format(what, tostring(msg))
   end
   return pipe
+end
+
+function M.owner(fname, opts, key, what, method, default_timeout)
+  if type(opts) ~= "table" then error(fname .. ": options must be a table", 3) end
+  local c = opts[key]
+  if type(c) ~= "string" and not (type(c) == "table" and c[method]) then
+    error(("%s: %s must be %s or a socket path"):format(fname, key, what), 3)
+  end
+  local timeout = opts.timeout or default_timeout
+  if type(timeout) ~= "number" or timeout <= 0 then
+    error(fname .. ": timeout must be a positive number", 3)
+  end
+  local path = type(c) == "string" and c or nil
+  return { ["_" .. key] = not path and c or nil, _path = path, _own = path ~= nil, timeout = timeout }
+end
+
+function M.owned(field, what, connect)
+  local function client(self)
+    local c = self[field]
+    if c and not c:is_closed() then return c end
+    if not self._path then
+      return nil, ("%s connection closed: %s"):format(what, tostring(c and select(2, c:is_closed())))
+    end
+    local msg
+    c, msg = connect(self._path, { timeout = self.timeout })
+    if not c then return nil, msg end
+    self[field] = c
+    return c
+  end
+  local function close(self)
+    if self._own and self[field] then self[field]:close() end
+    return true
+  end
+  local function describe(self)
+    return ("%s(%s)"):format(getmetatable(self).__name, self._path or (self[field] and self[field].path) or "?")
+  end
+  return client, close, describe
 end
 
 function M.line_reader(max)

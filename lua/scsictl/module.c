@@ -50,9 +50,8 @@ void *lkey_testudata(lua_State *L, int arg, int mt)
     void *p = lua_touserdata(L, arg);
     if (!p || !lua_getmetatable(L, arg))
         return NULL;
-    lkey_push(L, mt);
-    bool same = lua_rawequal(L, -1, -2);
-    lua_pop(L, 2);
+    bool same = lua_rawequal(L, -1, lua_upvalueindex(mt));
+    lua_pop(L, 1);
     return same ? p : NULL;
 }
 

@@ -361,9 +361,9 @@ static int drive(lua_State *L, lop *o, int st, scsictl_error *err)
                                           : UV_GUEST);
         int backend = lua_gettop(L);
         const char *name = scsictl_step_name(s->kind);
-        lkey_get(L, backend, K_STEP + (int)s->kind); /* looked up at each call */
         lua_pushvalue(L, backend);
-        lua_remove(L, backend);
+        lkey_get(L, backend, K_STEP + (int)s->kind); /* looked up at each call */
+        lua_replace(L, backend); /* function, backend (its self) */
         int nargs = 1 + lscsictl_push_args(L, s);
         if (lua_type(L, -nargs - 1) != LUA_TFUNCTION && !luaL_getmetafield(L, -nargs - 1, "__call")) {
             lua_settop(L, IDX_OP);

@@ -102,6 +102,9 @@ qemu.scsi_disks(client) -> array | nil, msg
   is the qdev id of the controller owning the bus. For a throttled disk
   (I/O limits) node is the throttle node, file and format the image's.
 
+qemu.kvm_usable() -> boolean
+  Whether /dev/kvm opens read-write (what accel "auto" asks).
+
 qemu.launch(opts) -> vm | nil, msg
   Starts qemu-system-x86_64 paused (-S) with -nodefaults -no-user-config
   -nographic -display none -nic none, opts.controllers virtio-scsi-pci
@@ -133,6 +136,8 @@ qemu.launch(opts) -> vm | nil, msg
 local uv = require("scsictl.deps")("scsictl.qemu", "luv", "cjson")
 local loop = require("scsictl.loop")
 local qmp = require("scsictl.qmp")
+local conn = require("scsictl.conn")
+local by_slot = require("scsictl.reconcile").by_slot
 
 local qemu = {}
 qemu.qmp = qmp
@@ -231,15 +236,7 @@ local function final(class)
 end
 
 function qemu.vm_backend(opts)
-  if type(opts) ~= "table" then error("vm_backend: options must be a table", 2) end
-  local c = opts.qmp
-  if type(c) ~= "string" and not (type(c) == "table" and c.execute) then
-    error("vm_backend: qmp must be a QMP client or a socket path", 2)
-  end
-  local timeout = opts.timeout or qmp.DEFAULT_TIMEOUT
-  if type(timeout) ~= "number" or timeout <= 0 then
-    error("vm_backend: timeout must be a positive number", 2)
-  end
+  local self = conn.owner("vm_backend", opts, "qmp", "a QMP client", "execute", qmp.DEFAULT_TIMEOUT)
   local bus = opts.bus or "scsi%d.0"
   if type(bus) == "string" then
     local fmt = bus
@@ -259,13 +256,8 @@ function qemu.vm_backend(opts)
   if type(prefix) ~= "string" or not prefix:match("^[%a][%w%-_]*$") then
     error("vm_backend: prefix must start with a letter and hold only letters, digits, - and _", 2)
   end
-  return setmetatable({
-    _qmp = type(c) ~= "string" and c or nil,
-    _path = type(c) == "string" and c or nil,
-    _own = type(c) == "string",
-    timeout = timeout, bus = bus, format = format,
-    passthru_driver = pt, prefix = prefix, _undo = {},
-  }, Backend)
+  self.bus, self.format, self.passthru_driver, self.prefix, self._undo = bus, format, pt, prefix, {}
+  return setmetatable(self, Backend)
 end
 
 function Backend:node_name(controller, lun)
@@ -276,24 +268,8 @@ function Backend:device_id(controller, lun)
   return ("%s-disk-c%d-l%d"):format(self.prefix, controller, lun)
 end
 
-function Backend:client()
-  local c = self._qmp
-  if c and not c:is_closed() then return c end
-  if not self._path then
-    local _, why = c:is_closed()
-    return nil, "QMP connection closed: " .. tostring(why)
-  end
-  local msg
-  c, msg = qmp.connect(self._path, { timeout = self.timeout })
-  if not c then return nil, msg end
-  self._qmp = c
-  return c
-end
-
-function Backend:close()
-  if self._own and self._qmp then self._qmp:close() end
-  return true
-end
+Backend.client, Backend.close, Backend.__tostring =
+  conn.owned("_qmp", "QMP", qmp.connect)
 
 function Backend:disks()
   local c, msg = self:client()
@@ -919,16 +895,8 @@ function Backend:observe()
     end
   end
   for _, s in ipairs(out) do table.sort(s.nodes) end
-  table.sort(out, function(a, b)
-    if a.controller ~= b.controller then return a.controller < b.controller end
-    return a.lun < b.lun
-  end)
+  table.sort(out, by_slot)
   return out
-end
-
-Backend.__tostring = function(self)
-  return ("scsictl.qemu.backend(%s)"):format(self._path
-    or (self._qmp and self._qmp.path) or "?")
 end
 
 ---------------------------------------------------------------------------
@@ -943,7 +911,7 @@ local function read_all(path)
   return loop.read_file(path) or ""
 end
 
-local function kvm_usable()
+function qemu.kvm_usable()
   local fd = loop.fs("open", "/dev/kvm", "r+", 0)
   if fd then loop.fs("close", fd) return true end
   return false
@@ -977,7 +945,7 @@ function qemu.launch(opts)
   local timeout = opts.timeout or 10
   local accel = opts.accel or os.getenv("SCSICTL_QEMU_ACCEL") or "auto"
   if accel == "" then accel = "auto" end
-  if accel == "auto" then accel = kvm_usable() and "kvm" or "tcg" end
+  if accel == "auto" then accel = qemu.kvm_usable() and "kvm" or "tcg" end
   if accel ~= "kvm" and accel ~= "tcg" then
     error("launch: accel must be \"auto\", \"kvm\" or \"tcg\"", 2)
   end

@@ -37,9 +37,9 @@ WHAT THE GUEST NEEDS
   and dm_verity (sha256) modules; for
   ensure_filesystem, mkfs.<type> (e2fsprogs' mke2fs for ext2/3/4) and
   util-linux's blkid (without blkid, ext2/3/4 are detected by their magic);
-  a writable /run or /tmp for the lock files that make a mount or unmount
-  re-issued after a host deadline wait for the abandoned run of it, whose
-  guest command goes on (/run/scsictl-locks, else /tmp).
+  a writable /run or /tmp for the lock files that make a mount, unmount or
+  eject re-issued after a host deadline wait for the abandoned run of it,
+  whose guest command goes on (/run/scsictl-locks, else /tmp).
 
 qemu_guest.linux_guest(opts) -> backend
   opts.agent     a client from qemu_guest.agent_connect, or the path of the
@@ -109,9 +109,10 @@ qemu_guest.linux_guest(opts) -> backend
       partition from a <c>_<l>_<p> name, else nil; block is the SCSI disk
       under the mounted device, nil when it is gone; count > 1 for stacked
       mounts), leftovers = { { mount_path, controller, lun, partition } }
-      (entries there with nothing mounted), locked = { mount_path, ... } }.
-      It first waits (bounded) until no live guest step holds a mount
-      path's lock; paths still locked are listed in locked.
+      (entries there with nothing mounted), locked = { path, ... } }.
+      It first waits (bounded) until no live guest step holds a lock (a
+      mount path's, or an eject's: /run/mounts/scsi/<c>_<l>); what is
+      still locked is listed in locked.
   backend:pci_address(controller) -> address | nil, msg
   backend:agent() -> the agent client | nil, msg
   backend:close()
@@ -185,6 +186,7 @@ local loop = require("scsictl.loop")
 local qemu = require("scsictl.qemu")
 local qmp = require("scsictl.qmp")
 local conn = require("scsictl.conn")
+local by_slot = require("scsictl.reconcile").by_slot
 
 local M = {}
 M.AGENT_PORT = "org.qemu.guest_agent.0"
@@ -815,9 +817,13 @@ exit 0
 ]]
 end
 
-local function eject_script(pci, lun, wait)
+local function eject_script(pci, controller, lun, wait)
   return table.concat({ "pci=" .. shquote(pci), "lun=" .. lun, "wait=" .. wait,
+    "slot=" .. shquote(("%s/%d_%d"):format(M.GUEST_ROOT, controller, lun)),
     "step=" .. STEP }, "\n") .. "\n" .. PRELUDE .. DM_PRELUDE .. [=[
+# An eject of the slot that outlived its host agent ends first, so that an
+# observe (which waits for live locks) never sees a disk half ejected.
+lock_path "$slot" || fail "$slot is locked by another scsictl eject (pid $_pid) that did not end"
 find_host "$pci" || exit 0
 sd=/sys/bus/scsi/devices/$host:0:0:$lun
 [ -e "$sd" ] || exit 0
@@ -879,15 +885,7 @@ Guest.__index = Guest
 Guest.__name = "scsictl.qemu_guest.backend"
 
 function M.linux_guest(opts)
-  if type(opts) ~= "table" then error("linux_guest: options must be a table", 2) end
-  local a = opts.agent
-  if type(a) ~= "string" and not (type(a) == "table" and a.exec) then
-    error("linux_guest: agent must be an agent client or a socket path", 2)
-  end
-  local timeout = opts.timeout or M.DEFAULT_TIMEOUT
-  if type(timeout) ~= "number" or timeout <= 0 then
-    error("linux_guest: timeout must be a positive number", 2)
-  end
+  local self = conn.owner("linux_guest", opts, "agent", "an agent client", "exec", M.DEFAULT_TIMEOUT)
   local pci = opts.pci
   if pci ~= nil and type(pci) ~= "table" and type(pci) ~= "function" then
     error("linux_guest: pci must be a table or a function", 2)
@@ -902,30 +900,12 @@ function M.linux_guest(opts)
   end
   local cid = opts.controller_id or "scsi%d"
   if type(cid) ~= "string" then error("linux_guest: controller_id must be a format string", 2) end
-  return setmetatable({
-    _agent = type(a) ~= "string" and a or nil, _path = type(a) == "string" and a or nil,
-    _own = type(a) == "string", timeout = timeout, _pci = pci, _qmp = q,
-    controller_id = cid, _pci_cache = {},
-  }, Guest)
+  self._pci, self._qmp, self.controller_id, self._pci_cache = pci, q, cid, {}
+  return setmetatable(self, Guest)
 end
 
-function Guest:agent()
-  local a = self._agent
-  if a and not a:is_closed() then return a end
-  if not self._path then
-    return nil, "guest agent connection closed: " .. tostring(a and a._closed)
-  end
-  local msg
-  a, msg = M.agent_connect(self._path, { timeout = self.timeout })
-  if not a then return nil, msg end
-  self._agent = a
-  return a
-end
-
-function Guest:close()
-  if self._own and self._agent then self._agent:close() end
-  return true
-end
+Guest.agent, Guest.close, Guest.__tostring =
+  conn.owned("_agent", "guest agent", M.agent_connect)
 
 local function find_pci(devices, id)
   for _, d in ipairs(devices or {}) do
@@ -1098,11 +1078,6 @@ local function slot_of(path)
 end
 M.slot_of = slot_of
 
-local function by_slot(a, b)
-  if a.controller ~= b.controller then return a.controller < b.controller end
-  return a.lun < b.lun
-end
-
 -- The observe script's lines as the table observe returns.
 local function parse_observed(out)
   local r = { devices = {}, mounts = {}, leftovers = {}, locked = {} }
@@ -1255,16 +1230,11 @@ function Guest:remove_scsi_device(device)
   local pci, msg = self:pci_address(device.controller)
   if not pci then return nil, "eject: " .. msg end
   local out
-  out, msg = self:sh(eject_script(pci, device.lun, self:_wait()))
+  out, msg = self:sh(eject_script(pci, device.controller, device.lun, self:_wait()))
   if not out then
     return nil, ("eject controller %d lun %d: %s"):format(device.controller, device.lun, msg)
   end
   return true
-end
-
-Guest.__tostring = function(self)
-  return ("scsictl.qemu_guest.backend(%s)"):format(self._path
-    or (self._agent and self._agent.path) or "?")
 end
 
 ---------------------------------------------------------------------------
@@ -1421,12 +1391,6 @@ local function tail(s, n)
   return s
 end
 
-local function kvm_usable()
-  local fd = loop.fs("open", "/dev/kvm", "r+", 0)
-  if fd then loop.fs("close", fd) return true end
-  return false
-end
-
 -- Why a KVM boot failed in this process (KVM is then not tried again).
 local kvm_probe_failure
 
@@ -1533,7 +1497,7 @@ function M.launch(opts)
   local boot_timeout = o.boot_timeout or 60
   local kvm_failure
   if accel == "auto" then
-    if kvm_usable() and kvm_probe_failure == nil then
+    if qemu.kvm_usable() and kvm_probe_failure == nil then
       local vm, msg = boot(o, "kvm", o.kvm_timeout or 10)
       if vm then return vm, vm._guest end
       kvm_probe_failure = msg   -- not tried again by this process

@@ -28,6 +28,9 @@ reconcile.compare(slots, qemu_view, guest_view) -> differences
 
 reconcile.format(differences [, summary]) -> text
 reconcile.KINDS  kind -> what it means (docs/reliability.md explains each)
+reconcile.by_slot(a, b) -> boolean
+  The order of every list of slots here and in the observe() of the QEMU
+  and guest backends: by controller, then LUN (a table.sort comparator).
 
 Repairs run in an order that keeps P1 and P2 true in the guest and QEMU:
 unmounts, then guest ejects, then QEMU removals, then the records (disk
@@ -60,6 +63,11 @@ M.KINDS = {
 -- The order repairs run in: guest mounts, guest disks, QEMU, records.
 local PHASE = { unmount = 1, eject = 2, remove = 3, disk_state = 4, mount_state = 5 }
 
+function M.by_slot(a, b)
+  if a.controller ~= b.controller then return a.controller < b.controller end
+  return a.lun < b.lun
+end
+
 local function key(c, l) return c .. ":" .. l end
 
 local function guest_path(c, l, p) return ("%s/%d_%d_%d"):format(M.ROOT, c, l, p) end
@@ -86,10 +94,7 @@ local function all_slots(...)
       end
     end
   end
-  table.sort(out, function(a, b)
-    if a.controller ~= b.controller then return a.controller < b.controller end
-    return a.lun < b.lun
-  end)
+  table.sort(out, M.by_slot)
   return out
 end
 
@@ -235,8 +240,10 @@ function M.compare(slots, qv, gv)
   local mounts, skip, out, explained = {}, {}, {}, {}
   for _, m in ipairs(gv.mounts or {}) do mounts[m.mount_path] = m end
   local locked = {}
-  for _, p in ipairs(gv.locked or {}) do
-    local c, l = p:match("^" .. M.ROOT:gsub("%p", "%%%0") .. "/(%d+)_(%d+)_%d+$")
+  local root = "^" .. M.ROOT:gsub("%p", "%%%0") .. "/(%d+)_(%d+)"
+  for _, p in ipairs(gv.locked or {}) do  -- a mount path's lock, or an eject's (no partition)
+    local c, l = p:match(root .. "_%d+$")
+    if not c then c, l = p:match(root .. "$") end
     if c then locked[key(math.tointeger(tonumber(c)), math.tointeger(tonumber(l)))] = p end
   end
   for _, s in ipairs(all_slots(slots, qv, gv.devices, gv.mounts, gv.leftovers)) do
