@@ -27,92 +27,80 @@ static const char *states(scsictl *ctl)
     return out;
 }
 
-static void test_records_follow(void)
+static void test_records_follow(scsictl *ctl, rec_backend *r, scsictl_error *err)
 {
-    TEST("repair: a disk or partition set as found; the next map adds what is missing");
-    scsictl *ctl = tu_new(1, 4, SCSICTL_GUEST_LINUX);
-    rec_backend *r = rec_new(SCSICTL_GUEST_LINUX);
-    scsictl_error err;
     scsictl_id a;
     char path[64];
     CHECK_CODE(tu_reserve(ctl, "/a", 1, &a), SCSICTL_OK);
-    CHECK_CODE(scsictl_map(ctl, &r->cb, &a, path, sizeof path, &err), SCSICTL_OK);
+    CHECK_CODE(scsictl_map(ctl, &r->cb, &a, path, sizeof path, err), SCSICTL_OK);
     CHECK_STR(states(ctl), "attached/mounted");
 
     /* removed behind its back: reserved, and its partition with it */
-    CHECK_CODE(scsictl_set_disk_state(ctl, 0, 0, SCSICTL_DISK_RESERVED, &err), SCSICTL_OK);
+    CHECK_CODE(scsictl_set_disk_state(ctl, 0, 0, SCSICTL_DISK_RESERVED, err), SCSICTL_OK);
     CHECK_STR(states(ctl), "reserved/reserved");
     size_t from = r->n;
-    CHECK_CODE(scsictl_map(ctl, &r->cb, &a, path, sizeof path, &err), SCSICTL_OK);
+    CHECK_CODE(scsictl_map(ctl, &r->cb, &a, path, sizeof path, err), SCSICTL_OK);
     CHECK_STR(rec_calls_since(r, from), "add 0:0 /a, mount 0:0:1 /a");
 
     /* unmounted behind its back: the next map mounts again */
-    CHECK_CODE(scsictl_set_mount_state(ctl, 0, 0, 1, SCSICTL_MOUNT_RESERVED, &err), SCSICTL_OK);
+    CHECK_CODE(scsictl_set_mount_state(ctl, 0, 0, 1, SCSICTL_MOUNT_RESERVED, err), SCSICTL_OK);
     CHECK_STR(states(ctl), "attached/reserved");
     from = r->n;
-    CHECK_CODE(scsictl_map(ctl, &r->cb, &a, path, sizeof path, &err), SCSICTL_OK);
+    CHECK_CODE(scsictl_map(ctl, &r->cb, &a, path, sizeof path, err), SCSICTL_OK);
     CHECK_STR(rec_calls_since(r, from), "mount 0:0:1 /a");
 
     /* found in the VM and mounted although recorded otherwise: no call */
-    CHECK_CODE(scsictl_set_disk_state(ctl, 0, 0, SCSICTL_DISK_RESERVED, &err), SCSICTL_OK);
-    CHECK_CODE(scsictl_set_disk_state(ctl, 0, 0, SCSICTL_DISK_ATTACHED, &err), SCSICTL_OK);
-    CHECK_CODE(scsictl_set_mount_state(ctl, 0, 0, 1, SCSICTL_MOUNT_MOUNTED, &err), SCSICTL_OK);
+    CHECK_CODE(scsictl_set_disk_state(ctl, 0, 0, SCSICTL_DISK_RESERVED, err), SCSICTL_OK);
+    CHECK_CODE(scsictl_set_disk_state(ctl, 0, 0, SCSICTL_DISK_ATTACHED, err), SCSICTL_OK);
+    CHECK_CODE(scsictl_set_mount_state(ctl, 0, 0, 1, SCSICTL_MOUNT_MOUNTED, err), SCSICTL_OK);
     CHECK_STR(states(ctl), "attached/mounted");
     from = r->n;
-    CHECK_CODE(scsictl_map(ctl, &r->cb, &a, path, sizeof path, &err), SCSICTL_OK);
+    CHECK_CODE(scsictl_map(ctl, &r->cb, &a, path, sizeof path, err), SCSICTL_OK);
     CHECK_STR(rec_calls_since(r, from), "");
     CHECK_STR(path, "/run/mounts/scsi/0_0_1");
     /* setting what is already recorded changes nothing */
-    CHECK_CODE(scsictl_set_disk_state(ctl, 0, 0, SCSICTL_DISK_ATTACHED, &err), SCSICTL_OK);
+    CHECK_CODE(scsictl_set_disk_state(ctl, 0, 0, SCSICTL_DISK_ATTACHED, err), SCSICTL_OK);
     CHECK_STR(states(ctl), "attached/mounted");
 
     /* and the unmap removes what is there */
     from = r->n;
-    CHECK_CODE(scsictl_unmap(ctl, &r->cb, &a, &err), SCSICTL_OK);
+    CHECK_CODE(scsictl_unmap(ctl, &r->cb, &a, err), SCSICTL_OK);
     CHECK_STR(rec_calls_since(r, from), "unmount 0:0:1 /a, eject 0:0, remove 0:0");
     CHECK_STR(states(ctl), "none");
-    free(r);
-    scsictl_free(ctl);
 }
 
-static void test_teardown(void)
+static void test_teardown(scsictl *ctl, rec_backend *r, scsictl_error *err)
 {
-    TEST("repair: a disk whose release began keeps it");
-    scsictl *ctl = tu_new(1, 4, SCSICTL_GUEST_LINUX);
-    rec_backend *r = rec_new(SCSICTL_GUEST_LINUX);
-    scsictl_error err;
     scsictl_id a, b;
     char path[64];
     CHECK_CODE(tu_reserve(ctl, "/a", 0, &a), SCSICTL_OK);
-    CHECK_CODE(scsictl_map(ctl, &r->cb, &a, path, sizeof path, &err), SCSICTL_OK);
+    CHECK_CODE(scsictl_map(ctl, &r->cb, &a, path, sizeof path, err), SCSICTL_OK);
     rec_fail_next(r, SCSICTL_STEP_LINUX_EJECT, 1, "eject failed");
-    CHECK_CODE(scsictl_unmap(ctl, &r->cb, &a, &err), SCSICTL_E_BACKEND);
+    CHECK_CODE(scsictl_unmap(ctl, &r->cb, &a, err), SCSICTL_E_BACKEND);
     CHECK_STR(states(ctl), "attached/- (tearing down)");
     /* the guest let it go after all: only the removal is left */
-    CHECK_CODE(scsictl_set_disk_state(ctl, 0, 0, SCSICTL_DISK_EJECTED, &err), SCSICTL_OK);
+    CHECK_CODE(scsictl_set_disk_state(ctl, 0, 0, SCSICTL_DISK_EJECTED, err), SCSICTL_OK);
     CHECK_STR(states(ctl), "ejected/- (tearing down)");
     /* ... or it is still there: eject again */
-    CHECK_CODE(scsictl_set_disk_state(ctl, 0, 0, SCSICTL_DISK_ATTACHED, &err), SCSICTL_OK);
+    CHECK_CODE(scsictl_set_disk_state(ctl, 0, 0, SCSICTL_DISK_ATTACHED, err), SCSICTL_OK);
     CHECK_STR(states(ctl), "attached/- (tearing down)");
-    CHECK_CODE(scsictl_set_disk_state(ctl, 0, 0, SCSICTL_DISK_EJECTED, &err), SCSICTL_OK);
+    CHECK_CODE(scsictl_set_disk_state(ctl, 0, 0, SCSICTL_DISK_EJECTED, err), SCSICTL_OK);
     size_t from = r->n;
-    CHECK_CODE(scsictl_unmap(ctl, &r->cb, &a, &err), SCSICTL_OK);
+    CHECK_CODE(scsictl_unmap(ctl, &r->cb, &a, err), SCSICTL_OK);
     CHECK_STR(rec_calls_since(r, from), "remove 0:0");
     CHECK_STR(states(ctl), "none");
 
     /* not in the VM at all: the retried unmap just forgets it */
     CHECK_CODE(tu_reserve(ctl, "/b", 0, &b), SCSICTL_OK);
-    CHECK_CODE(scsictl_map(ctl, &r->cb, &b, path, sizeof path, &err), SCSICTL_OK);
+    CHECK_CODE(scsictl_map(ctl, &r->cb, &b, path, sizeof path, err), SCSICTL_OK);
     rec_fail_next(r, SCSICTL_STEP_LINUX_EJECT, 1, "eject failed");
-    CHECK_CODE(scsictl_unmap(ctl, &r->cb, &b, &err), SCSICTL_E_BACKEND);
-    CHECK_CODE(scsictl_set_disk_state(ctl, 0, 0, SCSICTL_DISK_RESERVED, &err), SCSICTL_OK);
+    CHECK_CODE(scsictl_unmap(ctl, &r->cb, &b, err), SCSICTL_E_BACKEND);
+    CHECK_CODE(scsictl_set_disk_state(ctl, 0, 0, SCSICTL_DISK_RESERVED, err), SCSICTL_OK);
     from = r->n;
-    CHECK_CODE(scsictl_map(ctl, &r->cb, &b, path, sizeof path, &err), SCSICTL_E_BUSY);
-    CHECK_CODE(scsictl_unmap(ctl, &r->cb, &b, &err), SCSICTL_OK);
+    CHECK_CODE(scsictl_map(ctl, &r->cb, &b, path, sizeof path, err), SCSICTL_E_BUSY);
+    CHECK_CODE(scsictl_unmap(ctl, &r->cb, &b, err), SCSICTL_OK);
     CHECK_STR(rec_calls_since(r, from), "");
     CHECK_STR(states(ctl), "none");
-    free(r);
-    scsictl_free(ctl);
 }
 
 static void test_refusals(void)
@@ -203,8 +191,8 @@ static void test_written(void)
 
 int main(void)
 {
-    test_records_follow();
-    test_teardown();
+    tu_run("repair: a disk or partition set as found; the next map adds what is missing", 1, 4, SCSICTL_GUEST_LINUX, test_records_follow);
+    tu_run("repair: a disk whose release began keeps it", 1, 4, SCSICTL_GUEST_LINUX, test_teardown);
     test_refusals();
     test_written();
     return tu_finish();
