@@ -156,6 +156,68 @@ describe("scsictl.qemu", function()
     end)
   end)
 
+  describe("backend constructors (no QEMU needed)", function()
+    -- Both backends take a client or a socket path (conn.owner) and share
+    -- the client, close and __tostring methods (conn.owned).
+    local qemu_guest = okq and require("scsictl.qemu_guest") or nil
+    local cases = {
+      { "vm_backend", function(o)
+        local b = qemu.vm_backend(o) -- not a tail call: the error must point here
+        return b
+      end, "qmp", "execute", "a QMP client", "QMP",
+        "client", "scsictl.qemu.backend" },
+      { "linux_guest", function(o)
+        if type(o) == "table" then o.pci = o.pci or {} end
+        local b = qemu_guest.linux_guest(o)
+        return b
+      end, "agent", "exec",
+        "an agent client", "guest agent", "agent", "scsictl.qemu_guest.backend" },
+    }
+    for _, case in ipairs(cases) do
+      local fname, new, key, method, what, label, getter, name = table.unpack(case)
+
+      it(fname .. ": malformed options raise at the caller, naming the option", function()
+        need_qemu_module()
+        local function raises(opts, msg)
+          local ok, err = pcall(new, opts)
+          assert.is_false(ok)
+          assert.equal(("%s: %s"):format(fname, msg), (tostring(err):gsub("^.-:%d+: ", "")))
+          assert.matches("^[^:]*qemu_spec%.lua:%d+:", tostring(err))
+        end
+        raises("x", "options must be a table")
+        raises({ [key] = 42 }, ("%s must be %s or a socket path"):format(key, what))
+        raises({ [key] = {} }, ("%s must be %s or a socket path"):format(key, what))
+        raises({ [key] = "/x.sock", timeout = 0 }, "timeout must be a positive number")
+        raises({ [key] = "/x.sock", timeout = "1" }, "timeout must be a positive number")
+      end)
+
+      it(fname .. ": a given client is used, never closed by the backend, and reported once closed", function()
+        need_qemu_module()
+        local closed, closes = nil, 0
+        local client = { path = "/given.sock", [method] = function() end,
+          is_closed = function() return closed ~= nil, closed end,
+          close = function() closes = closes + 1 end }
+        local b = new({ [key] = client })
+        assert.equal(client, b[getter](b))
+        assert.equal(name .. "(/given.sock)", tostring(b))
+        closed = "peer went away"
+        assert.same({ nil, label .. " connection closed: peer went away" }, { b[getter](b) })
+        assert.is_true(b:close())
+        assert.equal(0, closes)
+      end)
+
+      it(fname .. ": a socket path is connected on first use, and a failed connect says why", function()
+        need_qemu_module()
+        local b = new({ [key] = scratch:path("nobody.sock"), timeout = 0.5 })
+        assert.equal(name .. "(" .. scratch:path("nobody.sock") .. ")", tostring(b))
+        local c, msg = b[getter](b)
+        assert.is_nil(c)
+        assert.matches("nobody%.sock", msg)
+        assert.is_true(b:close())
+      end)
+    end
+  end)
+
   describe("launch", function()
     it("starts QEMU with controllers scsi0..N-1 at fixed PCI addresses and stops it cleanly", function()
       local vm = start(3)

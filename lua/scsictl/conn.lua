@@ -2,7 +2,9 @@
 scsictl.conn — a line-based connection to a UNIX socket on the event loop:
 the one socket client under the QMP client (scsictl.qmp) and the guest-agent
 client (scsictl.qemu_guest). It connects, splits what arrives into lines
-under a length cap, writes, and ends once, with one reason.
+under a length cap, writes, and ends once, with one reason. The backends
+over those clients (scsictl.qemu, scsictl.qemu_guest) take their client, or
+a socket path to connect on first use, through conn.owner and conn.owned.
 
   conn.connect_args(fname, path, opts, default_timeout) -> opts, timeout
       checks a connect function's arguments (path a non-empty string,
